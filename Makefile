@@ -1,0 +1,26 @@
+# Two commands do all the set-up: `make demo` and `make test`.
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+$(STAMP): pyproject.toml
+	python3 -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q torch==2.13.0   # CPU build; install the CUDA build yourself for a GPU
+	$(PY) -m pip install -q -e ".[dev]"
+	touch $(STAMP)
+
+.PHONY: install demo test dev benchmark
+install: $(STAMP)
+
+demo: $(STAMP)
+	$(VENV)/bin/cliplabel demo --results-root results-demo
+
+test: $(STAMP)
+	$(PY) -m pytest
+
+dev: $(STAMP)
+	DAGSTER_HOME=$${DAGSTER_HOME:-$(CURDIR)/.dagster_home} $(VENV)/bin/dagster dev
+
+benchmark: $(STAMP)
+	$(PY) benchmarks/benchmark.py

@@ -1,0 +1,1 @@
+"""The labelling core: plain functions and small classes, no Dagster imports."""

@@ -1,0 +1,143 @@
+"""Reading images safely and preprocessing them exactly as CLIP's image processor does.
+
+Rules:
+- the format is recognised by content (JPEG, PNG, WEBP); the extension is ignored;
+- EXIF orientation is applied; every mode becomes 8-bit RGB; transparency is composited on neutral grey;
+- a mask is classified as the region of ``source.png`` under it: the source cropped to the mask's bounding
+  box, with pixels outside the mask painted neutral grey (the same look as an RGBA cut-out);
+- masks and cut-outs are padded with neutral grey to a square, so CLIP's centre crop never cuts the object;
+- anything unreadable raises ``ImageSkipped`` with a one-line reason; callers record it and carry on.
+"""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+SUPPORTED_FORMATS = {"JPEG", "PNG", "WEBP"}
+NEUTRAL_GREY = (128, 128, 128)
+MAX_PIXELS = 90_000_000  # above this an image is treated as a decompression bomb
+
+
+class ImageSkipped(Exception):
+    """An item that cannot be labelled; ``str()`` is the reason a person reads."""
+
+
+def to_rgb(img: Image.Image) -> Image.Image:
+    """8-bit RGB from any PIL mode; transparency composited on neutral grey, 16-bit scaled, CMYK converted."""
+    if img.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
+        arr = np.asarray(img, dtype=np.float64)
+        peak = arr.max() if arr.size else 0
+        scale = 255.0 / 65535.0 if peak > 255 else 1.0
+        img = Image.fromarray(np.clip(arr * scale, 0, 255).astype(np.uint8), "L")
+    if img.mode == "P":
+        img = img.convert("RGBA")
+    if img.mode in ("RGBA", "LA", "PA", "La", "RGBa"):
+        rgba = img.convert("RGBA")
+        base = Image.new("RGBA", rgba.size, NEUTRAL_GREY + (255,))
+        return Image.alpha_composite(base, rgba).convert("RGB")
+    return img.convert("RGB")
+
+
+def open_image(path: Path) -> Image.Image:
+    """Decode ``path`` to an upright PIL image in its own mode; raises ``ImageSkipped`` with the reason."""
+    path = Path(path)
+    try:
+        if path.stat().st_size == 0:
+            raise ImageSkipped("empty file (0 bytes)")
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            img = Image.open(path)
+        if img.format not in SUPPORTED_FORMATS:
+            raise ImageSkipped(f"unsupported image format {img.format} (JPEG, PNG or WEBP expected)")
+        if img.width * img.height > MAX_PIXELS:
+            raise ImageSkipped(f"decompression bomb: {img.width}x{img.height} pixels is over the {MAX_PIXELS:,} limit")
+        img.load()
+        return ImageOps.exif_transpose(img)
+    except ImageSkipped:
+        raise
+    except Image.DecompressionBombError as exc:
+        raise ImageSkipped(f"decompression bomb: {exc}") from None
+    except UnidentifiedImageError:
+        raise ImageSkipped("not an image (content is not JPEG, PNG or WEBP)") from None
+    except (OSError, SyntaxError, ValueError) as exc:
+        raise ImageSkipped(f"corrupt or truncated image: {exc}") from None
+
+
+def pad_to_square(img: Image.Image) -> Image.Image:
+    """``img`` centred on a neutral grey square as large as its longer side."""
+    w, h = img.size
+    if w == h:
+        return img
+    side = max(w, h)
+    square = Image.new("RGB", (side, side), NEUTRAL_GREY)
+    square.paste(img, ((side - w) // 2, (side - h) // 2))
+    return square
+
+
+def load_rgb(path: Path, square: bool = False) -> tuple[Image.Image, int]:
+    """The image as RGB, and its object area in pixels (opaque pixels for a cut-out, all pixels otherwise).
+
+    ``square`` pads it to a square (for objects, whose centre crop must not cut them).
+    """
+    img = open_image(path)
+    area = img.width * img.height
+    if img.mode in ("RGBA", "LA", "PA") or (img.mode == "P" and "transparency" in img.info):
+        alpha = np.asarray(img.convert("RGBA"))[..., 3]
+        area = int((alpha > 0).sum())
+        if area == 0:
+            raise ImageSkipped("fully transparent cut-out")
+    rgb = to_rgb(img)
+    return (pad_to_square(rgb) if square else rgb), area
+
+
+def mask_to_bool(mask: Image.Image) -> np.ndarray:
+    """Boolean mask: the alpha channel where one is used, else pixels brighter than mid-grey."""
+    if mask.mode in ("RGBA", "LA", "PA") or (mask.mode == "P" and "transparency" in mask.info):
+        alpha = np.asarray(mask.convert("RGBA"))[..., 3]
+        if alpha.min() < 255:
+            return alpha >= 128
+    if mask.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
+        return np.asarray(mask) > 0
+    return np.asarray(mask.convert("L")) >= 128
+
+
+def crop_source_under_mask(source: Image.Image, mask_path: Path) -> tuple[Image.Image, int]:
+    """The region of ``source`` (RGB) under the mask, cropped to its bounding box, outside painted grey."""
+    mask_img = open_image(mask_path)
+    if mask_img.size != source.size:
+        sw, sh = source.size
+        mw, mh = mask_img.size
+        if abs(mw / mh - sw / sh) > 0.01:
+            raise ImageSkipped(f"mask is {mw}x{mh} but source.png is {sw}x{sh} (different aspect ratio)")
+        mask_img = mask_img.convert("L").resize(source.size, Image.NEAREST)
+    mask = mask_to_bool(mask_img)
+    ys, xs = np.nonzero(mask)
+    if len(xs) == 0:
+        raise ImageSkipped("empty mask (no foreground pixels)")
+    box = (int(xs.min()), int(ys.min()), int(xs.max()) + 1, int(ys.max()) + 1)
+    region = np.asarray(source.crop(box)).copy()
+    region[~mask[box[1]:box[3], box[0]:box[2]]] = NEUTRAL_GREY
+    return pad_to_square(Image.fromarray(region, "RGB")), int(len(xs))
+
+
+def preprocess(img: Image.Image, size: int, crop: int, mean, std) -> np.ndarray:
+    """CLIP preprocessing of an RGB image: shortest side to ``size`` (bicubic), centre crop, mean/std.
+
+    Returns float32 ``[3, crop, crop]``; equals Transformers' ``CLIPImageProcessor`` output.
+    """
+    w, h = img.size
+    short, long = (w, h) if w <= h else (h, w)
+    new_long = int(size * long / short)
+    new_w, new_h = (size, new_long) if w <= h else (new_long, size)
+    if (new_w, new_h) != (w, h):
+        img = img.resize((new_w, new_h), Image.BICUBIC)
+    top, left = (new_h - crop) // 2, (new_w - crop) // 2
+    if top < 0 or left < 0:
+        raise ImageSkipped(f"image of {w}x{h} is too small to crop to {crop}")
+    arr = np.asarray(img.crop((left, top, left + crop, top + crop)), dtype=np.float32) * np.float32(1 / 255)
+    arr = (arr - np.asarray(mean, np.float32)) / np.asarray(std, np.float32)
+    return np.ascontiguousarray(arr.transpose(2, 0, 1))

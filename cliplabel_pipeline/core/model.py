@@ -1,0 +1,168 @@
+"""Loading CLIP (offline only) and choosing device and precision."""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import json
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from transformers import CLIPModel, CLIPTokenizer
+
+from cliplabel_pipeline.core.errors import CliplabelError
+
+log = logging.getLogger(__name__)
+
+DEFAULT_MODEL = "openai/clip-vit-base-patch32"
+PRECISIONS = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+class ModelNotFoundError(CliplabelError):
+    """The model is neither a local directory nor in the local Hugging Face cache."""
+
+
+def cpu_has_native_bf16() -> bool:
+    """True where the CPU computes bf16 natively (AVX512_BF16 or AMX); elsewhere bf16 is slower than fp32."""
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+def resolve_device(device: str = "auto") -> str:
+    """``auto`` -> ``cuda`` when available, else ``cpu``; an explicit ``cuda`` without CUDA is an error."""
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device not in ("cpu", "cuda") and not device.startswith("cuda:"):
+        raise CliplabelError(f"unknown device {device!r}: use auto, cpu or cuda")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise CliplabelError("device cuda was asked for but CUDA is not available; use --device cpu or auto")
+    return device
+
+
+def resolve_precision(precision: str, device: str) -> str:
+    """``auto`` -> fp16 on CUDA, bf16 on a CPU with native bf16, else fp32."""
+    if precision == "auto":
+        if device.startswith("cuda"):
+            return "fp16"
+        return "bf16" if cpu_has_native_bf16() else "fp32"
+    if precision not in PRECISIONS:
+        raise CliplabelError(f"unknown precision {precision!r}: use auto, fp32, bf16 or fp16")
+    return precision
+
+
+def resolve_model_dir(model: str) -> Path:
+    """A local Transformers directory for ``model`` (a directory, or a hub id found in the local cache)."""
+    path = Path(model).expanduser()
+    if path.is_dir():
+        if not (path / "config.json").is_file():
+            raise ModelNotFoundError(f"model directory {path} has no config.json: not a Transformers model")
+        return path.resolve()
+    from huggingface_hub import snapshot_download
+    from huggingface_hub.errors import LocalEntryNotFoundError
+
+    try:
+        return Path(snapshot_download(model, local_files_only=True))
+    except (LocalEntryNotFoundError, ValueError, OSError) as exc:
+        raise ModelNotFoundError(
+            f"model {model!r} is not a local directory nor in the local Hugging Face cache: run "
+            f"`cliplabel model pull --model {model}` once (it downloads), or set CLIPLABEL_MODEL to a model directory"
+        ) from exc
+
+
+def model_identity(model_dir: Path) -> str:
+    """A short hash naming these exact weights: config plus size and ends of each weights file."""
+    digest = hashlib.sha256((model_dir / "config.json").read_bytes())
+    for weights in sorted(model_dir.glob("*.safetensors")) + sorted(model_dir.glob("*.bin")):
+        size = weights.stat().st_size
+        digest.update(str(size).encode())
+        with weights.open("rb") as fh:
+            digest.update(fh.read(1 << 20))
+            fh.seek(max(0, size - (1 << 20)))
+            digest.update(fh.read())
+    return digest.hexdigest()[:16]
+
+
+@dataclass
+class ClipHandle:
+    """A loaded CLIP model with what the rest of the core needs to use it."""
+
+    name: str
+    model_dir: Path
+    model: CLIPModel
+    tokenizer: CLIPTokenizer
+    device: str
+    precision: str
+    identity: str
+    image_size: int
+    crop_size: int
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+    max_text_length: int
+    fell_back_to_cpu: bool = field(default=False)
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return PRECISIONS[self.precision]
+
+    @property
+    def logit_scale(self) -> float:
+        return float(self.model.logit_scale.detach().float().exp().item())
+
+    def move_to_cpu(self) -> None:
+        """Fall back to the CPU (after CUDA ran out of memory), in the CPU's best precision."""
+        self.device = "cpu"
+        self.precision = resolve_precision("auto", "cpu")
+        self.model = self.model.to(device="cpu", dtype=self.dtype)
+        self.fell_back_to_cpu = True
+
+
+def _processor_settings(model_dir: Path) -> dict:
+    path = model_dir / "preprocessor_config.json"
+    cfg = json.loads(path.read_text()) if path.is_file() else {}
+    size = cfg.get("size", {"shortest_edge": 224})
+    crop = cfg.get("crop_size", {"height": 224, "width": 224})
+    return dict(
+        image_size=size["shortest_edge"] if isinstance(size, dict) else int(size),
+        crop_size=crop["height"] if isinstance(crop, dict) else int(crop),
+        mean=tuple(cfg.get("image_mean", (0.48145466, 0.4578275, 0.40821073))),
+        std=tuple(cfg.get("image_std", (0.26862954, 0.26130258, 0.27577711))),
+    )
+
+
+@functools.lru_cache(maxsize=2)
+def _load(model_dir: Path, name: str, device: str, precision: str) -> ClipHandle:
+    log.info("loading CLIP %s on %s in %s", name, device, precision)
+    model = CLIPModel.from_pretrained(model_dir, local_files_only=True, dtype=PRECISIONS[precision])
+    model = model.to(device).eval()
+    tokenizer = CLIPTokenizer.from_pretrained(model_dir, local_files_only=True)
+    return ClipHandle(
+        name=name, model_dir=model_dir, model=model, tokenizer=tokenizer, device=device, precision=precision,
+        identity=model_identity(model_dir), max_text_length=model.config.text_config.max_position_embeddings,
+        **_processor_settings(model_dir),
+    )
+
+
+def load_clip(model: str = DEFAULT_MODEL, device: str = "auto", precision: str = "auto") -> ClipHandle:
+    """Load ``model`` (hub id from the local cache, or a Transformers directory) once per process.
+
+    Never downloads. Raises ``ModelNotFoundError`` with one line naming ``cliplabel model pull``.
+    """
+    device = resolve_device(device)
+    precision = resolve_precision(precision, device)
+    return _load(resolve_model_dir(model), model, device, precision)
+
+
+def pull_model(model: str = DEFAULT_MODEL) -> Path:
+    """Download ``model`` into the local Hugging Face cache (the only function that touches the network)."""
+    from huggingface_hub import snapshot_download
+
+    patterns = ["*.json", "*.txt", "*.safetensors"]
+    try:
+        return Path(snapshot_download(model, allow_patterns=patterns))
+    except Exception as exc:  # network, auth and hub errors come in many classes; all end the same way
+        raise CliplabelError(f"could not download {model!r}: {type(exc).__name__}: {str(exc).splitlines()[0]}") from None

@@ -1,0 +1,102 @@
+"""Train the toy-world CLIP and save it in Transformers format.
+
+    python -m cliplabel_pipeline.toyworld.train [OUT_DIR]
+
+Deterministic: fixed seeds, a fixed data set drawn up front, single-threaded data generation. The model is
+a real ``CLIPModel`` (same code path as ViT-B/32), only small: 48 px images, 8 px patches, hidden 96.
+"""
+
+from __future__ import annotations
+
+import random
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel
+
+from cliplabel_pipeline.core.concepts import BANK_DIR, read_lines
+from cliplabel_pipeline.toyworld.draw import LABELS, draw_sample
+from cliplabel_pipeline.toyworld.tokenizer import build_toy_tokenizer
+
+MODEL_DIR = Path(__file__).parent / "model"
+IMAGE_SIZE, MAX_TEXT = 48, 24
+MEAN = np.array([0.48145466, 0.4578275, 0.40821073], dtype=np.float32)
+STD = np.array([0.26862954, 0.26130258, 0.27577711], dtype=np.float32)
+
+
+def toy_config(vocab_size: int, eos_id: int, bos_id: int) -> CLIPConfig:
+    text = dict(vocab_size=vocab_size, hidden_size=96, intermediate_size=384, num_hidden_layers=2,
+                num_attention_heads=4, max_position_embeddings=MAX_TEXT, eos_token_id=eos_id,
+                bos_token_id=bos_id, pad_token_id=eos_id)
+    vision = dict(hidden_size=96, intermediate_size=384, num_hidden_layers=3, num_attention_heads=4,
+                  image_size=IMAGE_SIZE, patch_size=8)
+    return CLIPConfig(text_config=text, vision_config=vision, projection_dim=64)
+
+
+def draw_dataset(n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    rng = random.Random(seed)
+    labels = [rng.randrange(len(LABELS)) for _ in range(n)]
+    pixels = np.stack([np.asarray(draw_sample(LABELS[i], IMAGE_SIZE, rng), dtype=np.float32) for i in labels])
+    pixels = (pixels / 255.0 - MEAN) / STD
+    return torch.from_numpy(pixels).permute(0, 3, 1, 2).contiguous(), torch.tensor(labels)
+
+
+def train(out_dir: Path = MODEL_DIR, steps: int = 2000, batch: int = 96, seed: int = 0) -> float:
+    """Train, save to ``out_dir``, and return held-out top-1 accuracy on freshly drawn samples."""
+    torch.manual_seed(seed)
+    templates = read_lines(BANK_DIR / "templates.txt")
+    words = " ".join(templates + LABELS).replace("{}", " ").replace(".", " . ").split()
+    tok = build_toy_tokenizer(words, MAX_TEXT)
+    model = CLIPModel(toy_config(len(tok), tok.eos_token_id, tok.bos_token_id))
+    print(f"toy CLIP: {sum(p.numel() for p in model.parameters()):,} parameters")
+    prompts = [[t.format(label) for t in templates] for label in LABELS]
+    text_inputs = [tok(p, padding="max_length", max_length=MAX_TEXT, return_tensors="pt") for p in prompts]
+    x, y = draw_dataset(24_000, seed)
+    opt = torch.optim.AdamW(model.parameters(), lr=2e-3, weight_decay=0.05)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=2e-3, total_steps=steps, pct_start=0.1)
+    gen = torch.Generator().manual_seed(seed)
+    start = time.time()
+    for step in range(steps):
+        idx = torch.randint(0, len(x), (batch,), generator=gen)
+        pick = torch.randint(0, len(templates), (len(LABELS),), generator=gen)
+        ids = torch.stack([text_inputs[c]["input_ids"][pick[c]] for c in range(len(LABELS))])
+        mask = torch.stack([text_inputs[c]["attention_mask"][pick[c]] for c in range(len(LABELS))])
+        img = F.normalize(model.get_image_features(pixel_values=x[idx]).pooler_output, dim=-1)
+        txt = F.normalize(model.get_text_features(input_ids=ids, attention_mask=mask).pooler_output, dim=-1)
+        logits = model.logit_scale.exp() * img @ txt.T
+        loss = F.cross_entropy(logits, y[idx])
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        sched.step()
+        with torch.no_grad():
+            model.logit_scale.clamp_(0, 4.6052)
+        if step % 100 == 0 or step == steps - 1:
+            print(f"step {step:5d} loss {loss.item():.4f} ({time.time() - start:.0f}s)")
+    accuracy = evaluate(model, tok, templates)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(out_dir)
+    tok.save_pretrained(out_dir)
+    CLIPImageProcessor(size={"shortest_edge": IMAGE_SIZE},
+                       crop_size={"height": IMAGE_SIZE, "width": IMAGE_SIZE}).save_pretrained(out_dir)
+    (out_dir / "concepts.txt").write_text("\n".join(LABELS) + "\n")
+    print(f"held-out top-1 {accuracy:.3f}; saved to {out_dir}")
+    return accuracy
+
+
+@torch.inference_mode()
+def evaluate(model: CLIPModel, tok, templates: list[str], n: int = 2000) -> float:
+    x, y = draw_dataset(n, seed=12345)
+    inputs = tok([t.format(c) for c in LABELS for t in templates], padding=True, return_tensors="pt")
+    txt = F.normalize(model.get_text_features(**inputs).pooler_output, dim=-1)
+    txt = F.normalize(txt.view(len(LABELS), len(templates), -1).mean(1), dim=-1)
+    img = F.normalize(model.get_image_features(pixel_values=x).pooler_output, dim=-1)
+    return (img @ txt.T).argmax(1).eq(y).float().mean().item()
+
+
+if __name__ == "__main__":
+    train(Path(sys.argv[1]) if len(sys.argv) > 1 else MODEL_DIR)

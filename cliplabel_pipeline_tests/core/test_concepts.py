@@ -1,0 +1,62 @@
+"""The bundled concept bank, templates, and the on-disk text-embedding cache."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from cliplabel_pipeline.core import encode
+from cliplabel_pipeline.core.concepts import BANK_DIR, concept_text_embeddings, load_bank, read_lines
+from cliplabel_pipeline.core.errors import CliplabelError
+from cliplabel_pipeline.core.model import load_clip
+
+
+def test_bundled_bank_is_large_deduplicated_and_covers_coco_and_open_images():
+    bank = load_bank()
+    lowered = [n.lower() for n in bank.names]
+    assert len(bank.names) > 2000
+    assert len(set(lowered)) == len(lowered)
+    aliases = dict(line.split("\t") for line in read_lines(BANK_DIR / "synonyms.tsv")[1:])
+    for name in read_lines(BANK_DIR / "sources" / "coco.txt") + ["jellyfish", "saxophone", "wheelchair"]:
+        assert aliases.get(name, name) in bank.names, name
+    assert aliases["skis"] == "ski"  # COCO's plural folded into Open Images' singular
+    assert "couches" not in bank.names and "sofa" not in bank.names  # folded into COCO's "couch"
+    assert len(bank.templates) == 7 and all(t.count("{}") == 1 for t in bank.templates)
+
+
+def test_user_labels_and_templates_replace_the_defaults(tmp_path):
+    (tmp_path / "t.txt").write_text("a drawing of a {}.\n")
+    bank = load_bank(labels=["cat", "dog", "cat"], templates_file=tmp_path / "t.txt")
+    assert bank.names == ("cat", "dog") and bank.templates == ("a drawing of a {}.",)
+    (tmp_path / "bad.txt").write_text("no placeholder\n")
+    with pytest.raises(CliplabelError, match="exactly one"):
+        load_bank(labels=["cat"], templates_file=tmp_path / "bad.txt")
+
+
+def test_second_run_does_no_text_encoding(toy_model, tmp_path, monkeypatch):
+    handle = load_clip(toy_model, device="cpu", precision="fp32")
+    bank = load_bank(labels=["red star", "blue circle"])
+    first, hit1 = concept_text_embeddings(handle, bank, tmp_path)
+    calls = []
+    monkeypatch.setattr(encode, "encode_texts", lambda *a, **k: calls.append(a))
+    second, hit2 = concept_text_embeddings(handle, bank, tmp_path)
+    assert (hit1, hit2) == (False, True) and calls == []
+    np.testing.assert_array_equal(first, second)
+    np.testing.assert_allclose(np.linalg.norm(first, axis=1), 1.0, atol=1e-5)
+
+
+def test_cache_key_changes_with_templates(toy_model, tmp_path):
+    handle = load_clip(toy_model, device="cpu", precision="fp32")
+    (tmp_path / "t.txt").write_text("a photo of the large {}.\n")
+    concept_text_embeddings(handle, load_bank(labels=["red star"]), tmp_path)
+    _, hit = concept_text_embeddings(handle, load_bank(labels=["red star"], templates_file=tmp_path / "t.txt"), tmp_path)
+    assert hit is False
+
+
+def test_embedding_is_the_renormalised_mean_of_template_embeddings(toy_model, tmp_path):
+    handle = load_clip(toy_model, device="cpu", precision="fp32")
+    bank = load_bank(labels=["purple square"])
+    emb, _ = concept_text_embeddings(handle, bank, tmp_path)
+    per_template = encode.encode_texts(handle, [t.format("purple square") for t in bank.templates])
+    mean = per_template.mean(0)
+    np.testing.assert_allclose(emb[0], mean / np.linalg.norm(mean), atol=1e-5)

@@ -1,0 +1,124 @@
+"""Labelling toy jobs with the toy CLIP: real model, real labels, known truth."""
+
+from __future__ import annotations
+
+import csv
+import os
+
+import numpy as np
+import pytest
+
+from cliplabel_pipeline.core import outputs
+from cliplabel_pipeline.core.outputs import read_jsonl
+from cliplabel_pipeline.toyworld.jobs import write_toy_jobs
+
+RECORD_KEYS = {"path", "kind", "labels", "top1", "confidence", "cosine", "margin", "low_confidence"}
+
+
+def test_the_red_star_is_labelled_red_star(labeller, toy_job):
+    root, job_id = toy_job
+    result = labeller.label_job(root, job_id)
+    by_path = {r["path"]: r for r in read_jsonl(root / job_id / "labels.jsonl")}
+    assert by_path["objects/obj_00.png"]["top1"] == "red star"
+    assert by_path["masks/obj_00.png"]["top1"] == "red star"
+    assert by_path["objects/obj_01.png"]["top1"] == "blue circle"
+    assert len(result.records) == 9 and result.skipped == []
+
+
+def test_held_out_toy_accuracy_is_at_least_90_percent_on_objects_and_masks(labeller, results_root):
+    correct = {"object": 0, "mask": 0}
+    total = {"object": 0, "mask": 0}
+    for job_id in write_toy_jobs(results_root, 12, seed=424242, prefix="held-out"):
+        truth = dict(csv.reader((results_root / job_id / "ground_truth.csv").open()))
+        for rec in labeller.label_job(results_root, job_id).records:
+            if rec["path"] in truth:
+                total[rec["kind"]] += 1
+                correct[rec["kind"]] += rec["top1"] == truth[rec["path"]]
+    for kind in total:
+        assert total[kind] >= 40
+        assert correct[kind] / total[kind] >= 0.90, (kind, correct[kind], total[kind])
+
+
+def test_record_schema_and_scores(labeller, toy_job):
+    root, job_id = toy_job
+    for rec in labeller.label_job(root, job_id).records:
+        assert RECORD_KEYS <= rec.keys()
+        assert rec["kind"] in {"source", "mask", "object"} and "\\" not in rec["path"]
+        scores = [label["score"] for label in rec["labels"]]
+        assert len(scores) == 3 and scores == sorted(scores, reverse=True)
+        assert 0 <= rec["confidence"] <= 1 and rec["confidence"] == scores[0]
+        assert rec["margin"] == pytest.approx(scores[0] - scores[1], abs=2e-6)
+        assert -1 <= rec["cosine"] <= 1
+
+
+def test_source_gets_scene_tags_from_its_objects(labeller, toy_job):
+    root, job_id = toy_job
+    source = next(r for r in labeller.label_job(root, job_id).records if r["kind"] == "source")
+    tags = {t["name"] for t in source["scene_tags"]}
+    assert {"red star", "blue circle", "green square", "yellow triangle"} <= tags
+
+
+def test_low_confidence_items_are_marked_never_dropped(labeller, toy_job):
+    root, job_id = toy_job
+    strict = type(labeller)(**{**labeller.__dict__, "min_confidence": 0.999999})
+    records = strict.label_job(root, job_id).records
+    assert len(records) == 9
+    assert any(r["low_confidence"] for r in records)
+
+
+def test_confidence_matches_the_transformers_zero_shot_pipeline(labeller, toy_model, toy_job, tmp_path):
+    from PIL import Image
+    from transformers import pipeline
+
+    root, job_id = toy_job
+    image = root / job_id / "objects" / "obj_00.png"
+    candidates = ["red star", "blue circle", "green square"]
+    template = tmp_path / "t.txt"
+    template.write_text("This is a photo of {}.\n")
+    ours = type(labeller).create(toy_model, device="cpu", precision="fp32", labels=candidates,
+                                 templates_file=template, top_k=3)
+    rec = ours.classify_paths([image])[0][0]
+    pipe = pipeline("zero-shot-image-classification", model=toy_model, device="cpu")
+    theirs = {d["label"]: d["score"] for d in pipe(Image.open(image).convert("RGB"), candidate_labels=candidates)}
+    for label in rec["labels"]:
+        assert label["score"] == pytest.approx(theirs[label["name"]], abs=0.02)
+
+
+def test_bad_items_are_skipped_with_reasons_and_good_ones_labelled(labeller, toy_job):
+    root, job_id = toy_job
+    job = root / job_id
+    (job / "objects" / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\ngarbage")
+    (job / "objects" / "empty.png").write_bytes(b"")
+    (job / "masks" / "notes.png").write_text("not an image")
+    result = labeller.label_job(root, job_id)
+    reasons = {s["path"]: s["reason"] for s in read_jsonl(job / "skipped.jsonl")}
+    assert set(reasons) == {"objects/broken.png", "objects/empty.png", "masks/notes.png"}
+    assert "empty file" in reasons["objects/empty.png"]
+    assert len(result.records) == 9
+
+
+def test_labels_jsonl_write_is_atomic(labeller, toy_job, monkeypatch):
+    root, job_id = toy_job
+    labeller.label_job(root, job_id)
+    before = (root / job_id / "labels.jsonl").read_bytes()
+
+    def crash(*_a, **_k):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(outputs.os, "replace", crash)
+    with pytest.raises(OSError):
+        labeller.label_job(root, job_id)
+    assert (root / job_id / "labels.jsonl").read_bytes() == before
+    assert [p.name for p in (root / job_id).iterdir() if p.name.endswith(".tmp")] == []
+
+
+def test_fixed_batch_shape_gives_the_same_embeddings_as_one_by_one(labeller, toy_job):
+    root, job_id = toy_job
+    from cliplabel_pipeline.core.embedding import embed_images, job_loaders
+    from cliplabel_pipeline.core.jobs import list_job_items
+
+    manifest = list_job_items(root / job_id)
+    batched = embed_images(labeller.handle, job_loaders(manifest), batch_size=4)
+    single = embed_images(labeller.handle, job_loaders(manifest), batch_size=1)
+    np.testing.assert_allclose(batched.embeddings, single.embeddings, atol=1e-4)
+    assert len(batched.batch_seconds) == 3 and os.cpu_count()

@@ -1,0 +1,73 @@
+"""The ``cliplabel`` command line, as a user runs it."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from cliplabel_pipeline.cli import main
+from cliplabel_pipeline.core.outputs import read_jsonl
+
+
+def test_classify_prints_one_json_record_per_image(toy_model, toy_job, capsys):
+    root, job_id = toy_job
+    objects = sorted((root / job_id / "objects").iterdir())
+    assert main(["classify", *map(str, objects), "--model", toy_model, "--top-k", "2"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    records = [json.loads(line) for line in lines]
+    assert len(records) == 4 and records[0]["top1"] == "red star" and len(records[0]["labels"]) == 2
+
+
+def test_classify_with_a_user_label_list(toy_model, toy_job, capsys):
+    root, job_id = toy_job
+    image = root / job_id / "objects" / "obj_01.png"
+    assert main(["classify", str(image), "--model", toy_model, "--labels", "blue circle,red star"]) == 0
+    record = json.loads(capsys.readouterr().out)
+    assert record["top1"] == "blue circle" and {l["name"] for l in record["labels"]} == {"blue circle", "red star"}
+
+
+def test_job_writes_labels_jsonl(toy_model, toy_job, capsys, monkeypatch):
+    root, job_id = toy_job
+    monkeypatch.setenv("CLIPLABEL_RESULTS_ROOT", str(root))
+    assert main(["job", job_id, "--results-root", str(root), "--model", toy_model]) == 0
+    assert "9 labelled" in capsys.readouterr().out
+    assert len(read_jsonl(root / job_id / "labels.jsonl")) == 9
+
+
+@pytest.mark.parametrize("job_id", ["..", "../etc", "/etc", "a/b", "a\\b", "C:evil"])
+def test_job_ids_cannot_escape_the_results_root(results_root, toy_model, job_id, capsys):
+    assert main(["job", job_id, "--results-root", str(results_root), "--model", toy_model]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("cliplabel: error: invalid job id") and "\n" not in err
+
+
+def test_unknown_job_is_one_readable_line(results_root, toy_model, capsys):
+    assert main(["job", "nope", "--results-root", str(results_root), "--model", toy_model]) == 2
+    assert "unknown job 'nope'" in capsys.readouterr().err
+
+
+def test_missing_model_exits_nonzero_with_one_line_and_no_traceback(toy_job, tmp_path):
+    root, job_id = toy_job
+    env = {"PATH": "/usr/bin:/bin", "HF_HUB_CACHE": str(tmp_path / "empty"), "HOME": str(tmp_path)}
+    proc = subprocess.run([sys.executable, "-m", "cliplabel_pipeline.cli", "job", job_id, "--results-root", str(root),
+                           "--model", "openai/clip-vit-base-patch32"], capture_output=True, text=True, env=env)
+    assert proc.returncode == 2
+    assert "Traceback" not in proc.stderr
+    assert proc.stderr.count("\n") == 1 and "cliplabel model pull" in proc.stderr
+
+
+def test_bad_argument_exits_nonzero(capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(["classify", "x.png", "--top-k", "0"])
+    assert exc.value.code == 2 and "must be at least 1" in capsys.readouterr().err
+
+
+def test_demo_writes_and_labels_toy_jobs(tmp_path, capsys):
+    assert main(["demo", "--results-root", str(tmp_path / "demo"), "--jobs", "2"]) == 0
+    out = capsys.readouterr().out
+    assert "results root:" in out
+    for job_id in ("demo-000", "demo-001"):
+        assert len(read_jsonl(tmp_path / "demo" / job_id / "labels.jsonl")) >= 5
