@@ -105,3 +105,23 @@ def input_fingerprint(job_dir_: Path) -> str:
     for entry in manifest.skipped:
         digest.update(f"{entry['path']}\0skipped\n".encode())
     return digest.hexdigest()[:16]
+
+
+def job_readiness(job_dir_: Path, settle_seconds: float, now: float, marker: str | None = None) -> tuple[bool, str]:
+    """``(True, fingerprint)`` when the segmentation has finished writing the job, else ``(False, reason)``.
+
+    Finished means ``source.png`` exists and either the completion ``marker`` file exists, or (without a
+    marker) no input file changed in the last ``settle_seconds``.
+    """
+    if not (Path(job_dir_) / SOURCE_NAME).is_file():
+        return False, "no source.png yet"
+    if marker:
+        if not (Path(job_dir_) / marker).exists():
+            return False, f"no {marker} yet"
+    else:
+        manifest = list_job_items(job_dir_)
+        newest = max((i.file.stat().st_mtime for i in manifest.items), default=0.0)
+        newest = max([newest] + [p.stat().st_mtime for p in Path(job_dir_).glob("*/") if p.name in INPUT_DIRS])
+        if now - newest < settle_seconds:
+            return False, f"changed {now - newest:.0f}s ago (settle interval {settle_seconds:.0f}s)"
+    return True, input_fingerprint(job_dir_)

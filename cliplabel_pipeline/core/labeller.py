@@ -11,7 +11,7 @@ from cliplabel_pipeline.core.concepts import ConceptBank, concept_text_embedding
 from cliplabel_pipeline.core.embedding import Embedded, embed_images, job_loaders, path_loaders
 from cliplabel_pipeline.core.jobs import Manifest, job_dir, list_job_items
 from cliplabel_pipeline.core.labels import assign_labels
-from cliplabel_pipeline.core.model import DEFAULT_MODEL, ClipHandle, load_clip
+from cliplabel_pipeline.core.model import DEFAULT_MODEL, ClipHandle, load_clip, model_identity, resolve_model_dir
 from cliplabel_pipeline.core.outputs import LABELS_FILE, SKIPPED_FILE, write_jsonl
 
 
@@ -44,18 +44,18 @@ class Labeller:
                templates_file: Path | None = None, cache_dir: Path | None = None, **settings) -> "Labeller":
         """Load the model (once per process) and the bank's text embeddings (from the disk cache when there)."""
         handle = load_clip(model, device, precision)
-        bank = load_bank(labels, labels_file, templates_file, **_bank_dir_for(handle, labels, labels_file))
+        bank = bank_for_model(handle.model_dir, labels, labels_file, templates_file)
         text_emb, hit = concept_text_embeddings(handle, bank, cache_dir)
         return cls(handle, bank, text_emb, text_cache_hit=hit, **settings)
 
-    def _label(self, embedded: Embedded) -> list[dict]:
+    def label_embedded(self, embedded: Embedded) -> list[dict]:
         return assign_labels(embedded, self.bank.names, self.text_emb, self.handle.logit_scale,
                              self.top_k, self.min_confidence)
 
     def classify_paths(self, paths: list[Path]) -> tuple[list[dict], list[dict]]:
         """Label loose image files; returns ``(records, skipped)``."""
         embedded = embed_images(self.handle, path_loaders(paths), self.batch_size)
-        return self._label(embedded), embedded.skipped
+        return self.label_embedded(embedded), embedded.skipped
 
     def embed_job(self, manifest: Manifest, progress=None) -> Embedded:
         embedded = embed_images(self.handle, job_loaders(manifest), self.batch_size, progress)
@@ -66,15 +66,23 @@ class Labeller:
         """Label every item of ``results_root/job_id`` and write ``labels.jsonl`` and ``skipped.jsonl``."""
         folder = job_dir(results_root, job_id)
         embedded = self.embed_job(list_job_items(folder, job_id), progress)
-        records = self._label(embedded)
+        records = self.label_embedded(embedded)
         path = write_jsonl(folder / LABELS_FILE, records)
         write_jsonl(folder / SKIPPED_FILE, embedded.skipped)
         return JobResult(job_id, records, embedded.skipped, embedded, path)
 
 
-def _bank_dir_for(handle: ClipHandle, labels, labels_file) -> dict:
-    """A model directory may ship its own concept list (the toy model does); it is then the default bank."""
-    own = handle.model_dir / "concepts.txt"
-    if labels or labels_file or not own.is_file():
-        return {}
-    return {"names_file": own}
+def bank_for_model(model_dir: Path, labels=None, labels_file=None, templates_file=None) -> ConceptBank:
+    """The bank to use: the user's labels, else the model directory's own ``concepts.txt`` (the toy model
+    ships one), else the bundled bank."""
+    own = Path(model_dir) / "concepts.txt"
+    names_file = own if own.is_file() and not (labels or labels_file) else None
+    return load_bank(labels, labels_file, templates_file, names_file=names_file)
+
+
+def current_provenance(model: str, top_k: int, min_confidence: float) -> dict:
+    """What labels made now would be made with, without loading the model (for staleness checks)."""
+    model_dir = resolve_model_dir(model)
+    bank = bank_for_model(model_dir)
+    return {"model_identity": model_identity(model_dir), "bank_version": bank.version,
+            "templates_hash": bank.templates_hash, "top_k": top_k, "min_confidence": min_confidence}

@@ -1,0 +1,60 @@
+"""One-line heartbeats while a step runs: ``HB op=<8 hex> job=<id|none> dur=<s>s rss=<MB>MB gpu=<a>/<r>MB``."""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+import time
+from collections.abc import Callable
+
+import psutil
+import torch
+
+
+def op_id(*parts: str) -> str:
+    """Eight hex digits naming one step of one run."""
+    return hashlib.sha256("/".join(parts).encode()).hexdigest()[:8]
+
+
+def heartbeat_line(op: str, job_id: str | None, seconds: float) -> str:
+    rss = psutil.Process().memory_info().rss // (1 << 20)
+    if torch.cuda.is_available():
+        alloc, res = torch.cuda.memory_allocated() >> 20, torch.cuda.memory_reserved() >> 20
+    else:
+        alloc = res = 0
+    return f"HB op={op} job={job_id or 'none'} dur={seconds:.2f}s rss={rss}MB gpu={alloc}/{res}MB"
+
+
+def peak_memory_mb() -> dict:
+    """Peak resident memory of this process and peak CUDA memory allocated, in MB."""
+    try:
+        import resource
+
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024  # KB on Linux
+    except ImportError:  # Windows
+        peak = psutil.Process().memory_info().peak_wset // (1 << 20)
+    gpu = torch.cuda.max_memory_allocated() >> 20 if torch.cuda.is_available() else 0
+    return {"peak_rss_mb": int(peak), "peak_gpu_mb": int(gpu)}
+
+
+class Heartbeat:
+    """Context manager emitting a heartbeat every ``interval`` seconds and once at the end."""
+
+    def __init__(self, op: str, job_id: str | None, emit: Callable[[str], None], interval: float = 30.0):
+        self.op, self.job_id, self.emit, self.interval = op, job_id, emit, interval
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._beat, daemon=True)
+
+    def _beat(self) -> None:
+        while not self._stop.wait(self.interval):
+            self.emit(heartbeat_line(self.op, self.job_id, time.perf_counter() - self.start))
+
+    def __enter__(self) -> "Heartbeat":
+        self.start = time.perf_counter()
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join()
+        self.emit(heartbeat_line(self.op, self.job_id, time.perf_counter() - self.start))

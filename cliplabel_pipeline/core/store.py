@@ -1,0 +1,129 @@
+"""Lineage and metadata in DuckDB: one file, one writer at a time, idempotent per job.
+
+DuckDB allows one writing process per file. Every write here takes a file lock beside the database,
+opens a short connection, replaces the job's rows in one transaction, and closes. Reads open read-only.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from contextlib import contextmanager
+from datetime import datetime, timezone
+from pathlib import Path
+
+import duckdb
+from filelock import FileLock, Timeout
+
+from cliplabel_pipeline.core.errors import CliplabelError
+
+LOCK_TIMEOUT_S = 120
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS runs (
+    run_id VARCHAR, job_id VARCHAR, asset VARCHAR, model VARCHAR, model_identity VARCHAR,
+    precision VARCHAR, bank_version VARCHAR, templates_hash VARCHAR, top_k INTEGER, min_confidence DOUBLE,
+    started_at TIMESTAMPTZ, finished_at TIMESTAMPTZ, item_count INTEGER, items_per_s DOUBLE);
+CREATE TABLE IF NOT EXISTS assets (
+    job_id VARCHAR, path VARCHAR, kind VARCHAR, sha256 VARCHAR, bytes BIGINT, status VARCHAR,
+    skip_reason VARCHAR, run_id VARCHAR);
+CREATE TABLE IF NOT EXISTS labels (
+    job_id VARCHAR, path VARCHAR, kind VARCHAR, top1 VARCHAR, confidence DOUBLE, low_confidence BOOLEAN,
+    labels_json VARCHAR, model VARCHAR, bank_version VARCHAR, run_id VARCHAR);
+"""
+
+
+def now() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+@contextmanager
+def write_connection(db_path: Path):
+    """A read-write connection held under the database's file lock, inside one transaction."""
+    db_path = Path(db_path)
+    db_path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        with FileLock(str(db_path) + ".lock", timeout=LOCK_TIMEOUT_S):
+            con = _connect(db_path, read_only=False)
+            try:
+                con.execute(SCHEMA)
+                con.execute("BEGIN TRANSACTION")
+                yield con
+                con.execute("COMMIT")
+            except BaseException:
+                con.execute("ROLLBACK")
+                raise
+            finally:
+                con.close()
+    except Timeout:
+        raise CliplabelError(f"DuckDB file {db_path} stayed locked for {LOCK_TIMEOUT_S}s by another writer; "
+                             f"wait for it or remove a stale {db_path}.lock") from None
+
+
+def _connect(db_path: Path, read_only: bool) -> duckdb.DuckDBPyConnection:
+    try:
+        return duckdb.connect(str(db_path), read_only=read_only)
+    except duckdb.IOException as exc:
+        raise CliplabelError(f"cannot open DuckDB file {db_path}: {str(exc).splitlines()[0]} "
+                             f"(another process holds it, or it is not a DuckDB file: move it aside)") from None
+
+
+def query(db_path: Path, sql: str, params: list | None = None) -> list[tuple]:
+    """Rows of a read-only query; an absent database has no rows."""
+    if not Path(db_path).is_file():
+        return []
+    con = _connect(Path(db_path), read_only=True)
+    try:
+        return con.execute(sql, params or []).fetchall()
+    except duckdb.CatalogException:
+        return []
+    finally:
+        con.close()
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with Path(path).open("rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def write_job_assets(db_path: Path, job_id: str, run_id: str, job_dir: Path, labelled: list[dict],
+                     skipped: list[dict]) -> None:
+    """Replace the job's ``assets`` rows: one per item, labelled or skipped (with its reason)."""
+    rows = []
+    for entry, status in [(e, "labelled") for e in labelled] + [(e, "skipped") for e in skipped]:
+        file = job_dir / entry["path"]
+        readable = file.is_file() and not file.is_symlink()
+        rows.append((job_id, entry["path"], entry["kind"], file_sha256(file) if readable else None,
+                     file.stat().st_size if readable else None, status, entry.get("reason"), run_id))
+    with write_connection(db_path) as con:
+        con.execute("DELETE FROM assets WHERE job_id = ?", [job_id])
+        if rows:
+            con.executemany("INSERT INTO assets VALUES (?, ?, ?, ?, ?, ?, ?, ?)", rows)
+
+
+def write_job_labels(db_path: Path, job_id: str, run_id: str, records: list[dict], run: dict) -> None:
+    """Replace the job's ``labels`` rows and add one ``runs`` row, in one transaction."""
+    rows = [(job_id, r["path"], r["kind"], r["top1"], r["confidence"], r["low_confidence"],
+             json.dumps(r["labels"]), run["model"], run["bank_version"], run_id) for r in records]
+    with write_connection(db_path) as con:
+        con.execute("DELETE FROM labels WHERE job_id = ?", [job_id])
+        if rows:
+            con.executemany("INSERT INTO labels VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", rows)
+        con.execute("DELETE FROM runs WHERE run_id = ? AND job_id = ? AND asset = ?", [run_id, job_id, run["asset"]])
+        con.execute("INSERT INTO runs VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", [
+            run_id, job_id, run["asset"], run["model"], run["model_identity"], run["precision"],
+            run["bank_version"], run["templates_hash"], run["top_k"], run["min_confidence"],
+            run["started_at"], run["finished_at"], len(records), run["items_per_s"]])
+
+
+def latest_label_provenance(db_path: Path) -> dict[str, dict]:
+    """For each job, the provenance of its latest labelling run (model identity, bank, templates, thresholds)."""
+    rows = query(db_path, """
+        SELECT job_id, model_identity, bank_version, templates_hash, top_k, min_confidence
+        FROM runs WHERE asset = 'job_label_assignments'
+        QUALIFY row_number() OVER (PARTITION BY job_id ORDER BY finished_at DESC) = 1""")
+    keys = ("model_identity", "bank_version", "templates_hash", "top_k", "min_confidence")
+    return {r[0]: dict(zip(keys, r[1:])) for r in rows}

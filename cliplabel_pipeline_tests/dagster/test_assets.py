@@ -1,0 +1,98 @@
+"""All assets of one toy job, materialised with the toy model on an instance that holds the partition."""
+
+from __future__ import annotations
+
+import csv
+import json
+import re
+import zipfile
+
+import dagster as dg
+
+from cliplabel_pipeline.assets.embeddings import concept_text_embeddings, job_image_embeddings
+from cliplabel_pipeline.assets.labels import job_confident_labels, job_label_assignments
+from cliplabel_pipeline.assets.reports import job_exports, job_groups, job_metrics_report
+from cliplabel_pipeline.checks import all_checks
+from cliplabel_pipeline.core.outputs import read_jsonl
+from cliplabel_pipeline.core.store import query
+
+ASSETS = [concept_text_embeddings, job_image_embeddings, job_label_assignments, job_confident_labels,
+          job_groups, job_exports, job_metrics_report, *all_checks]
+
+
+def materialize_job(job_id, resources, instance, run_config=None):
+    instance.add_dynamic_partitions("jobs", [job_id])
+    return dg.materialize(ASSETS, partition_key=job_id, resources=resources, instance=instance,
+                          selection=dg.AssetSelection.groups("job_labelling"), run_config=run_config)
+
+
+def test_all_assets_of_a_toy_job_materialise_with_real_outputs(toy_job, resources, instance, db_path):
+    root, job_id = toy_job
+    result = materialize_job(job_id, resources, instance)
+    assert result.success
+    assert all(c.passed for c in result.get_asset_check_evaluations())
+    assert len(result.get_asset_check_evaluations()) == 6
+    job = root / job_id
+    labels = {r["path"]: r["top1"] for r in read_jsonl(job / "labels.jsonl")}
+    assert labels["objects/obj_00.png"] == "red star" and len(labels) == 9
+    meta = {e.asset_key.to_user_string(): e.materialization.metadata for e in result.get_asset_materialization_events()}
+    assert meta["job_label_assignments"]["items"].value == 9
+    assert "| red star |" in meta["job_label_assignments"]["label_histogram"].value
+    assert meta["job_metrics_report"]["accuracy"].value == 1.0
+    rows = query(db_path, "SELECT path, top1 FROM labels WHERE job_id = ?", [job_id])
+    assert dict(rows) == labels
+    assert query(db_path, "SELECT count(*), count(DISTINCT sha256) FROM assets WHERE status = 'labelled'") == [(9, 9)]
+    runs = query(db_path, "SELECT run_id, item_count, bank_version FROM runs")
+    assert runs == [(result.run_id, 9, runs[0][2])] and runs[0][2].startswith("own-")
+
+
+def test_exports_groups_and_report_hold_the_labels(toy_job, resources, instance):
+    root, job_id = toy_job
+    assert materialize_job(job_id, resources, instance).success
+    job = root / job_id
+    groups = json.loads((job / "groups.json").read_text())
+    assert {g["name"]: sorted(g["items"]) for g in groups["groups"]}["red star"] == ["masks/obj_00.png", "objects/obj_00.png"]
+    with (job / "labels.csv").open() as fh:
+        rows = list(csv.DictReader(fh))
+    assert list(rows[0]) == ["path", "top1", "confidence"] and len(rows) == 9
+    with zipfile.ZipFile(job / "export" / f"{job_id}.zip") as zf:
+        names = set(zf.namelist())
+        assert "red star/objects__obj_00.png" in names
+        assert zf.read("red star/objects__obj_00.png") == (job / "objects" / "obj_00.png").read_bytes()
+    manifest = json.loads((job / "manifest.json").read_text())
+    assert manifest["counts"]["labelled"] == 9 and manifest["min_confidence"] == 0.25
+    assert json.loads((job / "labels" / "masks" / "obj_00.png.json").read_text())["top1"] == "red star"
+    report = (job / "report" / "report.md").read_text()
+    assert "Accuracy 100.0%" in report and (job / "report" / "confusion.png").stat().st_size > 0
+
+
+def test_rematerialising_leaves_no_duplicate_rows(toy_job, resources, instance, db_path):
+    _, job_id = toy_job
+    assert materialize_job(job_id, resources, instance).success
+    assert materialize_job(job_id, resources, instance).success
+    assert query(db_path, "SELECT count(*) FROM labels") == [(9,)]
+    assert query(db_path, "SELECT count(*) FROM assets") == [(9,)]
+    assert query(db_path, "SELECT count(DISTINCT run_id), count(*) FROM runs") == [(2, 2)]
+
+
+def test_run_config_sets_top_k_and_threshold(toy_job, resources, instance, db_path):
+    root, job_id = toy_job
+    config = {"ops": {"job_label_assignments": {"config": {"top_k": 5, "min_confidence": 0.9999999}}}}
+    assert materialize_job(job_id, resources, instance, run_config=config).success
+    records = read_jsonl(root / job_id / "labels.jsonl")
+    assert all(len(r["labels"]) == 5 for r in records)
+    assert query(db_path, "SELECT top_k, min_confidence FROM runs") == [(5, 0.9999999)]
+    assert sum(r["low_confidence"] for r in records) > 0
+
+
+def test_a_job_with_nothing_readable_fails_with_a_clear_message(results_root, resources, instance):
+    job = results_root / "broken"
+    (job / "objects").mkdir(parents=True)
+    (job / "source.png").write_bytes(b"")
+    (job / "objects" / "a.png").write_text("not an image")
+    instance.add_dynamic_partitions("jobs", ["broken"])
+    result = dg.materialize(ASSETS, partition_key="broken", resources=resources, instance=instance,
+                            selection=dg.AssetSelection.groups("job_labelling"), raise_on_error=False)
+    assert not result.success
+    failure = next(e for e in result.all_events if e.is_step_failure)
+    assert re.search(r"nothing could be labelled \(2 items skipped", failure.step_failure_data.error.message)

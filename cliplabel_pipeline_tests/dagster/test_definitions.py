@@ -1,0 +1,28 @@
+"""The code location loads and holds what the UI should show."""
+
+from __future__ import annotations
+
+import dagster as dg
+
+from cliplabel_pipeline.definitions import defs
+
+JOB_ASSETS = ["job_image_embeddings", "job_label_assignments", "job_confident_labels", "job_groups",
+              "job_exports", "job_metrics_report"]
+
+
+def test_definitions_load_with_every_asset_sensor_and_schedule():
+    dg.Definitions.validate_loadable(defs)
+    repo = defs.get_repository_def()
+    keys = {k.to_user_string() for k in repo.asset_graph.get_all_asset_keys()}
+    assert keys == {"concept_text_embeddings", *JOB_ASSETS}
+    assert repo.has_sensor_def("new_jobs_sensor") and repo.has_schedule_def("label_backfill_schedule")
+    assert repo.get_schedule_def("label_backfill_schedule").cron_schedule == "0 3 * * *"
+
+
+def test_job_assets_are_partitioned_by_jobs_and_chained_in_order():
+    graph = defs.get_repository_def().asset_graph
+    for upstream, downstream in zip(JOB_ASSETS, JOB_ASSETS[1:]):
+        node = graph.get(dg.AssetKey(downstream))
+        assert dg.AssetKey(upstream) in node.parent_keys
+        assert node.partitions_def.name == "jobs"
+    assert dg.AssetKey("concept_text_embeddings") in graph.get(dg.AssetKey("job_label_assignments")).parent_keys
