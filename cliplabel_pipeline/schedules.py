@@ -23,7 +23,7 @@ def label_backfill_schedule(context: dg.ScheduleEvaluationContext, clip: ClipMod
     defaults = LabelingConfig()
     current = current_provenance(clip.model, defaults.top_k, defaults.min_confidence)
     labelled = latest_label_provenance(duckdb.db_path(results_root.root))
-    tick = context.scheduled_execution_time.isoformat() if context.scheduled_execution_time else "manual"
+    tick = context.scheduled_execution_time.isoformat()
     requests, missing_keys = [], []
     known = set(context.instance.get_dynamic_partitions(jobs_partitions.name))
     for job_id in results_root.job_ids():

@@ -1,0 +1,83 @@
+"""``new_jobs_sensor``: new, unchanged, half-written, changed, restart with cursor, own outputs ignored."""
+
+from __future__ import annotations
+
+import os
+import time
+
+import dagster as dg
+
+from cliplabel_pipeline.resources import ResultsRootResource
+from cliplabel_pipeline.sensors import new_jobs_sensor
+from cliplabel_pipeline.toyworld.jobs import write_toy_job
+
+
+def evaluate(instance, root, cursor=None, settle=5.0):
+    context = dg.build_sensor_context(instance=instance, cursor=cursor, resources={
+        "results_root": ResultsRootResource(path=str(root), settle_seconds=settle)})
+    return new_jobs_sensor(context)
+
+
+def age(job_dir, seconds=60):
+    """Pretend the segmentation service finished writing ``seconds`` ago."""
+    past = time.time() - seconds
+    for path in [job_dir, *job_dir.rglob("*")]:
+        os.utime(path, (past, past))
+
+
+def test_new_finished_job_adds_its_partition_and_requests_a_run(results_root, instance):
+    age(write_toy_job(results_root, "job-a", seed=1))
+    result = evaluate(instance, results_root)
+    assert [r.partition_key for r in result.run_requests] == ["job-a"]
+    assert result.run_requests[0].run_key.startswith("job-a:")
+    assert result.dynamic_partitions_requests[0].partition_keys == ["job-a"]
+
+
+def test_unchanged_job_is_not_requested_again_even_after_a_restart(results_root, instance):
+    age(write_toy_job(results_root, "job-a", seed=1))
+    first = evaluate(instance, results_root)
+    second = evaluate(instance, results_root, cursor=first.cursor)  # a new sensor process: only the cursor survives
+    assert second.run_requests == [] and "no new or changed" in second.skip_reason.skip_message
+
+
+def test_half_written_job_is_not_picked_up_until_it_settles(results_root, instance):
+    job = write_toy_job(results_root, "job-b", seed=2)  # files just written
+    result = evaluate(instance, results_root)
+    assert result.run_requests == [] and "job-b: changed" in result.skip_reason.skip_message
+    (results_root / "job-c" / "masks").mkdir(parents=True)  # no source.png yet
+    age(job)
+    result = evaluate(instance, results_root, cursor=result.cursor)
+    assert [r.partition_key for r in result.run_requests] == ["job-b"]
+
+
+def test_changed_job_is_relabelled_with_a_new_run_key(results_root, instance):
+    job = write_toy_job(results_root, "job-a", seed=1)
+    age(job)
+    first = evaluate(instance, results_root)
+    (job / "objects" / "obj_00.png").write_bytes((job / "objects" / "obj_01.png").read_bytes())
+    age(job)
+    second = evaluate(instance, results_root, cursor=first.cursor)
+    assert [r.partition_key for r in second.run_requests] == ["job-a"]
+    assert second.run_requests[0].run_key != first.run_requests[0].run_key
+
+
+def test_outputs_written_by_the_pipeline_do_not_count_as_a_change(results_root, instance):
+    job = write_toy_job(results_root, "job-a", seed=1)
+    age(job)
+    first = evaluate(instance, results_root)
+    (job / "labels.jsonl").write_text("{}\n")
+    (job / "_cliplabel").mkdir()
+    (job / "_cliplabel" / "embeddings.npy").write_bytes(b"x")
+    (job / "report").mkdir()
+    second = evaluate(instance, results_root, cursor=first.cursor)
+    assert second.run_requests == []
+
+
+def test_completion_marker_makes_a_job_ready_at_once(results_root, instance):
+    write_toy_job(results_root, "job-m", seed=3)
+    root = ResultsRootResource(path=str(results_root), settle_seconds=3600, completion_marker="_SUCCESS")
+    context = dg.build_sensor_context(instance=instance, resources={"results_root": root})
+    assert new_jobs_sensor(context).run_requests == []
+    (results_root / "job-m" / "_SUCCESS").touch()
+    context = dg.build_sensor_context(instance=instance, resources={"results_root": root})
+    assert [r.partition_key for r in new_jobs_sensor(context).run_requests] == ["job-m"]
