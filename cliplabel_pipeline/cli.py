@@ -93,15 +93,24 @@ def cmd_classify(args) -> int:
 
 def cmd_job(args) -> int:
     from cliplabel_pipeline.core.jobs import job_dir
+    from cliplabel_pipeline.core.stages import process_job
 
     if args.results_root is None:
         raise _error("no results root: pass --results-root or set CLIPLABEL_RESULTS_ROOT")
     job_dir(args.results_root, args.job_id)  # a bad id fails before the model loads
-    result = _labeller(args).label_job(args.results_root, args.job_id)
-    low = sum(r["low_confidence"] for r in result.records)
-    print(f"{args.job_id}: {len(result.records)} labelled ({low} low-confidence), "
-          f"{len(result.skipped)} skipped -> {result.labels_path}")
-    return 0 if result.records else 1
+    print(summarise_job(process_job(_labeller(args), args.results_root, args.job_id)))
+    return 0
+
+
+def summarise_job(done: dict) -> str:
+    """A few lines saying what a job produced and where."""
+    records, folder = done["records"], done["folder"]
+    low = sum(r["low_confidence"] for r in records)
+    truth = done["metrics"]["truth"]
+    accuracy = f", accuracy {100 * truth['accuracy']:.1f}% on ground truth" if truth else ""
+    return (f"{folder.name}: {len(records)} labelled ({low} low-confidence), "
+            f"{len(done['embedded'].skipped)} skipped{accuracy}\n"
+            f"  labels: {folder / 'labels.jsonl'}\n  report: {done['report']}")
 
 
 def cmd_model_pull(args) -> int:

@@ -8,7 +8,6 @@ from contextlib import contextmanager
 import dagster as dg
 
 from cliplabel_pipeline.core.heartbeat import Heartbeat, op_id
-from cliplabel_pipeline.core.labeller import Labeller
 
 JOB_GROUP = "job_labelling"
 
@@ -29,13 +28,6 @@ def heartbeat(context):
     interval = float(os.environ.get("CLIPLABEL_HEARTBEAT_S", "30"))
     with Heartbeat(op, job, context.log.info, interval):
         yield
-
-
-def provenance(labeller: Labeller) -> dict:
-    h, bank = labeller.handle, labeller.bank
-    return {"model": h.name, "model_identity": h.identity, "precision": h.precision, "device": h.device,
-            "bank_version": bank.version, "templates_hash": bank.templates_hash, "templates": list(bank.templates),
-            "top_k": labeller.top_k, "min_confidence": labeller.min_confidence}
 
 
 def histogram_md(records: list[dict], limit: int = 20) -> str:

@@ -4,9 +4,11 @@
 import dagster as dg
 
 from cliplabel_pipeline.assets.common import JOB_GROUP, LabelingConfig, heartbeat
-from cliplabel_pipeline.core.artifacts import save_embedded
+from cliplabel_pipeline.core.artifacts import work_dir
 from cliplabel_pipeline.core.concepts import default_cache_dir, embedding_cache_key
-from cliplabel_pipeline.core.jobs import job_dir, list_job_items
+from cliplabel_pipeline.core.errors import CliplabelError
+from cliplabel_pipeline.core.jobs import job_dir
+from cliplabel_pipeline.core.stages import embed_stage
 from cliplabel_pipeline.core.store import now, write_job_assets
 from cliplabel_pipeline.partitions import jobs_partitions
 from cliplabel_pipeline.resources import ClipModelResource, DuckDBResource, ResultsRootResource
@@ -38,11 +40,10 @@ def job_image_embeddings(context: dg.AssetExecutionContext, config: LabelingConf
     folder = job_dir(results_root.root, job_id)
     with heartbeat(context):
         labeller = clip.labeller(batch_size=config.batch_size)
-        embedded = labeller.embed_job(list_job_items(folder, job_id))
-    if not embedded.meta:
-        raise dg.Failure(f"job {job_id}: nothing could be labelled ({len(embedded.skipped)} items skipped; "
-                         f"see {folder / 'skipped.jsonl'})")
-    path = save_embedded(folder, embedded)
+        try:
+            embedded = embed_stage(labeller, folder, job_id)
+        except CliplabelError as exc:
+            raise dg.Failure(str(exc)) from None
     write_job_assets(duckdb.db_path(results_root.root), job_id, context.run_id, folder, embedded.meta, embedded.skipped)
     return dg.MaterializeResult(metadata={
         "items": dg.MetadataValue.int(len(embedded.meta)),
@@ -52,6 +53,6 @@ def job_image_embeddings(context: dg.AssetExecutionContext, config: LabelingConf
         "dimension": dg.MetadataValue.int(int(embedded.embeddings.shape[1])),
         "items_per_s": dg.MetadataValue.float(round(embedded.items_per_second, 2)),
         "model": labeller.handle.name, "precision": labeller.handle.precision, "device": labeller.handle.device,
-        "embeddings": dg.MetadataValue.path(str(path)),
+        "embeddings": dg.MetadataValue.path(str(work_dir(folder) / "embeddings.npy")),
         "finished": now().isoformat(timespec="seconds"),
     })

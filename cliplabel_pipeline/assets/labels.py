@@ -1,15 +1,12 @@
 """Top-k labels per item, and the split into confident and low-confidence items."""
 
-
-import json
-
 import dagster as dg
 
-from cliplabel_pipeline.assets.common import JOB_GROUP, LabelingConfig, heartbeat, histogram_md, provenance
+from cliplabel_pipeline.assets.common import JOB_GROUP, LabelingConfig, heartbeat, histogram_md
 from cliplabel_pipeline.assets.embeddings import concept_text_embeddings, job_image_embeddings
-from cliplabel_pipeline.core.artifacts import load_embedded, work_dir
 from cliplabel_pipeline.core.jobs import job_dir
-from cliplabel_pipeline.core.outputs import LABELS_FILE, read_jsonl, write_atomic, write_jsonl
+from cliplabel_pipeline.core.outputs import LABELS_FILE
+from cliplabel_pipeline.core.stages import label_stage, provenance, split_stage
 from cliplabel_pipeline.core.store import now, write_job_labels
 from cliplabel_pipeline.partitions import jobs_partitions
 from cliplabel_pipeline.resources import ClipModelResource, DuckDBResource, ResultsRootResource
@@ -25,11 +22,8 @@ def job_label_assignments(context: dg.AssetExecutionContext, config: LabelingCon
     started = now()
     with heartbeat(context):
         labeller = clip.labeller(config.top_k, config.min_confidence, config.batch_size)
-        embedded = load_embedded(folder)
-        records = labeller.label_embedded(embedded)
-    path = write_jsonl(folder / LABELS_FILE, records)
+        records, embedded = label_stage(labeller, folder)
     prov = provenance(labeller)
-    write_atomic(work_dir(folder) / "provenance.json", json.dumps(prov).encode())
     write_job_labels(duckdb.db_path(results_root.root), job_id, context.run_id, records, {
         **prov, "asset": "job_label_assignments", "started_at": started, "finished_at": now(),
         "items_per_s": round(embedded.items_per_second, 3)})
@@ -41,19 +35,14 @@ def job_label_assignments(context: dg.AssetExecutionContext, config: LabelingCon
         "threshold": dg.MetadataValue.float(config.min_confidence), "top_k": dg.MetadataValue.int(config.top_k),
         "label_histogram": dg.MetadataValue.md(histogram_md(records)),
         "items_per_s": dg.MetadataValue.float(round(embedded.items_per_second, 2)),
-        "labels_jsonl": dg.MetadataValue.path(str(path)),
+        "labels_jsonl": dg.MetadataValue.path(str(folder / LABELS_FILE)),
     })
 
 
 @dg.asset(partitions_def=jobs_partitions, kinds={"json"}, group_name=JOB_GROUP, deps=[job_label_assignments])
 def job_confident_labels(context: dg.AssetExecutionContext, results_root: ResultsRootResource) -> dg.MaterializeResult:
     """The items at or above the threshold, and the low-confidence rest, as two JSON Lines files."""
-    folder = job_dir(results_root.root, context.partition_key)
-    records = read_jsonl(folder / LABELS_FILE)
-    confident = [r for r in records if not r["low_confidence"]]
-    low = [r for r in records if r["low_confidence"]]
-    write_jsonl(work_dir(folder) / "confident.jsonl", confident)
-    write_jsonl(work_dir(folder) / "low_confidence.jsonl", low)
+    confident, low = split_stage(job_dir(results_root.root, context.partition_key))
     return dg.MaterializeResult(metadata={
         "confident": dg.MetadataValue.int(len(confident)),
         "low_confidence": dg.MetadataValue.int(len(low)),

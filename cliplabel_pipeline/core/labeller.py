@@ -9,21 +9,9 @@ import numpy as np
 
 from cliplabel_pipeline.core.concepts import ConceptBank, concept_text_embeddings, load_bank
 from cliplabel_pipeline.core.embedding import Embedded, embed_images, job_loaders, path_loaders
-from cliplabel_pipeline.core.jobs import Manifest, job_dir, list_job_items
+from cliplabel_pipeline.core.jobs import Manifest
 from cliplabel_pipeline.core.labels import assign_labels
 from cliplabel_pipeline.core.model import DEFAULT_MODEL, ClipHandle, load_clip, model_identity, resolve_model_dir
-from cliplabel_pipeline.core.outputs import LABELS_FILE, SKIPPED_FILE, write_jsonl
-
-
-@dataclass
-class JobResult:
-    """What labelling one job produced."""
-
-    job_id: str
-    records: list[dict]
-    skipped: list[dict]
-    embedded: Embedded
-    labels_path: Path
 
 
 @dataclass
@@ -61,15 +49,6 @@ class Labeller:
         embedded = embed_images(self.handle, job_loaders(manifest), self.batch_size, progress)
         embedded.skipped = manifest.skipped + embedded.skipped
         return embedded
-
-    def label_job(self, results_root: Path, job_id: str, progress=None) -> JobResult:
-        """Label every item of ``results_root/job_id`` and write ``labels.jsonl`` and ``skipped.jsonl``."""
-        folder = job_dir(results_root, job_id)
-        embedded = self.embed_job(list_job_items(folder, job_id), progress)
-        records = self.label_embedded(embedded)
-        path = write_jsonl(folder / LABELS_FILE, records)
-        write_jsonl(folder / SKIPPED_FILE, embedded.skipped)
-        return JobResult(job_id, records, embedded.skipped, embedded, path)
 
 
 def bank_for_model(model_dir: Path, labels=None, labels_file=None, templates_file=None) -> ConceptBank:

@@ -8,7 +8,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw
 
-from cliplabel_pipeline.core.images import ImageSkipped, load_rgb
+from cliplabel_pipeline.core.images import ImageSkipped, crop_source_under_mask, load_rgb
+from cliplabel_pipeline.core.jobs import SOURCE_NAME
 
 THUMB = 72
 
@@ -57,13 +58,22 @@ def confusion_heatmap(labels: list[str], matrix: list[list[int]], path: Path) ->
     return path
 
 
-def contact_sheet(job_dir: Path, items: list[str], path: Path, per_row: int = 8, limit: int = 32) -> Path:
+def preview(job_dir: Path, item: str, kind: str) -> Image.Image:
+    """What the model saw: a mask shows the source region under it, not its silhouette."""
+    if kind == "mask":
+        return crop_source_under_mask(load_rgb(Path(job_dir) / SOURCE_NAME)[0], Path(job_dir) / item)[0]
+    return load_rgb(Path(job_dir) / item, square=kind == "object")[0]
+
+
+def contact_sheet(job_dir: Path, items: list[str], kinds: dict[str, str], path: Path, per_row: int = 8,
+                  limit: int = 32) -> Path:
+    """Thumbnails of up to ``limit`` items in a grid."""
     items = items[:limit]
     rows = max(1, -(-len(items) // per_row))
     sheet = Image.new("RGB", (per_row * THUMB, rows * THUMB), (235, 235, 235))
     for i, item in enumerate(items):
         try:
-            img, _ = load_rgb(Path(job_dir) / item)
+            img = preview(job_dir, item, kinds.get(item, "object"))
         except ImageSkipped:
             continue
         img.thumbnail((THUMB - 4, THUMB - 4))
@@ -76,6 +86,7 @@ def write_report(job_dir: Path, records: list[dict], metrics: dict, groups: dict
     """Write ``report/report.md`` and its PNG pictures; returns the Markdown file."""
     folder = Path(job_dir) / "report"
     folder.mkdir(parents=True, exist_ok=True)
+    kinds = {r["path"]: r["kind"] for r in records}
     threshold = metrics.get("threshold", 0.25)
     scores = metrics["scores"]
     lines = [f"# Labelling report: {Path(job_dir).name}", "",
@@ -94,7 +105,7 @@ def write_report(job_dir: Path, records: list[dict], metrics: dict, groups: dict
               "## Groups", ""]
     for i, g in enumerate(groups["groups"] + groups["clusters"]):
         name = g["name"] if "cluster" not in g else f"low confidence, nearest concept: {g['name']}"
-        sheet = contact_sheet(job_dir, g["items"], folder / f"group_{i:02d}.png")
+        sheet = contact_sheet(job_dir, g["items"], kinds, folder / f"group_{i:02d}.png")
         lines += [f"### {name} ({len(g['items'])})", "", f"![{name}]({sheet.name})", ""]
     perf = metrics["performance"]
     lines += ["## Performance", "", f"{perf.get('items_per_s', 0):.1f} items/s over {perf.get('seconds', 0):.2f}s"]

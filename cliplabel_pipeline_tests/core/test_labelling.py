@@ -10,6 +10,7 @@ import pytest
 
 from cliplabel_pipeline.core import outputs
 from cliplabel_pipeline.core.outputs import read_jsonl
+from cliplabel_pipeline.core.stages import label_job
 from cliplabel_pipeline.toyworld.jobs import write_toy_jobs
 
 RECORD_KEYS = {"path", "kind", "labels", "top1", "confidence", "cosine", "margin", "low_confidence"}
@@ -17,12 +18,12 @@ RECORD_KEYS = {"path", "kind", "labels", "top1", "confidence", "cosine", "margin
 
 def test_the_red_star_is_labelled_red_star(labeller, toy_job):
     root, job_id = toy_job
-    result = labeller.label_job(root, job_id)
+    records, embedded = label_job(labeller, root, job_id)
     by_path = {r["path"]: r for r in read_jsonl(root / job_id / "labels.jsonl")}
     assert by_path["objects/obj_00.png"]["top1"] == "red star"
     assert by_path["masks/obj_00.png"]["top1"] == "red star"
     assert by_path["objects/obj_01.png"]["top1"] == "blue circle"
-    assert len(result.records) == 9 and result.skipped == []
+    assert len(records) == 9 and embedded.skipped == []
 
 
 def test_held_out_toy_accuracy_is_at_least_90_percent_on_objects_and_masks(labeller, results_root):
@@ -30,7 +31,7 @@ def test_held_out_toy_accuracy_is_at_least_90_percent_on_objects_and_masks(label
     total = {"object": 0, "mask": 0}
     for job_id in write_toy_jobs(results_root, 12, seed=424242, prefix="held-out"):
         truth = dict(csv.reader((results_root / job_id / "ground_truth.csv").open()))
-        for rec in labeller.label_job(results_root, job_id).records:
+        for rec in label_job(labeller, results_root, job_id)[0]:
             if rec["path"] in truth:
                 total[rec["kind"]] += 1
                 correct[rec["kind"]] += rec["top1"] == truth[rec["path"]]
@@ -41,7 +42,7 @@ def test_held_out_toy_accuracy_is_at_least_90_percent_on_objects_and_masks(label
 
 def test_record_schema_and_scores(labeller, toy_job):
     root, job_id = toy_job
-    for rec in labeller.label_job(root, job_id).records:
+    for rec in label_job(labeller, root, job_id)[0]:
         assert RECORD_KEYS <= rec.keys()
         assert rec["kind"] in {"source", "mask", "object"} and "\\" not in rec["path"]
         scores = [label["score"] for label in rec["labels"]]
@@ -53,7 +54,7 @@ def test_record_schema_and_scores(labeller, toy_job):
 
 def test_source_gets_scene_tags_from_its_objects(labeller, toy_job):
     root, job_id = toy_job
-    source = next(r for r in labeller.label_job(root, job_id).records if r["kind"] == "source")
+    source = next(r for r in label_job(labeller, root, job_id)[0] if r["kind"] == "source")
     tags = {t["name"] for t in source["scene_tags"]}
     assert {"red star", "blue circle", "green square", "yellow triangle"} <= tags
 
@@ -61,7 +62,7 @@ def test_source_gets_scene_tags_from_its_objects(labeller, toy_job):
 def test_low_confidence_items_are_marked_never_dropped(labeller, toy_job):
     root, job_id = toy_job
     strict = type(labeller)(**{**labeller.__dict__, "min_confidence": 0.999999})
-    records = strict.label_job(root, job_id).records
+    records = label_job(strict, root, job_id)[0]
     assert len(records) == 9
     assert any(r["low_confidence"] for r in records)
 
@@ -90,16 +91,16 @@ def test_bad_items_are_skipped_with_reasons_and_good_ones_labelled(labeller, toy
     (job / "objects" / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\ngarbage")
     (job / "objects" / "empty.png").write_bytes(b"")
     (job / "masks" / "notes.png").write_text("not an image")
-    result = labeller.label_job(root, job_id)
+    records, _ = label_job(labeller, root, job_id)
     reasons = {s["path"]: s["reason"] for s in read_jsonl(job / "skipped.jsonl")}
     assert set(reasons) == {"objects/broken.png", "objects/empty.png", "masks/notes.png"}
     assert "empty file" in reasons["objects/empty.png"]
-    assert len(result.records) == 9
+    assert len(records) == 9
 
 
 def test_labels_jsonl_write_is_atomic(labeller, toy_job, monkeypatch):
     root, job_id = toy_job
-    labeller.label_job(root, job_id)
+    label_job(labeller, root, job_id)
     before = (root / job_id / "labels.jsonl").read_bytes()
 
     def crash(*_a, **_k):
@@ -107,7 +108,7 @@ def test_labels_jsonl_write_is_atomic(labeller, toy_job, monkeypatch):
 
     monkeypatch.setattr(outputs.os, "replace", crash)
     with pytest.raises(OSError):
-        labeller.label_job(root, job_id)
+        label_job(labeller, root, job_id)
     assert (root / job_id / "labels.jsonl").read_bytes() == before
     assert [p.name for p in (root / job_id).iterdir() if p.name.endswith(".tmp")] == []
 
