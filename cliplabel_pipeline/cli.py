@@ -60,6 +60,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("job_id")
     _results_root(p)
     _add_model_options(p)
+    p.add_argument("--db", type=Path, default=_env("CLIPLABEL_DB", None),
+                   help="DuckDB lineage file [CLIPLABEL_DB; default cliplabel.duckdb beside the results root]")
+    p = sub.add_parser("cleanup", help="list (default) or quarantine items below a confidence threshold")
+    p.add_argument("job_id")
+    _results_root(p)
+    p.add_argument("--min-confidence", type=_unit_float, default=0.25)
+    p.add_argument("--apply", action="store_true", help="move them into <job>/quarantine/ and drop their rows")
+    p.add_argument("--purge", action="store_true", help="with --apply: delete them for good instead")
+    p.add_argument("--db", type=Path, default=_env("CLIPLABEL_DB", None))
+    p = sub.add_parser("restore", help="put quarantined items back, byte for byte, with their rows")
+    p.add_argument("job_id")
+    _results_root(p)
+    p.add_argument("--db", type=Path, default=_env("CLIPLABEL_DB", None))
+    p = sub.add_parser("export", help="write one export of a labelled job")
+    p.add_argument("job_id")
+    _results_root(p)
+    p.add_argument("--format", required=True, choices=["zip", "csv", "jsonl"])
+    p.add_argument("-o", "--output", type=Path, help="file to write (default <job>/export/<job>.<format>)")
     p = sub.add_parser("model", help="model management")
     msub = p.add_subparsers(dest="model_command", required=True)
     pull = msub.add_parser("pull", help="download a model into the local Hugging Face cache (the only download)")
@@ -92,13 +110,57 @@ def cmd_classify(args) -> int:
 
 
 def cmd_job(args) -> int:
-    from cliplabel_pipeline.core.jobs import job_dir
     from cliplabel_pipeline.core.stages import process_job
+
+    _job_folder(args)  # a bad id fails before the model loads
+    print(summarise_job(process_job(_labeller(args), args.results_root, args.job_id, _db(args))))
+    return 0
+
+
+def _job_folder(args) -> Path:
+    from cliplabel_pipeline.core.jobs import job_dir
 
     if args.results_root is None:
         raise _error("no results root: pass --results-root or set CLIPLABEL_RESULTS_ROOT")
-    job_dir(args.results_root, args.job_id)  # a bad id fails before the model loads
-    print(summarise_job(process_job(_labeller(args), args.results_root, args.job_id)))
+    return job_dir(args.results_root, args.job_id)
+
+
+def _db(args) -> Path:
+    from cliplabel_pipeline.core.store import default_db_path
+
+    return args.db or default_db_path(args.results_root)
+
+
+def cmd_cleanup(args) -> int:
+    from cliplabel_pipeline.core.cleanup import apply_cleanup, plan_cleanup
+
+    folder = _job_folder(args)
+    if args.purge and not args.apply:
+        raise _error("--purge deletes files for good and only works together with --apply")
+    plan = plan_cleanup(folder, args.min_confidence)
+    for rec in plan:
+        print(f"{rec['path']}\t{rec['top1']}\t{rec['confidence']:.3f}")
+    if not args.apply:
+        print(f"dry run: {len(plan)} items below {args.min_confidence} would go (add --apply)", file=sys.stderr)
+        return 0
+    apply_cleanup(folder, plan, _db(args), purge=args.purge)
+    where = "deleted" if args.purge else f"moved to {folder / 'quarantine'} (undo: cliplabel restore {args.job_id})"
+    print(f"{len(plan)} items {where}", file=sys.stderr)
+    return 0
+
+
+def cmd_restore(args) -> int:
+    from cliplabel_pipeline.core.cleanup import restore
+
+    restored = restore(_job_folder(args), _db(args))
+    print(f"restored {len(restored)} items")
+    return 0
+
+
+def cmd_export(args) -> int:
+    from cliplabel_pipeline.core.stages import export_format
+
+    print(export_format(_job_folder(args), args.format, args.output))
     return 0
 
 
@@ -134,7 +196,8 @@ def _error(message: str):
     return CliplabelError(message)
 
 
-COMMANDS = {"classify": cmd_classify, "job": cmd_job, "model": cmd_model_pull, "demo": cmd_demo}
+COMMANDS = {"classify": cmd_classify, "job": cmd_job, "model": cmd_model_pull, "demo": cmd_demo,
+            "cleanup": cmd_cleanup, "restore": cmd_restore, "export": cmd_export}
 
 
 def main(argv: list[str] | None = None) -> int:

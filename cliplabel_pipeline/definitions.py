@@ -11,7 +11,7 @@ from cliplabel_pipeline.assets.labels import job_confident_labels, job_label_ass
 from cliplabel_pipeline.assets.reports import job_exports, job_groups, job_metrics_report  # noqa: E402
 from cliplabel_pipeline.checks import all_checks  # noqa: E402
 from cliplabel_pipeline.core.model import DEFAULT_MODEL  # noqa: E402
-from cliplabel_pipeline.jobs import label_jobs_job  # noqa: E402
+from cliplabel_pipeline.jobs import cleanup_job, label_jobs_job  # noqa: E402
 from cliplabel_pipeline.resources import ClipModelResource, DuckDBResource, ResultsRootResource  # noqa: E402
 from cliplabel_pipeline.schedules import label_backfill_schedule  # noqa: E402
 from cliplabel_pipeline.sensors import new_jobs_sensor  # noqa: E402
@@ -26,7 +26,7 @@ defs = dg.Definitions(
     assets=[concept_text_embeddings, job_image_embeddings, job_label_assignments, job_confident_labels,
             job_groups, job_exports, job_metrics_report],
     asset_checks=all_checks,
-    jobs=[label_jobs_job],
+    jobs=[label_jobs_job, cleanup_job],
     sensors=[new_jobs_sensor],
     schedules=[label_backfill_schedule],
     resources={

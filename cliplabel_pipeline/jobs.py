@@ -1,8 +1,41 @@
+"""Jobs: label one job's assets; clean up low-confidence items of a job."""
+
 import dagster as dg
 
 from cliplabel_pipeline.assets.common import JOB_GROUP
+from cliplabel_pipeline.core.cleanup import apply_cleanup, plan_cleanup
+from cliplabel_pipeline.core.jobs import job_dir
 from cliplabel_pipeline.partitions import jobs_partitions
+from cliplabel_pipeline.resources import DuckDBResource, ResultsRootResource
 
 # Every per-job asset of one job, in one run (with their checks).
 label_jobs_job = dg.define_asset_job("label_jobs_job", selection=dg.AssetSelection.groups(JOB_GROUP),
                                      partitions_def=jobs_partitions)
+
+
+class CleanupConfig(dg.Config):
+    """Which job, below which confidence; a dry run unless ``apply``; ``purge`` deletes instead of quarantining."""
+
+    job_id: str
+    min_confidence: float = 0.25
+    apply: bool = False
+    purge: bool = False
+
+
+@dg.op
+def quarantine_low_confidence(context: dg.OpExecutionContext, config: CleanupConfig,
+                              results_root: ResultsRootResource, duckdb: DuckDBResource) -> dg.Output:
+    folder = job_dir(results_root.root, config.job_id)
+    plan = plan_cleanup(folder, config.min_confidence)
+    listing = "\n".join(f"- `{r['path']}` ({r['top1']}, {r['confidence']:.3f})" for r in plan) or "nothing"
+    if config.apply:
+        apply_cleanup(folder, plan, duckdb.db_path(results_root.root), purge=config.purge)
+    action = ("deleted" if config.purge else "quarantined") if config.apply else "would go (dry run)"
+    context.log.info(f"{len(plan)} items below {config.min_confidence} {action}")
+    return dg.Output(len(plan), metadata={"items": len(plan), "action": action, "items_list": dg.MetadataValue.md(listing)})
+
+
+@dg.job
+def cleanup_job():
+    """Quarantine (or purge) a job's items below a threshold; `cliplabel restore` undoes a quarantine."""
+    quarantine_low_confidence()

@@ -9,6 +9,7 @@ from pydantic import PrivateAttr
 from cliplabel_pipeline.core.concepts import ConceptBank
 from cliplabel_pipeline.core.labeller import Labeller
 from cliplabel_pipeline.core.model import DEFAULT_MODEL
+from cliplabel_pipeline.core.store import default_db_path
 
 
 class ClipModelResource(dg.ConfigurableResource):
@@ -60,4 +61,4 @@ class DuckDBResource(dg.ConfigurableResource):
     path: str | None = None
 
     def db_path(self, results_root: Path) -> Path:
-        return Path(self.path) if self.path else Path(results_root).resolve().parent / "cliplabel.duckdb"
+        return Path(self.path) if self.path else default_db_path(results_root)

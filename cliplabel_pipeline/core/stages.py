@@ -6,6 +6,7 @@ The Dagster assets call one stage each; ``cliplabel job`` calls them all in orde
 from __future__ import annotations
 
 import json
+import uuid
 from pathlib import Path
 
 from cliplabel_pipeline.core.artifacts import load_embedded, save_embedded, work_dir
@@ -20,6 +21,7 @@ from cliplabel_pipeline.core.labeller import Labeller
 from cliplabel_pipeline.core.metrics import job_metrics
 from cliplabel_pipeline.core.outputs import LABELS_FILE, SKIPPED_FILE, read_jsonl, write_atomic, write_jsonl
 from cliplabel_pipeline.core.report import write_report
+from cliplabel_pipeline.core.store import now, write_job_assets, write_job_labels
 
 GROUPS_FILE = "groups.json"
 
@@ -98,6 +100,26 @@ def export_stage(folder: Path, job_id: str) -> dict[str, Path]:
     }
 
 
+EXPORT_FORMATS = ("zip", "csv", "jsonl")
+
+
+def export_format(folder: Path, fmt: str, out: Path | None = None) -> Path:
+    """One export of a labelled job: ``zip`` (grouped files), ``csv`` or ``jsonl``; returns its path."""
+    folder = Path(folder)
+    records = read_labels(folder)
+    out = Path(out) if out else folder / "export" / f"{folder.name}.{fmt}"
+    if fmt == "csv":
+        return write_labels_csv(out, records)
+    if fmt == "jsonl":
+        return write_jsonl(out, records)
+    if fmt == "zip":
+        groups_path = folder / GROUPS_FILE
+        if not groups_path.is_file():
+            raise CliplabelError(f"job {folder.name!r} has no {GROUPS_FILE}: run `cliplabel job {folder.name}` first")
+        return write_grouped_zip(out, folder, json.loads(groups_path.read_text()))
+    raise CliplabelError(f"unknown export format {fmt!r}: use {', '.join(EXPORT_FORMATS)}")
+
+
 def report_stage(folder: Path) -> tuple[dict, Path]:
     """``metrics.json`` and ``report/report.md`` with its pictures."""
     records = read_labels(folder)
@@ -117,10 +139,23 @@ def label_job(labeller: Labeller, results_root: Path, job_id: str):
     return label_stage(labeller, folder)
 
 
-def process_job(labeller: Labeller, results_root: Path, job_id: str) -> dict:
-    """Every stage for one job, in order; returns what each produced."""
+def record_stage(db_path: Path, run_id: str, folder: Path, records: list[dict], embedded, labeller: Labeller,
+                 started) -> None:
+    """The job's ``assets``, ``labels`` and ``runs`` rows in DuckDB (replacing the job's previous rows)."""
+    job_id = Path(folder).name
+    write_job_assets(db_path, job_id, run_id, folder, embedded.meta, embedded.skipped)
+    write_job_labels(db_path, job_id, run_id, records, {
+        **provenance(labeller), "asset": "job_label_assignments", "started_at": started, "finished_at": now(),
+        "items_per_s": round(embedded.items_per_second, 3)})
+
+
+def process_job(labeller: Labeller, results_root: Path, job_id: str, db_path: Path | None = None) -> dict:
+    """Every stage for one job, in order (DuckDB rows too when ``db_path`` is given)."""
     folder = job_dir(results_root, job_id)
+    started = now()
     records, embedded = label_job(labeller, results_root, job_id)
+    if db_path:
+        record_stage(db_path, f"cli-{uuid.uuid4().hex[:12]}", folder, records, embedded, labeller, started)
     split_stage(folder)
     groups = group_stage(labeller, folder)
     exports = export_stage(folder, job_id)

@@ -33,6 +33,11 @@ CREATE TABLE IF NOT EXISTS labels (
 """
 
 
+def default_db_path(results_root: Path) -> Path:
+    """``cliplabel.duckdb`` beside the results root (not inside it: it is no job)."""
+    return Path(results_root).resolve().parent / "cliplabel.duckdb"
+
+
 def now() -> datetime:
     return datetime.now(timezone.utc)
 
@@ -127,3 +132,35 @@ def latest_label_provenance(db_path: Path) -> dict[str, dict]:
         QUALIFY row_number() OVER (PARTITION BY job_id ORDER BY finished_at DESC) = 1""")
     keys = ("model_identity", "bank_version", "templates_hash", "top_k", "min_confidence")
     return {r[0]: dict(zip(keys, r[1:])) for r in rows}
+
+
+ITEM_TABLES = ("labels", "assets")
+
+
+def delete_item_rows(db_path: Path, job_id: str, paths: list[str]) -> dict[str, dict[str, list[dict]]]:
+    """Delete the ``labels`` and ``assets`` rows of ``paths``; returns them, ``{path: {table: [row]}}``."""
+    taken: dict[str, dict[str, list[dict]]] = {p: {t: [] for t in ITEM_TABLES} for p in paths}
+    if not paths:
+        return taken
+    with write_connection(db_path) as con:
+        for table in ITEM_TABLES:
+            cur = con.execute(f"SELECT * FROM {table} WHERE job_id = ? AND list_contains(?, path)", [job_id, paths])
+            names = [d[0] for d in cur.description]
+            for row in cur.fetchall():
+                record = dict(zip(names, row))
+                taken[record["path"]][table].append(record)
+            con.execute(f"DELETE FROM {table} WHERE job_id = ? AND list_contains(?, path)", [job_id, paths])
+    return taken
+
+
+def insert_item_rows(db_path: Path, job_id: str, rows: dict[str, dict[str, list[dict]]]) -> None:
+    """Put back rows returned by ``delete_item_rows`` (replacing any rows of the same paths)."""
+    with write_connection(db_path) as con:
+        con.execute(f"DELETE FROM labels WHERE job_id = ? AND list_contains(?, path)", [job_id, list(rows)])
+        con.execute(f"DELETE FROM assets WHERE job_id = ? AND list_contains(?, path)", [job_id, list(rows)])
+        for by_table in rows.values():
+            for table, records in by_table.items():
+                for record in records:
+                    cols = ", ".join(record)
+                    marks = ", ".join("?" for _ in record)
+                    con.execute(f"INSERT INTO {table} ({cols}) VALUES ({marks})", list(record.values()))

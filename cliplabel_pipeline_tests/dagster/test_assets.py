@@ -96,3 +96,17 @@ def test_a_job_with_nothing_readable_fails_with_a_clear_message(results_root, re
     assert not result.success
     failure = next(e for e in result.all_events if e.is_step_failure)
     assert re.search(r"nothing could be labelled \(2 items skipped", failure.step_failure_data.error.message)
+
+
+def test_cleanup_job_quarantines_with_run_config(toy_job, resources, instance, db_path):
+    from cliplabel_pipeline.jobs import cleanup_job
+
+    root, job_id = toy_job
+    assert materialize_job(job_id, resources, instance).success
+    config = {"ops": {"quarantine_low_confidence": {"config": {"job_id": job_id, "min_confidence": 0.9999,
+                                                                 "apply": True}}}}
+    result = cleanup_job.execute_in_process(run_config=config, instance=instance, resources=resources)
+    moved = result.output_for_node("quarantine_low_confidence")
+    assert moved > 0
+    assert len(list((root / job_id / "quarantine").rglob("*.png"))) == moved
+    assert query(db_path, "SELECT count(*) FROM labels") == [(9 - moved,)]

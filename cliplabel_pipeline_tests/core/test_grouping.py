@@ -1,0 +1,62 @@
+"""Grouping: confident items by label, low-confidence ones clustered and named by the nearest concept."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from cliplabel_pipeline.core.artifacts import load_embedded
+from cliplabel_pipeline.core.grouping import cluster_low_confidence, group_items
+from cliplabel_pipeline.core.stages import group_stage, label_job
+from cliplabel_pipeline.toyworld.jobs import write_toy_job
+
+LABELS = ["red star", "blue circle", "green square", "yellow triangle"]
+
+
+def test_confident_groups_match_the_ground_truth(labeller, toy_job):
+    root, job_id = toy_job
+    label_job(labeller, root, job_id)
+    groups = group_stage(labeller, root / job_id)
+    by_name = {g["name"]: sorted(g["items"]) for g in groups["groups"]}
+    for i, label in enumerate(LABELS):
+        assert {f"masks/obj_{i:02d}.png", f"objects/obj_{i:02d}.png"} <= set(by_name[label])
+    assert groups["clusters"] == []
+
+
+def test_low_confidence_clusters_are_named_after_what_they_hold(labeller, results_root):
+    write_toy_job(results_root, "job", seed=9, labels=LABELS + LABELS, size=(384, 256))
+    strict = type(labeller)(**{**labeller.__dict__, "min_confidence": 1.01})  # everything is low-confidence
+    label_job(strict, results_root, "job")
+    groups = group_stage(strict, results_root / "job")
+    assert groups["groups"] == []
+    named = {}
+    for cluster in groups["clusters"]:
+        for item in cluster["items"]:
+            if item != "source.png":
+                named[item] = cluster["name"]
+    truth = {f"{d}/obj_{i:02d}.png": (LABELS + LABELS)[i] for d in ("masks", "objects") for i in range(8)}
+    agree = sum(named[p] == truth[p] for p in truth)
+    assert agree >= 14, named
+
+
+def test_grouping_is_deterministic(labeller, toy_job):
+    root, job_id = toy_job
+    label_job(labeller, root, job_id)
+    emb = load_embedded(root / job_id).embeddings
+    a = cluster_low_confidence(emb, labeller.text_emb, labeller.bank.names)
+    b = cluster_low_confidence(emb, labeller.text_emb, labeller.bank.names)
+    assert a == b
+
+
+@pytest.mark.parametrize("n", [0, 1, 2])
+def test_zero_one_or_two_low_confidence_items(labeller, n):
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(n, labeller.text_emb.shape[1])).astype(np.float32)
+    x /= np.linalg.norm(x, axis=1, keepdims=True) if n else 1
+    records = [{"path": f"objects/{i}.png", "top1": "red star", "low_confidence": True} for i in range(n)]
+    groups = group_items(records, {r["path"]: x[i] for i, r in enumerate(records)}, labeller.text_emb,
+                         labeller.bank.names)
+    assert len(groups["clusters"]) == min(n, 1)
+    assert sum(len(c["items"]) for c in groups["clusters"]) == n
+    for c in groups["clusters"]:
+        assert c["name"] in labeller.bank.names and -1 <= c["similarity"] <= 1
