@@ -1,7 +1,8 @@
 """Streaming images through the image tower: decode and preprocess in a thread, encode in fixed batches.
 
-Images never pile up: a bounded queue holds at most two batches of preprocessed tensors, so memory stays
-flat whatever the number of images.
+Images never pile up: a bounded queue holds at most two batches of resized uint8 crops, so memory stays
+flat whatever the number of images. Normalisation to float happens per batch, vectorised, in the encoding
+thread.
 """
 
 from __future__ import annotations
@@ -17,8 +18,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from cliplabel_pipeline.core.encode import encode_images
-from cliplabel_pipeline.core.images import ImageSkipped, crop_source_under_mask, load_rgb, preprocess
+from cliplabel_pipeline.core.encode import encode_images, normalise_batch
+from cliplabel_pipeline.core.images import ImageSkipped, crop_source_under_mask, load_rgb, resize_and_crop
 from cliplabel_pipeline.core.jobs import Manifest
 from cliplabel_pipeline.core.model import ClipHandle
 
@@ -49,7 +50,7 @@ def _produce(handle: ClipHandle, jobs: Iterable[tuple[dict, Loader]], out: queue
                 return
             try:
                 img, area = loader()
-                pixels = preprocess(img, handle.image_size, handle.crop_size, handle.mean, handle.std)
+                pixels = resize_and_crop(img, handle.image_size, handle.crop_size)
                 out.put((dict(meta, area=area), pixels, None))
             except ImageSkipped as exc:
                 log.warning("skipped %s: %s", meta.get("path"), exc)
@@ -85,7 +86,8 @@ def embed_images(handle: ClipHandle, jobs: Iterable[tuple[dict, Loader]], batch_
 
     def flush() -> None:
         t0 = time.perf_counter()
-        chunks.append(encode_images(handle, np.stack(pending_pix), batch_size))
+        pixels = normalise_batch(np.stack(pending_pix), handle.mean, handle.std)
+        chunks.append(encode_images(handle, pixels, batch_size))
         batch_secs.append(time.perf_counter() - t0)
         metas.extend(pending_meta)
         pending_meta.clear()

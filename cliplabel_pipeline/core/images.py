@@ -124,11 +124,8 @@ def crop_source_under_mask(source: Image.Image, mask_path: Path) -> tuple[Image.
     return pad_to_square(Image.fromarray(region, "RGB")), int(len(xs))
 
 
-def preprocess(img: Image.Image, size: int, crop: int, mean, std) -> np.ndarray:
-    """CLIP preprocessing of an RGB image: shortest side to ``size`` (bicubic), centre crop, mean/std.
-
-    Returns float32 ``[3, crop, crop]``; equals Transformers' ``CLIPImageProcessor`` output.
-    """
+def resize_and_crop(img: Image.Image, size: int, crop: int) -> np.ndarray:
+    """CLIP's geometry on an RGB image: shortest side to ``size`` (bicubic), centre crop; uint8 ``[crop, crop, 3]``."""
     w, h = img.size
     short, long = (w, h) if w <= h else (h, w)
     new_long = int(size * long / short)
@@ -138,6 +135,19 @@ def preprocess(img: Image.Image, size: int, crop: int, mean, std) -> np.ndarray:
     top, left = (new_h - crop) // 2, (new_w - crop) // 2
     if top < 0 or left < 0:
         raise ImageSkipped(f"image of {w}x{h} is too small to crop to {crop}")
-    arr = np.asarray(img.crop((left, top, left + crop, top + crop)), dtype=np.float32) * np.float32(1 / 255)
+    return np.asarray(img.crop((left, top, left + crop, top + crop)))
+
+
+def normalise(pixels: np.ndarray, mean, std) -> np.ndarray:
+    """uint8 ``[..., H, W, 3]`` to float32 ``[..., 3, H, W]`` scaled to [0, 1] and standardised with mean/std."""
+    arr = pixels.astype(np.float32) * np.float32(1 / 255)
     arr = (arr - np.asarray(mean, np.float32)) / np.asarray(std, np.float32)
-    return np.ascontiguousarray(arr.transpose(2, 0, 1))
+    return np.ascontiguousarray(np.moveaxis(arr, -1, -3))
+
+
+def preprocess(img: Image.Image, size: int, crop: int, mean, std) -> np.ndarray:
+    """CLIP preprocessing of an RGB image: shortest side to ``size`` (bicubic), centre crop, mean/std.
+
+    Returns float32 ``[3, crop, crop]``; equals Transformers' ``CLIPImageProcessor`` output.
+    """
+    return normalise(resize_and_crop(img, size, crop), mean, std)

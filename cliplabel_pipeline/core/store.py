@@ -13,6 +13,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 import duckdb
+import pandas as pd
 from filelock import FileLock, Timeout
 
 from cliplabel_pipeline.core.errors import CliplabelError
@@ -105,8 +106,7 @@ def write_job_assets(db_path: Path, job_id: str, run_id: str, job_dir: Path, lab
                      file.stat().st_size if readable else None, status, entry.get("reason"), run_id))
     with write_connection(db_path) as con:
         con.execute("DELETE FROM assets WHERE job_id = ?", [job_id])
-        if rows:
-            con.executemany("INSERT INTO assets VALUES (?, ?, ?, ?, ?, ?, ?, ?)", rows)
+        _insert(con, "assets", rows)
 
 
 def write_job_labels(db_path: Path, job_id: str, run_id: str, records: list[dict], run: dict) -> None:
@@ -115,13 +115,23 @@ def write_job_labels(db_path: Path, job_id: str, run_id: str, records: list[dict
              json.dumps(r["labels"]), run["model"], run["bank_version"], run_id) for r in records]
     with write_connection(db_path) as con:
         con.execute("DELETE FROM labels WHERE job_id = ?", [job_id])
-        if rows:
-            con.executemany("INSERT INTO labels VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", rows)
+        _insert(con, "labels", rows)
         con.execute("DELETE FROM runs WHERE run_id = ? AND job_id = ? AND asset = ?", [run_id, job_id, run["asset"]])
         con.execute("INSERT INTO runs VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", [
             run_id, job_id, run["asset"], run["model"], run["model_identity"], run["precision"],
             run["bank_version"], run["templates_hash"], run["top_k"], run["min_confidence"],
             run["started_at"], run["finished_at"], len(records), run["items_per_s"]])
+
+
+def _insert(con: duckdb.DuckDBPyConnection, table: str, rows: list[tuple]) -> None:
+    """Bulk insert through a DataFrame: thousands of rows in milliseconds (``executemany`` takes seconds)."""
+    if not rows:
+        return
+    names = [r[0] for r in con.execute(f"DESCRIBE {table}").fetchall()]
+    frame = pd.DataFrame(rows, columns=names).astype(object)  # keep None as NULL and ints as ints
+    con.register("incoming", frame)
+    con.execute(f"INSERT INTO {table} SELECT * FROM incoming")
+    con.unregister("incoming")
 
 
 def latest_label_provenance(db_path: Path) -> dict[str, dict]:

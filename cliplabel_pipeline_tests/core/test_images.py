@@ -136,3 +136,13 @@ def test_empty_mask_and_mismatched_mask_are_skipped(tmp_path):
         crop_source_under_mask(source, tmp_path / "empty.png")
     with pytest.raises(ImageSkipped, match="different aspect ratio"):
         crop_source_under_mask(source, tmp_path / "other.png")
+
+
+def test_the_batched_pipeline_path_equals_transformers_too():
+    from cliplabel_pipeline.core.encode import normalise_batch
+    from cliplabel_pipeline.core.images import resize_and_crop
+
+    images = [_noise(320, 240, seed=1), _noise(200, 500, seed=2)]
+    ours = normalise_batch(np.stack([resize_and_crop(i, 224, 224) for i in images]), MEAN, STD).numpy()
+    theirs = CLIPImageProcessor()(images=images, return_tensors="np")["pixel_values"]
+    np.testing.assert_allclose(ours, theirs, atol=1e-5)

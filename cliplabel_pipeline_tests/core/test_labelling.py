@@ -123,3 +123,15 @@ def test_fixed_batch_shape_gives_the_same_embeddings_as_one_by_one(labeller, toy
     single = embed_images(labeller.handle, job_loaders(manifest), batch_size=1)
     np.testing.assert_allclose(batched.embeddings, single.embeddings, atol=1e-4)
     assert len(batched.batch_seconds) == 3 and os.cpu_count()
+
+
+def test_bf16_top1_agrees_with_fp32_on_at_least_99_percent_of_toy_items(labeller, toy_model, results_root, text_cache):
+    bf16 = type(labeller).create(toy_model, device="cpu", precision="bf16", cache_dir=text_cache)
+    assert bf16.handle.precision == "bf16" and labeller.handle.precision == "fp32"
+    same = total = 0
+    for job_id in write_toy_jobs(results_root, 10, seed=31337, prefix="agree"):
+        a = {r["path"]: r["top1"] for r in label_job(labeller, results_root, job_id)[0]}
+        b = {r["path"]: r["top1"] for r in label_job(bf16, results_root, job_id)[0]}
+        same += sum(a[p] == b[p] for p in a)
+        total += len(a)
+    assert total >= 80 and same / total >= 0.99, (same, total)
