@@ -2,7 +2,7 @@
 
 import dagster as dg
 
-from cliplabel_pipeline.assets.common import JOB_GROUP
+from cliplabel_pipeline.assets.common import JOB_GROUP, as_failure
 from cliplabel_pipeline.core.cleanup import apply_cleanup, plan_cleanup
 from cliplabel_pipeline.core.jobs import job_dir
 from cliplabel_pipeline.partitions import jobs_partitions
@@ -25,11 +25,12 @@ class CleanupConfig(dg.Config):
 @dg.op
 def quarantine_low_confidence(context: dg.OpExecutionContext, config: CleanupConfig,
                               results_root: ResultsRootResource, duckdb: DuckDBResource) -> dg.Output:
-    folder = job_dir(results_root.root, config.job_id)
-    plan = plan_cleanup(folder, config.min_confidence)
+    with as_failure():
+        folder = job_dir(results_root.root, config.job_id)
+        plan = plan_cleanup(folder, config.min_confidence)
+        if config.apply:
+            apply_cleanup(folder, plan, duckdb.db_path(results_root.root), purge=config.purge)
     listing = "\n".join(f"- `{r['path']}` ({r['top1']}, {r['confidence']:.3f})" for r in plan) or "nothing"
-    if config.apply:
-        apply_cleanup(folder, plan, duckdb.db_path(results_root.root), purge=config.purge)
     action = ("deleted" if config.purge else "quarantined") if config.apply else "would go (dry run)"
     context.log.info(f"{len(plan)} items below {config.min_confidence} {action}")
     return dg.Output(len(plan), metadata={"items": len(plan), "action": action, "items_list": dg.MetadataValue.md(listing)})

@@ -7,6 +7,7 @@ from contextlib import contextmanager
 
 import dagster as dg
 
+from cliplabel_pipeline.core.errors import CliplabelError
 from cliplabel_pipeline.core.heartbeat import Heartbeat, op_id
 
 JOB_GROUP = "job_labelling"
@@ -18,6 +19,16 @@ class LabelingConfig(dg.Config):
     top_k: int = 3
     min_confidence: float = 0.25
     batch_size: int = 32
+
+
+@contextmanager
+def as_failure():
+    """A ``CliplabelError`` (bad job id, unreadable job, locked database) ends the step as a ``Failure``
+    whose description is the error's one line, instead of a user-code traceback."""
+    try:
+        yield
+    except CliplabelError as exc:
+        raise dg.Failure(description=str(exc)) from None
 
 
 @contextmanager

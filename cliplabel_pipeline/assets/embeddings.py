@@ -3,10 +3,9 @@
 
 import dagster as dg
 
-from cliplabel_pipeline.assets.common import JOB_GROUP, LabelingConfig, heartbeat
+from cliplabel_pipeline.assets.common import JOB_GROUP, LabelingConfig, as_failure, heartbeat
 from cliplabel_pipeline.core.artifacts import work_dir
 from cliplabel_pipeline.core.concepts import default_cache_dir, embedding_cache_key
-from cliplabel_pipeline.core.errors import CliplabelError
 from cliplabel_pipeline.core.jobs import job_dir
 from cliplabel_pipeline.core.stages import embed_stage
 from cliplabel_pipeline.core.store import now, write_job_assets
@@ -17,7 +16,7 @@ from cliplabel_pipeline.resources import ClipModelResource, DuckDBResource, Resu
 @dg.asset(kinds={"pytorch", "numpy"}, group_name="concepts")
 def concept_text_embeddings(context: dg.AssetExecutionContext, clip: ClipModelResource) -> dg.MaterializeResult:
     """The concept bank's text embeddings (mean over templates), computed once and cached on disk."""
-    with heartbeat(context):
+    with as_failure(), heartbeat(context):
         labeller = clip.labeller()
     h, bank = labeller.handle, labeller.bank
     cache = clip.cache_dir or str(default_cache_dir())
@@ -37,13 +36,10 @@ def job_image_embeddings(context: dg.AssetExecutionContext, config: LabelingConf
                          results_root: ResultsRootResource, duckdb: DuckDBResource) -> dg.MaterializeResult:
     """CLIP image embeddings of every readable item of the job; unreadable ones recorded with a reason."""
     job_id = context.partition_key
-    folder = job_dir(results_root.root, job_id)
-    with heartbeat(context):
+    with as_failure(), heartbeat(context):
+        folder = job_dir(results_root.root, job_id)
         labeller = clip.labeller(batch_size=config.batch_size)
-        try:
-            embedded = embed_stage(labeller, folder, job_id)
-        except CliplabelError as exc:
-            raise dg.Failure(str(exc)) from None
+        embedded = embed_stage(labeller, folder, job_id)
     write_job_assets(duckdb.db_path(results_root.root), job_id, context.run_id, folder, embedded.meta, embedded.skipped)
     return dg.MaterializeResult(metadata={
         "items": dg.MetadataValue.int(len(embedded.meta)),

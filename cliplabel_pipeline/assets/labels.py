@@ -2,7 +2,7 @@
 
 import dagster as dg
 
-from cliplabel_pipeline.assets.common import JOB_GROUP, LabelingConfig, heartbeat, histogram_md
+from cliplabel_pipeline.assets.common import JOB_GROUP, LabelingConfig, as_failure, heartbeat, histogram_md
 from cliplabel_pipeline.assets.embeddings import concept_text_embeddings, job_image_embeddings
 from cliplabel_pipeline.core.jobs import job_dir
 from cliplabel_pipeline.core.outputs import LABELS_FILE
@@ -18,15 +18,15 @@ def job_label_assignments(context: dg.AssetExecutionContext, config: LabelingCon
                           results_root: ResultsRootResource, duckdb: DuckDBResource) -> dg.MaterializeResult:
     """Top-k concepts with confidence for every item: ``labels.jsonl`` and the DuckDB ``labels`` rows."""
     job_id = context.partition_key
-    folder = job_dir(results_root.root, job_id)
     started = now()
-    with heartbeat(context):
+    with as_failure(), heartbeat(context):
+        folder = job_dir(results_root.root, job_id)
         labeller = clip.labeller(config.top_k, config.min_confidence, config.batch_size)
         records, embedded = label_stage(labeller, folder)
-    prov = provenance(labeller)
-    write_job_labels(duckdb.db_path(results_root.root), job_id, context.run_id, records, {
-        **prov, "asset": "job_label_assignments", "started_at": started, "finished_at": now(),
-        "items_per_s": round(embedded.items_per_second, 3)})
+        prov = provenance(labeller)
+        write_job_labels(duckdb.db_path(results_root.root), job_id, context.run_id, records, {
+            **prov, "asset": "job_label_assignments", "started_at": started, "finished_at": now(),
+            "items_per_s": round(embedded.items_per_second, 3)})
     low = sum(r["low_confidence"] for r in records)
     return dg.MaterializeResult(metadata={
         "items": dg.MetadataValue.int(len(records)),
@@ -42,7 +42,8 @@ def job_label_assignments(context: dg.AssetExecutionContext, config: LabelingCon
 @dg.asset(partitions_def=jobs_partitions, kinds={"json"}, group_name=JOB_GROUP, deps=[job_label_assignments])
 def job_confident_labels(context: dg.AssetExecutionContext, results_root: ResultsRootResource) -> dg.MaterializeResult:
     """The items at or above the threshold, and the low-confidence rest, as two JSON Lines files."""
-    confident, low = split_stage(job_dir(results_root.root, context.partition_key))
+    with as_failure():
+        confident, low = split_stage(job_dir(results_root.root, context.partition_key))
     return dg.MaterializeResult(metadata={
         "confident": dg.MetadataValue.int(len(confident)),
         "low_confidence": dg.MetadataValue.int(len(low)),

@@ -2,7 +2,7 @@
 
 import dagster as dg
 
-from cliplabel_pipeline.assets.common import JOB_GROUP
+from cliplabel_pipeline.assets.common import JOB_GROUP, as_failure
 from cliplabel_pipeline.assets.labels import job_confident_labels
 from cliplabel_pipeline.core.jobs import job_dir
 from cliplabel_pipeline.core.stages import GROUPS_FILE, export_stage, group_stage, report_stage
@@ -15,8 +15,9 @@ from cliplabel_pipeline.resources import ClipModelResource, ResultsRootResource
 def job_groups(context: dg.AssetExecutionContext, clip: ClipModelResource,
                results_root: ResultsRootResource) -> dg.MaterializeResult:
     """Confident items grouped by top-1 label; low-confidence items clustered and named: ``groups.json``."""
-    folder = job_dir(results_root.root, context.partition_key)
-    groups = group_stage(clip.labeller(), folder)
+    with as_failure():
+        folder = job_dir(results_root.root, context.partition_key)
+        groups = group_stage(clip.labeller(), folder)
     rows = [f"| {g['name']} | {len(g['items'])} |" for g in groups["groups"]]
     rows += [f"| ~{c['name']} (low confidence, similarity {c['similarity']:.2f}) | {len(c['items'])} |"
              for c in groups["clusters"]]
@@ -32,7 +33,8 @@ def job_groups(context: dg.AssetExecutionContext, clip: ClipModelResource,
 def job_exports(context: dg.AssetExecutionContext, results_root: ResultsRootResource) -> dg.MaterializeResult:
     """``labels.csv``, one JSON per item under ``labels/``, ``export/<job>.zip`` of grouped files, ``manifest.json``."""
     job_id = context.partition_key
-    paths = export_stage(job_dir(results_root.root, job_id), job_id)
+    with as_failure():
+        paths = export_stage(job_dir(results_root.root, job_id), job_id)
     return dg.MaterializeResult(metadata={
         **{name: dg.MetadataValue.path(str(path)) for name, path in paths.items()},
         "zip_bytes": dg.MetadataValue.int(paths["zip"].stat().st_size),
@@ -42,7 +44,8 @@ def job_exports(context: dg.AssetExecutionContext, results_root: ResultsRootReso
 @dg.asset(partitions_def=jobs_partitions, kinds={"json", "markdown"}, group_name=JOB_GROUP, deps=[job_exports])
 def job_metrics_report(context: dg.AssetExecutionContext, results_root: ResultsRootResource) -> dg.MaterializeResult:
     """``metrics.json`` and ``report/report.md`` with pictures: accuracy with ground truth, score statistics without."""
-    metrics, report = report_stage(job_dir(results_root.root, context.partition_key))
+    with as_failure():
+        metrics, report = report_stage(job_dir(results_root.root, context.partition_key))
     scores, perf, truth = metrics["scores"], metrics["performance"], metrics["truth"]
     meta = {
         "items": dg.MetadataValue.int(metrics["items"]),

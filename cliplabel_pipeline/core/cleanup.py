@@ -13,6 +13,7 @@ import os
 from pathlib import Path
 
 from cliplabel_pipeline.core.errors import CliplabelError
+from cliplabel_pipeline.core.jobs import is_inside
 from cliplabel_pipeline.core.outputs import LABELS_FILE, read_jsonl, write_atomic, write_jsonl
 from cliplabel_pipeline.core.store import delete_item_rows, file_sha256, insert_item_rows
 
@@ -20,10 +21,10 @@ QUARANTINE = "quarantine"
 MANIFEST = "manifest.json"
 
 
-def _inside(job_dir: Path, rel: str) -> Path:
+def _own_file(job_dir: Path, rel: str) -> Path:
+    """``job_dir/rel`` if it is a regular file of the job (not a symlink, not outside)."""
     path = Path(job_dir) / rel
-    resolved_job = Path(job_dir).resolve()
-    if path.is_symlink() or not path.resolve().is_relative_to(resolved_job):
+    if path.is_symlink() or not is_inside(path, job_dir):
         raise CliplabelError(f"refusing to touch {rel}: it is a symlink or lies outside the job folder")
     return path
 
@@ -46,7 +47,7 @@ def apply_cleanup(job_dir: Path, records: list[dict], db_path: Path | None, purg
     paths = [r["path"] for r in records]
     rows = delete_item_rows(db_path, job_id, paths) if db_path else {}
     for rec in records:
-        src = _inside(job_dir, rec["path"])
+        src = _own_file(job_dir, rec["path"])
         if purge:
             src.unlink()
             continue

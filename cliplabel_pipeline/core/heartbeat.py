@@ -25,16 +25,26 @@ def heartbeat_line(op: str, job_id: str | None, seconds: float) -> str:
     return f"HB op={op} job={job_id or 'none'} dur={seconds:.2f}s rss={rss}MB gpu={alloc}/{res}MB"
 
 
+def peak_rss_mb() -> int:
+    """Peak resident memory of this process in MB.
+
+    Linux: ``VmHWM`` of ``/proc/self/status``, the peak of this process's own memory. (``ru_maxrss``
+    would do too, were it not carried over from the parent through fork and exec.)
+    """
+    try:
+        for line in open("/proc/self/status"):
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) // 1024
+    except OSError:
+        pass
+    info = psutil.Process().memory_info()
+    return int(getattr(info, "peak_wset", info.rss)) // (1 << 20)
+
+
 def peak_memory_mb() -> dict:
     """Peak resident memory of this process and peak CUDA memory allocated, in MB."""
-    try:
-        import resource
-
-        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024  # KB on Linux
-    except ImportError:  # Windows
-        peak = psutil.Process().memory_info().peak_wset // (1 << 20)
     gpu = torch.cuda.max_memory_allocated() >> 20 if torch.cuda.is_available() else 0
-    return {"peak_rss_mb": int(peak), "peak_gpu_mb": int(gpu)}
+    return {"peak_rss_mb": peak_rss_mb(), "peak_gpu_mb": int(gpu)}
 
 
 class Heartbeat:

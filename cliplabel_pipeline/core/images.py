@@ -5,7 +5,8 @@ Rules:
 - EXIF orientation is applied; every mode becomes 8-bit RGB; transparency is composited on neutral grey;
 - a mask is classified as the region of ``source.png`` under it: the source cropped to the mask's bounding
   box, with pixels outside the mask painted neutral grey (the same look as an RGBA cut-out);
-- masks and cut-outs are padded with neutral grey to a square, so CLIP's centre crop never cuts the object;
+- masks and cut-outs are letterboxed: scaled so the longer side fits the model's input and centred on
+  neutral grey, so CLIP's centre crop never cuts the object (a 40,000 x 400 strip stays cheap);
 - anything unreadable raises ``ImageSkipped`` with a one-line reason; callers record it and carry on.
 """
 
@@ -67,22 +68,8 @@ def open_image(path: Path) -> Image.Image:
         raise ImageSkipped(f"corrupt or truncated image: {exc}") from None
 
 
-def pad_to_square(img: Image.Image) -> Image.Image:
-    """``img`` centred on a neutral grey square as large as its longer side."""
-    w, h = img.size
-    if w == h:
-        return img
-    side = max(w, h)
-    square = Image.new("RGB", (side, side), NEUTRAL_GREY)
-    square.paste(img, ((side - w) // 2, (side - h) // 2))
-    return square
-
-
-def load_rgb(path: Path, square: bool = False) -> tuple[Image.Image, int]:
-    """The image as RGB, and its object area in pixels (opaque pixels for a cut-out, all pixels otherwise).
-
-    ``square`` pads it to a square (for objects, whose centre crop must not cut them).
-    """
+def load_rgb(path: Path) -> tuple[Image.Image, int]:
+    """The image as RGB, and its object area in pixels (opaque pixels for a cut-out, all pixels otherwise)."""
     img = open_image(path)
     area = img.width * img.height
     if img.mode in ("RGBA", "LA", "PA") or (img.mode == "P" and "transparency" in img.info):
@@ -90,8 +77,7 @@ def load_rgb(path: Path, square: bool = False) -> tuple[Image.Image, int]:
         area = int((alpha > 0).sum())
         if area == 0:
             raise ImageSkipped("fully transparent cut-out")
-    rgb = to_rgb(img)
-    return (pad_to_square(rgb) if square else rgb), area
+    return to_rgb(img), area
 
 
 def mask_to_bool(mask: Image.Image) -> np.ndarray:
@@ -121,7 +107,7 @@ def crop_source_under_mask(source: Image.Image, mask_path: Path) -> tuple[Image.
     box = (int(xs.min()), int(ys.min()), int(xs.max()) + 1, int(ys.max()) + 1)
     region = np.asarray(source.crop(box)).copy()
     region[~mask[box[1]:box[3], box[0]:box[2]]] = NEUTRAL_GREY
-    return pad_to_square(Image.fromarray(region, "RGB")), int(len(xs))
+    return Image.fromarray(region, "RGB"), int(len(xs))
 
 
 def resize_and_crop(img: Image.Image, size: int, crop: int) -> np.ndarray:
@@ -136,6 +122,18 @@ def resize_and_crop(img: Image.Image, size: int, crop: int) -> np.ndarray:
     if top < 0 or left < 0:
         raise ImageSkipped(f"image of {w}x{h} is too small to crop to {crop}")
     return np.asarray(img.crop((left, top, left + crop, top + crop)))
+
+
+def letterbox(img: Image.Image, side: int) -> np.ndarray:
+    """``img`` scaled (bicubic) so its longer side is ``side``, centred on a neutral grey square; uint8."""
+    w, h = img.size
+    scale = side / max(w, h)
+    new_w, new_h = max(1, round(w * scale)), max(1, round(h * scale))
+    if (new_w, new_h) != (w, h):
+        img = img.resize((new_w, new_h), Image.BICUBIC)
+    canvas = Image.new("RGB", (side, side), NEUTRAL_GREY)
+    canvas.paste(img, ((side - new_w) // 2, (side - new_h) // 2))
+    return np.asarray(canvas)
 
 
 def normalise(pixels: np.ndarray, mean, std) -> np.ndarray:

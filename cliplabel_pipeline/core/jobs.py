@@ -56,12 +56,9 @@ def job_dir(results_root: Path, job_id: str) -> Path:
     return path
 
 
-def _inside(path: Path, folder: Path) -> bool:
-    try:
-        path.resolve().relative_to(folder.resolve())
-        return True
-    except ValueError:
-        return False
+def is_inside(path: Path, folder: Path) -> bool:
+    """True when ``path``, symlinks resolved, lies inside ``folder``."""
+    return Path(path).resolve().is_relative_to(Path(folder).resolve())
 
 
 def list_job_items(job_dir_: Path, job_id: str | None = None) -> Manifest:
@@ -75,7 +72,7 @@ def list_job_items(job_dir_: Path, job_id: str | None = None) -> Manifest:
 
     def consider(file: Path, kind: str) -> None:
         rel = file.relative_to(job_dir_).as_posix()
-        if file.is_symlink() and not _inside(file, job_dir_):
+        if file.is_symlink() and not is_inside(file, job_dir_):
             skipped.append({"path": rel, "kind": kind, "reason": "symlink leads outside the job folder"})
         elif file.is_file():
             items.append(Item(rel, kind, file))
@@ -85,7 +82,7 @@ def list_job_items(job_dir_: Path, job_id: str | None = None) -> Manifest:
         consider(source, "source")
     for folder, kind in INPUT_DIRS.items():
         base = job_dir_ / folder
-        if not base.is_dir() or (base.is_symlink() and not _inside(base, job_dir_)):
+        if not base.is_dir() or (base.is_symlink() and not is_inside(base, job_dir_)):
             continue
         for dirpath, dirnames, filenames in os.walk(base):
             dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))

@@ -137,9 +137,15 @@ def _processor_settings(model_dir: Path) -> dict:
 @functools.lru_cache(maxsize=2)
 def _load(model_dir: Path, name: str, device: str, precision: str) -> ClipHandle:
     log.info("loading CLIP %s on %s in %s", name, device, precision)
-    model = CLIPModel.from_pretrained(model_dir, local_files_only=True, dtype=PRECISIONS[precision])
+    try:
+        model = CLIPModel.from_pretrained(model_dir, local_files_only=True, dtype=PRECISIONS[precision])
+        tokenizer = CLIPTokenizer.from_pretrained(model_dir, local_files_only=True)
+    except Exception as exc:  # corrupt weights/config raise many types (OSError, ValueError, SafetensorError...)
+        raise CliplabelError(
+            f"cannot load the CLIP model in {model_dir}: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''} "
+            f"(files damaged or incomplete: run `cliplabel model pull --model {name}` again, or fix CLIPLABEL_MODEL)"
+        ) from None
     model = model.to(device).eval()
-    tokenizer = CLIPTokenizer.from_pretrained(model_dir, local_files_only=True)
     return ClipHandle(
         name=name, model_dir=model_dir, model=model, tokenizer=tokenizer, device=device, precision=precision,
         identity=model_identity(model_dir), max_text_length=model.config.text_config.max_position_embeddings,

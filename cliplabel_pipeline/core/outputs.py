@@ -8,6 +8,8 @@ import tempfile
 from collections.abc import Iterable
 from pathlib import Path
 
+from cliplabel_pipeline.core.errors import CliplabelError
+
 LABELS_FILE = "labels.jsonl"
 SKIPPED_FILE = "skipped.jsonl"
 
@@ -15,14 +17,20 @@ SKIPPED_FILE = "skipped.jsonl"
 def write_atomic(path: Path, data: bytes) -> Path:
     """Write ``data`` to a temp file beside ``path``, fsync it, then rename it over ``path``."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    except OSError as exc:
+        raise CliplabelError(f"cannot write {path}: {exc.strerror or exc} (is the results root writable?)") from None
     try:
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)
+    except OSError as exc:
+        Path(tmp).unlink(missing_ok=True)
+        raise CliplabelError(f"cannot write {path}: {exc.strerror or exc} (is the results root writable?)") from None
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise

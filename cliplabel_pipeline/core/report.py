@@ -62,7 +62,7 @@ def preview(job_dir: Path, item: str, kind: str) -> Image.Image:
     """What the model saw: a mask shows the source region under it, not its silhouette."""
     if kind == "mask":
         return crop_source_under_mask(load_rgb(Path(job_dir) / SOURCE_NAME)[0], Path(job_dir) / item)[0]
-    return load_rgb(Path(job_dir) / item, square=kind == "object")[0]
+    return load_rgb(Path(job_dir) / item)[0]
 
 
 def contact_sheet(job_dir: Path, items: list[str], kinds: dict[str, str], path: Path, per_row: int = 8,

@@ -122,10 +122,29 @@ def test_mask_is_classified_as_the_source_region_under_it(tmp_path):
     mask.save(path)
     region, area = crop_source_under_mask(source, path)
     assert area == 200
-    assert region.size == (20, 20)  # 20x10 bounding box, padded to a square
-    arr = np.asarray(region)
-    assert (arr[5:15, :] == (255, 0, 0)).all()  # the source's pixels, not a white silhouette
-    assert (arr[:5] == NEUTRAL_GREY).all()
+    assert region.size == (20, 10)  # the mask's bounding box
+    assert (np.asarray(region) == (255, 0, 0)).all()  # the source's pixels, not a white silhouette
+
+
+def test_pixels_outside_the_mask_are_neutral_grey(tmp_path):
+    source = Image.new("RGB", (50, 50), (0, 0, 255))
+    mask = Image.new("L", (50, 50), 0)
+    mask.paste(255, (10, 10, 20, 20))
+    mask.putpixel((30, 30), 255)  # a stray pixel widens the box
+    mask.save(tmp_path / "m.png")
+    region = np.asarray(crop_source_under_mask(source, tmp_path / "m.png")[0])
+    assert region.shape == (21, 21, 3)
+    assert (region[:10, :10] == (0, 0, 255)).all() and (region[15, 15] == NEUTRAL_GREY).all()
+
+
+def test_letterbox_keeps_the_whole_object_and_stays_small_for_a_panorama():
+    from cliplabel_pipeline.core.images import letterbox
+
+    strip = Image.new("RGB", (40_000, 400), (255, 0, 0))
+    box = letterbox(strip, 224)
+    assert box.shape == (224, 224, 3)
+    assert (box[112, :] == (255, 0, 0)).all()  # the full width is kept
+    assert (box[0, 0] == NEUTRAL_GREY).all() and (box[111, 0] == (255, 0, 0)).all()
 
 
 def test_empty_mask_and_mismatched_mask_are_skipped(tmp_path):

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from cliplabel_pipeline.core import outputs
+from cliplabel_pipeline.core.errors import CliplabelError
 from cliplabel_pipeline.core.outputs import read_jsonl
 from cliplabel_pipeline.core.stages import label_job
 from cliplabel_pipeline.toyworld.jobs import write_toy_jobs
@@ -103,11 +104,15 @@ def test_labels_jsonl_write_is_atomic(labeller, toy_job, monkeypatch):
     label_job(labeller, root, job_id)
     before = (root / job_id / "labels.jsonl").read_bytes()
 
-    def crash(*_a, **_k):
-        raise OSError("disk full")
+    real_replace = os.replace
 
-    monkeypatch.setattr(outputs.os, "replace", crash)
-    with pytest.raises(OSError):
+    def crash_on_labels(src, dst):
+        if str(dst).endswith("labels.jsonl"):
+            raise OSError("disk full")
+        real_replace(src, dst)
+
+    monkeypatch.setattr(outputs.os, "replace", crash_on_labels)
+    with pytest.raises(CliplabelError, match=r"cannot write .*labels\.jsonl: disk full"):
         label_job(labeller, root, job_id)
     assert (root / job_id / "labels.jsonl").read_bytes() == before
     assert [p.name for p in (root / job_id).iterdir() if p.name.endswith(".tmp")] == []

@@ -110,3 +110,15 @@ def test_cleanup_job_quarantines_with_run_config(toy_job, resources, instance, d
     assert moved > 0
     assert len(list((root / job_id / "quarantine").rglob("*.png"))) == moved
     assert query(db_path, "SELECT count(*) FROM labels") == [(9 - moved,)]
+
+
+def test_job_ids_from_run_config_cannot_escape_the_results_root(results_root, resources, instance):
+    from cliplabel_pipeline.jobs import cleanup_job
+
+    (results_root.parent / "outside").mkdir()
+    config = {"ops": {"quarantine_low_confidence": {"config": {"job_id": "../outside", "apply": True}}}}
+    result = cleanup_job.execute_in_process(run_config=config, instance=instance, resources=resources,
+                                            raise_on_error=False)
+    assert not result.success
+    failure = next(e for e in result.all_events if e.is_step_failure)
+    assert "invalid job id '../outside'" in failure.step_failure_data.error.message
