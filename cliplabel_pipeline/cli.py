@@ -8,6 +8,7 @@ import logging
 import os
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 DEFAULT_MODEL = "openai/clip-vit-base-patch32"
@@ -113,8 +114,25 @@ def cmd_job(args) -> int:
     from cliplabel_pipeline.core.stages import process_job
 
     _job_folder(args)  # a bad id fails before the model loads
-    print(summarise_job(process_job(_labeller(args), args.results_root, args.job_id, _db(args))))
+    printer = _progress_printer()
+    done = process_job(_labeller(args), args.results_root, args.job_id, _db(args), printer)
+    if printer:
+        print(file=sys.stderr)  # end the progress line
+    print(summarise_job(done))
     return 0
+
+
+def _progress_printer():
+    """``done/total items`` on one refreshed stderr line, when stderr is a terminal."""
+    if not sys.stderr.isatty():
+        return None
+    start = time.perf_counter()
+
+    def show(done: int, total: int) -> None:
+        rate = done / max(time.perf_counter() - start, 1e-9)
+        print(f"\r  {done}/{total} items, {rate:.1f}/s", end="", file=sys.stderr, flush=True)
+
+    return show
 
 
 def _job_folder(args) -> Path:

@@ -5,6 +5,7 @@ import os
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # never download at run time; `cliplabel model pull` does that
 
 import dagster as dg  # noqa: E402
+from transformers.utils import logging as hf_logging  # noqa: E402
 
 from cliplabel_pipeline.assets.embeddings import concept_text_embeddings, job_image_embeddings  # noqa: E402
 from cliplabel_pipeline.assets.labels import job_confident_labels, job_label_assignments  # noqa: E402
@@ -15,6 +16,8 @@ from cliplabel_pipeline.jobs import cleanup_job, label_jobs_job  # noqa: E402
 from cliplabel_pipeline.resources import ClipModelResource, DuckDBResource, ResultsRootResource  # noqa: E402
 from cliplabel_pipeline.schedules import label_backfill_schedule  # noqa: E402
 from cliplabel_pipeline.sensors import new_jobs_sensor  # noqa: E402
+
+hf_logging.disable_progress_bar()  # run logs carry heartbeats, not progress bars
 
 
 def _env(name: str, default: str | None):

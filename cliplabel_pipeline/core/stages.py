@@ -41,9 +41,14 @@ def read_labels(folder: Path) -> list[dict]:
     return read_jsonl(path)
 
 
-def embed_stage(labeller: Labeller, folder: Path, job_id: str):
-    """Embed every readable item; writes ``_cliplabel/embeddings.npy`` and ``skipped.jsonl``."""
-    embedded = labeller.embed_job(list_job_items(folder, job_id))
+def embed_stage(labeller: Labeller, folder: Path, job_id: str, progress=None):
+    """Embed every readable item; writes ``_cliplabel/embeddings.npy`` and ``skipped.jsonl``.
+
+    ``progress(done, total)`` is called after each batch when given.
+    """
+    manifest = list_job_items(folder, job_id)
+    total = len(manifest.items)
+    embedded = labeller.embed_job(manifest, (lambda done: progress(done, total)) if progress else None)
     if not embedded.meta:
         raise CliplabelError(f"job {job_id}: nothing could be labelled ({len(embedded.skipped)} items skipped; "
                              f"see {Path(folder) / SKIPPED_FILE})")
@@ -132,10 +137,10 @@ def report_stage(folder: Path) -> tuple[dict, Path]:
     return metrics, report
 
 
-def label_job(labeller: Labeller, results_root: Path, job_id: str):
+def label_job(labeller: Labeller, results_root: Path, job_id: str, progress=None):
     """Embed and label one job (``labels.jsonl``, ``skipped.jsonl``); returns ``(records, embedded)``."""
     folder = job_dir(results_root, job_id)
-    embed_stage(labeller, folder, job_id)
+    embed_stage(labeller, folder, job_id, progress)
     return label_stage(labeller, folder)
 
 
@@ -149,11 +154,12 @@ def record_stage(db_path: Path, run_id: str, folder: Path, records: list[dict], 
         "items_per_s": round(embedded.items_per_second, 3)})
 
 
-def process_job(labeller: Labeller, results_root: Path, job_id: str, db_path: Path | None = None) -> dict:
+def process_job(labeller: Labeller, results_root: Path, job_id: str, db_path: Path | None = None,
+                progress=None) -> dict:
     """Every stage for one job, in order (DuckDB rows too when ``db_path`` is given)."""
     folder = job_dir(results_root, job_id)
     started = now()
-    records, embedded = label_job(labeller, results_root, job_id)
+    records, embedded = label_job(labeller, results_root, job_id, progress)
     if db_path:
         record_stage(db_path, f"cli-{uuid.uuid4().hex[:12]}", folder, records, embedded, labeller, started)
     split_stage(folder)

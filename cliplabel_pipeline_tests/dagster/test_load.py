@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import multiprocessing as mp
-from pathlib import Path
 
 from cliplabel_pipeline.core.outputs import read_jsonl
 from cliplabel_pipeline.core.store import query
