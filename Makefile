@@ -20,7 +20,8 @@ test: $(STAMP)
 	$(PY) -m pytest
 
 dev: $(STAMP)
-	DAGSTER_HOME=$${DAGSTER_HOME:-$(CURDIR)/.dagster_home} $(VENV)/bin/dagster dev
+	mkdir -p .dagster_home && cp -n dagster.yaml .dagster_home/ || true
+	DAGSTER_HOME=$${DAGSTER_HOME:-$(CURDIR)/.dagster_home} $(VENV)/bin/dagster dev -w workspace.yaml
 
 benchmark: $(STAMP)
 	$(PY) benchmarks/benchmark.py

@@ -6,7 +6,6 @@ from pathlib import Path
 import dagster as dg
 from pydantic import PrivateAttr
 
-from cliplabel_pipeline.core.concepts import ConceptBank
 from cliplabel_pipeline.core.labeller import Labeller
 from cliplabel_pipeline.core.model import DEFAULT_MODEL
 from cliplabel_pipeline.core.store import default_db_path
@@ -32,9 +31,6 @@ class ClipModelResource(dg.ConfigurableResource):
         base = self._labeller
         return Labeller(base.handle, base.bank, base.text_emb, top_k=top_k, min_confidence=min_confidence,
                         batch_size=batch_size or self.batch_size, text_cache_hit=base.text_cache_hit)
-
-    def bank(self) -> ConceptBank:
-        return self.labeller().bank
 
 
 class ResultsRootResource(dg.ConfigurableResource):

@@ -6,7 +6,7 @@ import functools
 import hashlib
 import json
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -103,7 +103,6 @@ class ClipHandle:
     mean: tuple[float, float, float]
     std: tuple[float, float, float]
     max_text_length: int
-    fell_back_to_cpu: bool = field(default=False)
 
     @property
     def dtype(self) -> torch.dtype:
@@ -118,7 +117,6 @@ class ClipHandle:
         self.device = "cpu"
         self.precision = resolve_precision("auto", "cpu")
         self.model = self.model.to(device="cpu", dtype=self.dtype)
-        self.fell_back_to_cpu = True
 
 
 def _processor_settings(model_dir: Path) -> dict:
