@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 from pathlib import Path
 
@@ -20,9 +21,6 @@ def work_dir(job_dir: Path) -> Path:
 def save_embedded(job_dir: Path, embedded: Embedded) -> Path:
     """Write embeddings (``.npy``), their item rows and timings, and ``skipped.jsonl``; returns the ``.npy``."""
     folder = work_dir(job_dir)
-    folder.mkdir(parents=True, exist_ok=True)
-    import io
-
     buf = io.BytesIO()
     np.save(buf, embedded.embeddings)
     write_atomic(folder / "embeddings.npy", buf.getvalue())

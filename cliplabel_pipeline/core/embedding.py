@@ -8,6 +8,7 @@ thread.
 from __future__ import annotations
 
 import ctypes
+import functools
 import logging
 import queue
 import sys
@@ -20,8 +21,10 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from cliplabel_pipeline.core.encode import encode_images, normalise_batch
-from cliplabel_pipeline.core.images import ImageSkipped, crop_source_under_mask, letterbox, load_rgb, resize_and_crop
+from cliplabel_pipeline.core.encode import encode_images
+from cliplabel_pipeline.core.images import (
+    ImageSkipped, crop_source_under_mask, letterbox, load_rgb, normalise_batch, resize_and_crop,
+)
 from cliplabel_pipeline.core.jobs import Manifest
 from cliplabel_pipeline.core.model import ClipHandle
 
@@ -82,6 +85,7 @@ def _stream(handle: ClipHandle, jobs: Iterable[tuple[dict, Loader]], depth: int)
                 pass
 
 
+@functools.cache
 def _keep_large_buffers_off_the_heap() -> None:
     """Pin glibc's mmap threshold at 64 KB.
 

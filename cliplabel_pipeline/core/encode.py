@@ -13,19 +13,6 @@ from cliplabel_pipeline.core.model import ClipHandle
 log = logging.getLogger(__name__)
 
 
-def normalise_batch(pixels: np.ndarray, mean, std) -> torch.Tensor:
-    """uint8 ``[n, H, W, 3]`` to CLIP-normalised float32 ``[n, 3, H, W]``, in one vectorised pass.
-
-    ``(x / 255 - mean) / std`` computed as ``x * (1 / (255 std)) - mean / std`` in place: 4 ms a batch of 32
-    at 224 px against 14 ms for the three-step form. Done per batch here because per-image float work in the
-    decoding thread measurably slowed the forward pass on 2 cores.
-    """
-    scale = torch.tensor([1.0 / (255.0 * s) for s in std], dtype=torch.float32).view(1, 3, 1, 1)
-    shift = torch.tensor([m / s for m, s in zip(mean, std)], dtype=torch.float32).view(1, 3, 1, 1)
-    x = torch.from_numpy(pixels).permute(0, 3, 1, 2).to(torch.float32, memory_format=torch.contiguous_format)
-    return x.mul_(scale).sub_(shift)
-
-
 @torch.inference_mode()
 def _image_forward(handle: ClipHandle, pixels: torch.Tensor) -> np.ndarray:
     cuda = handle.device.startswith("cuda")

@@ -92,10 +92,13 @@ def list_job_items(job_dir_: Path, job_id: str | None = None) -> Manifest:
     return Manifest(job_id or job_dir_.name, job_dir_, items, skipped)
 
 
-def input_fingerprint(job_dir_: Path) -> str:
-    """Hash of the job's inputs (paths, sizes, modification times); the pipeline's own outputs never count."""
+def input_fingerprint(job_dir_: Path, manifest: Manifest | None = None) -> str:
+    """Hash of the job's inputs (paths, sizes, modification times); the pipeline's own outputs never count.
+
+    Pass the job's ``manifest`` when it is already listed, to walk the folder once.
+    """
     digest = hashlib.sha256()
-    manifest = list_job_items(job_dir_)
+    manifest = manifest or list_job_items(job_dir_)
     for item in manifest.items:
         st = item.file.stat()
         digest.update(f"{item.path}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
@@ -112,13 +115,13 @@ def job_readiness(job_dir_: Path, settle_seconds: float, now: float, marker: str
     """
     if not (Path(job_dir_) / SOURCE_NAME).is_file():
         return False, "no source.png yet"
+    manifest = list_job_items(job_dir_)
     if marker:
         if not (Path(job_dir_) / marker).exists():
             return False, f"no {marker} yet"
     else:
-        manifest = list_job_items(job_dir_)
         newest = max((i.file.stat().st_mtime for i in manifest.items), default=0.0)
         newest = max([newest] + [p.stat().st_mtime for p in Path(job_dir_).glob("*/") if p.name in INPUT_DIRS])
         if now - newest < settle_seconds:
             return False, f"changed {now - newest:.0f}s ago (settle interval {settle_seconds:.0f}s)"
-    return True, input_fingerprint(job_dir_)
+    return True, input_fingerprint(job_dir_, manifest)

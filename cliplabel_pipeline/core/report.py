@@ -3,6 +3,8 @@ contact sheet of thumbnails per group, drawn with Pillow."""
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -58,22 +60,22 @@ def confusion_heatmap(labels: list[str], matrix: list[list[int]], path: Path) ->
     return path
 
 
-def preview(job_dir: Path, item: str, kind: str) -> Image.Image:
-    """What the model saw: a mask shows the source region under it, not its silhouette."""
+def preview(job_dir: Path, item: str, kind: str, source: Callable[[], Image.Image]) -> Image.Image:
+    """What the model saw: a mask shows the region of ``source()`` under it, not its silhouette."""
     if kind == "mask":
-        return crop_source_under_mask(load_rgb(Path(job_dir) / SOURCE_NAME)[0], Path(job_dir) / item)[0]
+        return crop_source_under_mask(source(), Path(job_dir) / item)[0]
     return load_rgb(Path(job_dir) / item)[0]
 
 
-def contact_sheet(job_dir: Path, items: list[str], kinds: dict[str, str], path: Path, per_row: int = 8,
-                  limit: int = 32) -> Path:
+def contact_sheet(job_dir: Path, items: list[str], kinds: dict[str, str], source: Callable[[], Image.Image],
+                  path: Path, per_row: int = 8, limit: int = 32) -> Path:
     """Thumbnails of up to ``limit`` items in a grid."""
     items = items[:limit]
     rows = max(1, -(-len(items) // per_row))
     sheet = Image.new("RGB", (per_row * THUMB, rows * THUMB), (235, 235, 235))
     for i, item in enumerate(items):
         try:
-            img = preview(job_dir, item, kinds.get(item, "object"))
+            img = preview(job_dir, item, kinds.get(item, "object"), source)
         except ImageSkipped:
             continue
         img.thumbnail((THUMB - 4, THUMB - 4))
@@ -87,6 +89,7 @@ def write_report(job_dir: Path, records: list[dict], metrics: dict, groups: dict
     folder = Path(job_dir) / "report"
     folder.mkdir(parents=True, exist_ok=True)
     kinds = {r["path"]: r["kind"] for r in records}
+    source = functools.cache(lambda: load_rgb(Path(job_dir) / SOURCE_NAME)[0])  # decoded once, if a mask needs it
     threshold = metrics.get("threshold", 0.25)
     scores = metrics["scores"]
     lines = [f"# Labelling report: {Path(job_dir).name}", "",
@@ -105,7 +108,7 @@ def write_report(job_dir: Path, records: list[dict], metrics: dict, groups: dict
               "## Groups", ""]
     for i, g in enumerate(groups["groups"] + groups["clusters"]):
         name = g["name"] if "cluster" not in g else f"low confidence, nearest concept: {g['name']}"
-        sheet = contact_sheet(job_dir, g["items"], kinds, folder / f"group_{i:02d}.png")
+        sheet = contact_sheet(job_dir, g["items"], kinds, source, folder / f"group_{i:02d}.png")
         lines += [f"### {name} ({len(g['items'])})", "", f"![{name}]({sheet.name})", ""]
     perf = metrics["performance"]
     lines += ["## Performance", "", f"{perf.get('items_per_s', 0):.1f} items/s over {perf.get('seconds', 0):.2f}s"]

@@ -168,9 +168,5 @@ def insert_item_rows(db_path: Path, job_id: str, rows: dict[str, dict[str, list[
     with write_connection(db_path) as con:
         con.execute("DELETE FROM labels WHERE job_id = ? AND list_contains(?, path)", [job_id, list(rows)])
         con.execute("DELETE FROM assets WHERE job_id = ? AND list_contains(?, path)", [job_id, list(rows)])
-        for by_table in rows.values():
-            for table, records in by_table.items():
-                for record in records:
-                    cols = ", ".join(record)
-                    marks = ", ".join("?" for _ in record)
-                    con.execute(f"INSERT INTO {table} ({cols}) VALUES ({marks})", list(record.values()))
+        for table in ITEM_TABLES:  # rows are whole SELECT * rows, in the table's column order
+            _insert(con, table, [tuple(r.values()) for by_table in rows.values() for r in by_table.get(table, [])])

@@ -158,8 +158,7 @@ def test_empty_mask_and_mismatched_mask_are_skipped(tmp_path):
 
 
 def test_the_batched_pipeline_path_equals_transformers_too():
-    from cliplabel_pipeline.core.encode import normalise_batch
-    from cliplabel_pipeline.core.images import resize_and_crop
+    from cliplabel_pipeline.core.images import normalise_batch, resize_and_crop
 
     images = [_noise(320, 240, seed=1), _noise(200, 500, seed=2)]
     ours = normalise_batch(np.stack([resize_and_crop(i, 224, 224) for i in images]), MEAN, STD).numpy()
