@@ -22,7 +22,7 @@ def _add_model_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", default=_env("CLIPLABEL_MODEL", DEFAULT_MODEL),
                    help="hub id (from the local cache) or model directory [CLIPLABEL_MODEL]")
     p.add_argument("--device", default=_env("CLIPLABEL_DEVICE", "auto"), choices=["auto", "cpu", "cuda"])
-    p.add_argument("--precision", default=_env("CLIPLABEL_PRECISION", "auto"), choices=["auto", "fp32", "bf16", "fp16"])
+    p.add_argument("--precision", default=_env("CLIPLABEL_PRECISION", "auto"), choices=["auto", "fp32", "bf16", "fp16", "int8"])
     p.add_argument("--batch-size", type=_positive_int, default=32)
     p.add_argument("--top-k", type=_positive_int, default=3)
     p.add_argument("--min-confidence", type=_unit_float, default=0.25)

@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from cliplabel_pipeline.core.errors import CliplabelError
+from cliplabel_pipeline.core.model import default_cache_dir
 
 log = logging.getLogger(__name__)
 
@@ -76,10 +77,6 @@ def load_bank(
     return ConceptBank(tuple(names), tuple(templates), version)
 
 
-def default_cache_dir() -> Path:
-    return Path(os.environ.get("CLIPLABEL_CACHE", Path.home() / ".cache" / "cliplabel"))
-
-
 def embedding_cache_key(model_identity: str, precision: str, bank: ConceptBank) -> str:
     """Hash of everything the text embeddings depend on: model, precision, templates, concept list."""
     payload = json.dumps([model_identity, precision, list(bank.templates), list(bank.names)])
@@ -95,7 +92,7 @@ def concept_text_embeddings(handle, bank: ConceptBank, cache_dir: Path | None = 
     from cliplabel_pipeline.core.encode import encode_texts
 
     cache_dir = Path(cache_dir or default_cache_dir())
-    path = cache_dir / f"text-{embedding_cache_key(handle.identity, handle.precision, bank)}.npy"
+    path = cache_dir / f"text-{embedding_cache_key(handle.identity, handle.text_precision, bank)}.npy"
     if path.is_file():
         emb = np.load(path)
         if emb.shape[0] == len(bank.names):

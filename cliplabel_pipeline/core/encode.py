@@ -15,6 +15,9 @@ log = logging.getLogger(__name__)
 
 @torch.inference_mode()
 def _image_forward(handle: ClipHandle, pixels: torch.Tensor) -> np.ndarray:
+    if handle.image_tower is not None:
+        out = torch.from_numpy(handle.image_tower(pixels.numpy()))
+        return F.normalize(out, dim=-1).numpy()
     cuda = handle.device.startswith("cuda")
     if cuda:
         pixels = pixels.pin_memory().to(handle.device, non_blocking=True)

@@ -31,7 +31,7 @@ class Labeller:
                labels: list[str] | None = None, labels_file: Path | None = None,
                templates_file: Path | None = None, cache_dir: Path | None = None, **settings) -> "Labeller":
         """Load the model (once per process) and the bank's text embeddings (from the disk cache when there)."""
-        handle = load_clip(model, device, precision)
+        handle = load_clip(model, device, precision, cache_dir)
         bank = bank_for_model(handle.model_dir, labels, labels_file, templates_file)
         text_emb, hit = concept_text_embeddings(handle, bank, cache_dir)
         return cls(handle, bank, text_emb, text_cache_hit=hit, **settings)

@@ -6,9 +6,12 @@ import functools
 import hashlib
 import json
 import logging
+import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
 from transformers import CLIPModel, CLIPTokenizer
 
@@ -17,7 +20,8 @@ from cliplabel_pipeline.core.errors import CliplabelError
 log = logging.getLogger(__name__)
 
 DEFAULT_MODEL = "openai/clip-vit-base-patch32"
-PRECISIONS = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+# int8: the image tower runs in ONNX Runtime with int8 weights (core/int8.py); the PyTorch parts stay fp32
+PRECISIONS = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16, "int8": torch.float32}
 
 
 class ModelNotFoundError(CliplabelError):
@@ -51,7 +55,9 @@ def resolve_precision(precision: str, device: str) -> str:
             return "fp16"
         return "bf16" if cpu_has_native_bf16() else "fp32"
     if precision not in PRECISIONS:
-        raise CliplabelError(f"unknown precision {precision!r}: use auto, fp32, bf16 or fp16")
+        raise CliplabelError(f"unknown precision {precision!r}: use auto, fp32, bf16, fp16 or int8")
+    if precision == "int8" and device.startswith("cuda"):
+        raise CliplabelError("precision int8 runs on the CPU only: use fp16 (or auto) on CUDA, or --device cpu")
     return precision
 
 
@@ -103,10 +109,17 @@ class ClipHandle:
     mean: tuple[float, float, float]
     std: tuple[float, float, float]
     max_text_length: int
+    image_tower: Callable[[np.ndarray], np.ndarray] | None = None  # the int8 tower; None: the PyTorch model
 
     @property
     def dtype(self) -> torch.dtype:
+        """The dtype of the PyTorch model's weights."""
         return PRECISIONS[self.precision]
+
+    @property
+    def text_precision(self) -> str:
+        """The precision text is encoded in (int8 quantises only the image tower)."""
+        return "fp32" if self.precision == "int8" else self.precision
 
     @property
     def logit_scale(self) -> float:
@@ -133,7 +146,7 @@ def _processor_settings(model_dir: Path) -> dict:
 
 
 @functools.lru_cache(maxsize=2)
-def _load(model_dir: Path, name: str, device: str, precision: str) -> ClipHandle:
+def _load(model_dir: Path, name: str, device: str, precision: str, cache_dir: Path) -> ClipHandle:
     log.info("loading CLIP %s on %s in %s", name, device, precision)
     try:
         model = CLIPModel.from_pretrained(model_dir, local_files_only=True, dtype=PRECISIONS[precision])
@@ -144,21 +157,33 @@ def _load(model_dir: Path, name: str, device: str, precision: str) -> ClipHandle
             f"(files damaged or incomplete: run `cliplabel model pull --model {name}` again, or fix CLIPLABEL_MODEL)"
         ) from None
     model = model.to(device).eval()
-    return ClipHandle(
+    handle = ClipHandle(
         name=name, model_dir=model_dir, model=model, tokenizer=tokenizer, device=device, precision=precision,
         identity=model_identity(model_dir), max_text_length=model.config.text_config.max_position_embeddings,
         **_processor_settings(model_dir),
     )
+    if precision == "int8":
+        from cliplabel_pipeline.core.int8 import load_int8_tower
+
+        handle.image_tower = load_int8_tower(model, handle.identity, handle.crop_size, cache_dir)
+    return handle
 
 
-def load_clip(model: str = DEFAULT_MODEL, device: str = "auto", precision: str = "auto") -> ClipHandle:
+def default_cache_dir() -> Path:
+    """Where derived files live (text embeddings, the int8 image tower): ``CLIPLABEL_CACHE``."""
+    return Path(os.environ.get("CLIPLABEL_CACHE", Path.home() / ".cache" / "cliplabel"))
+
+
+def load_clip(model: str = DEFAULT_MODEL, device: str = "auto", precision: str = "auto",
+              cache_dir: Path | None = None) -> ClipHandle:
     """Load ``model`` (hub id from the local cache, or a Transformers directory) once per process.
 
     Never downloads. Raises ``ModelNotFoundError`` with one line naming ``cliplabel model pull``.
+    ``cache_dir`` holds the int8 image tower when ``precision`` is int8.
     """
     device = resolve_device(device)
     precision = resolve_precision(precision, device)
-    return _load(resolve_model_dir(model), model, device, precision)
+    return _load(resolve_model_dir(model), model, device, precision, Path(cache_dir or default_cache_dir()))
 
 
 def pull_model(model: str = DEFAULT_MODEL) -> Path:

@@ -130,13 +130,26 @@ def test_fixed_batch_shape_gives_the_same_embeddings_as_one_by_one(labeller, toy
     assert len(batched.batch_seconds) == 3 and os.cpu_count()
 
 
+def _top1_agreement(fp32, other, results_root) -> tuple[int, int]:
+    same = total = 0
+    for job_id in write_toy_jobs(results_root, 10, seed=31337, prefix="agree"):
+        a = {r["path"]: r["top1"] for r in label_job(fp32, results_root, job_id)[0]}
+        b = {r["path"]: r["top1"] for r in label_job(other, results_root, job_id)[0]}
+        same += sum(a[p] == b[p] for p in a)
+        total += len(a)
+    return same, total
+
+
 def test_bf16_top1_agrees_with_fp32_on_at_least_99_percent_of_toy_items(labeller, toy_model, results_root, text_cache):
     bf16 = type(labeller).create(toy_model, device="cpu", precision="bf16", cache_dir=text_cache)
     assert bf16.handle.precision == "bf16" and labeller.handle.precision == "fp32"
-    same = total = 0
-    for job_id in write_toy_jobs(results_root, 10, seed=31337, prefix="agree"):
-        a = {r["path"]: r["top1"] for r in label_job(labeller, results_root, job_id)[0]}
-        b = {r["path"]: r["top1"] for r in label_job(bf16, results_root, job_id)[0]}
-        same += sum(a[p] == b[p] for p in a)
-        total += len(a)
+    same, total = _top1_agreement(labeller, bf16, results_root)
+    assert total >= 80 and same / total >= 0.99, (same, total)
+
+
+def test_int8_top1_agrees_with_fp32_on_at_least_99_percent_of_toy_items(labeller, toy_model, results_root, text_cache):
+    int8 = type(labeller).create(toy_model, device="cpu", precision="int8", cache_dir=text_cache)
+    assert int8.handle.image_tower is not None and int8.text_cache_hit  # text stays fp32: the fp32 cache serves
+    assert list((text_cache / "onnx").glob("image-int8-*.onnx"))
+    same, total = _top1_agreement(labeller, int8, results_root)
     assert total >= 80 and same / total >= 0.99, (same, total)

@@ -58,3 +58,9 @@ def test_auto_precision_follows_the_hardware(monkeypatch, bf16, device, expected
 def test_unknown_precision_is_a_clear_error():
     with pytest.raises(Exception, match="unknown precision 'int4'"):
         resolve_precision("int4", "cpu")
+
+
+def test_int8_is_a_cpu_mode_and_says_so_on_cuda():
+    assert resolve_precision("int8", "cpu") == "int8"
+    with pytest.raises(Exception, match="int8 runs on the CPU only"):
+        resolve_precision("int8", "cuda")
