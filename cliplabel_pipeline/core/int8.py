@@ -3,7 +3,7 @@
 The image tower is exported to ONNX once per model, its MatMul weights quantised to int8 per output
 channel (dynamic quantisation: activations are scaled per batch at run time; the patch convolution stays
 fp32, which measured both faster and closer to fp32), and the result cached beside the text embeddings.
-ONNX Runtime then runs it with VNNI int8 kernels. The text tower stays in PyTorch fp32.
+ONNX Runtime then runs it with VNNI int8 kernels. The text tower stays in PyTorch (bf16 or fp32).
 
 Because activation scales are computed per batch, an item's embedding depends very slightly on the other
 items in its batch; the top-1 agreement with fp32 is what the tests hold to (>= 99% of the toy jobs' items).
@@ -79,6 +79,8 @@ class Int8ImageTower:
         options = onnxruntime.SessionOptions()
         options.intra_op_num_threads = threads or torch.get_num_threads()
         options.log_severity_level = 3
+        # idle threads sleep instead of spinning: spinning took CPU from image decoding between batches
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         self.path = path
         self.session = onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
 

@@ -20,7 +20,7 @@ from cliplabel_pipeline.core.errors import CliplabelError
 log = logging.getLogger(__name__)
 
 DEFAULT_MODEL = "openai/clip-vit-base-patch32"
-# int8: the image tower runs in ONNX Runtime with int8 weights (core/int8.py); the PyTorch parts stay fp32
+# int8 (CPU only): the image tower runs in ONNX Runtime with int8 weights (core/int8.py)
 PRECISIONS = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16, "int8": torch.float32}
 
 
@@ -112,14 +112,15 @@ class ClipHandle:
     image_tower: Callable[[np.ndarray], np.ndarray] | None = None  # the int8 tower; None: the PyTorch model
 
     @property
-    def dtype(self) -> torch.dtype:
-        """The dtype of the PyTorch model's weights."""
-        return PRECISIONS[self.precision]
+    def text_precision(self) -> str:
+        """The precision of the PyTorch model: int8 quantises only the image tower, and its text tower runs
+        in the CPU's best float precision (so it shares the text cache with ``auto``)."""
+        return resolve_precision("auto", "cpu") if self.precision == "int8" else self.precision
 
     @property
-    def text_precision(self) -> str:
-        """The precision text is encoded in (int8 quantises only the image tower)."""
-        return "fp32" if self.precision == "int8" else self.precision
+    def dtype(self) -> torch.dtype:
+        """The dtype of the PyTorch model's weights."""
+        return PRECISIONS[self.text_precision]
 
     @property
     def logit_scale(self) -> float:
@@ -162,10 +163,11 @@ def _load(model_dir: Path, name: str, device: str, precision: str, cache_dir: Pa
         identity=model_identity(model_dir), max_text_length=model.config.text_config.max_position_embeddings,
         **_processor_settings(model_dir),
     )
-    if precision == "int8":
+    if precision == "int8":  # loaded in fp32 for the export; then the text tower moves to its own precision
         from cliplabel_pipeline.core.int8 import load_int8_tower
 
         handle.image_tower = load_int8_tower(model, handle.identity, handle.crop_size, cache_dir)
+        handle.model = model.to(handle.dtype)
     return handle
 
 
