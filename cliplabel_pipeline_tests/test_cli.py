@@ -21,6 +21,14 @@ def test_classify_prints_one_json_record_per_image(toy_model, toy_job, capsys):
     assert len(records) == 4 and records[0]["top1"] == "red star" and len(records[0]["labels"]) == 2
 
 
+def test_classify_in_int8_gives_the_same_top1(toy_model, toy_job, capsys):
+    root, job_id = toy_job
+    objects = sorted((root / job_id / "objects").iterdir())
+    assert main(["classify", *map(str, objects), "--model", toy_model, "--precision", "int8"]) == 0
+    top1 = [json.loads(line)["top1"] for line in capsys.readouterr().out.splitlines()]
+    assert top1[:2] == ["red star", "blue circle"] and len(top1) == 4
+
+
 def test_classify_with_a_user_label_list(toy_model, toy_job, capsys):
     root, job_id = toy_job
     image = root / job_id / "objects" / "obj_01.png"
