@@ -147,7 +147,7 @@ def _processor_settings(model_dir: Path) -> dict:
 
 
 @functools.lru_cache(maxsize=2)
-def _load(model_dir: Path, name: str, device: str, precision: str, cache_dir: Path) -> ClipHandle:
+def _load(model_dir: Path, name: str, device: str, precision: str, cache_dir: Path | None) -> ClipHandle:
     log.info("loading CLIP %s on %s in %s", name, device, precision)
     try:
         model = CLIPModel.from_pretrained(model_dir, local_files_only=True, dtype=PRECISIONS[precision])
@@ -167,6 +167,7 @@ def _load(model_dir: Path, name: str, device: str, precision: str, cache_dir: Pa
         from cliplabel_pipeline.core.int8 import load_int8_tower
 
         handle.image_tower = load_int8_tower(model, handle.identity, handle.crop_size, cache_dir)
+        model.vision_model = model.visual_projection = None  # ONNX Runtime holds the image tower now
         handle.model = model.to(handle.dtype)
     return handle
 
@@ -185,7 +186,8 @@ def load_clip(model: str = DEFAULT_MODEL, device: str = "auto", precision: str =
     """
     device = resolve_device(device)
     precision = resolve_precision(precision, device)
-    return _load(resolve_model_dir(model), model, device, precision, Path(cache_dir or default_cache_dir()))
+    int8_dir = Path(cache_dir or default_cache_dir()) if precision == "int8" else None
+    return _load(resolve_model_dir(model), model, device, precision, int8_dir)
 
 
 def pull_model(model: str = DEFAULT_MODEL) -> Path:
