@@ -1,10 +1,12 @@
 """Throughput of cliplabel beside the image encoder alone and Transformers' zero-shot pipeline.
 
-    python benchmarks/benchmark.py [--images 1000] [--big 10000] [--peer-images 4] [--workdir DIR]
+    python benchmarks/benchmark.py [--images 1000] [--big 10000] [--rounds 2] [--peer-images 2]
+                                   [--seconds 10] [--no-int8] [--workdir DIR]
 
 Without downloadable weights it uses a full-size ViT-B/32 (``CLIPConfig()`` defaults) with random weights:
 the same compute as the real model. Every measurement runs in a fresh child process, so peak RSS figures are
-independent; compare the ratios printed by one run (the machine may be shared and noisy).
+independent; the encoder alone and end to end alternate inside one process, so their ratio is not skewed
+by the drift of a shared machine. ``--big 0 --no-int8`` skips the slowest parts.
 """
 
 from __future__ import annotations

@@ -96,9 +96,9 @@ def _decoded_chunks(handle: ClipHandle, jobs: Iterable[tuple[dict, Loader]], siz
 def _malloc_trim() -> Callable[[], object]:
     """glibc's ``malloc_trim(0)``, which hands the heap's free pages back to the system; a no-op off glibc.
 
-    Called once a batch (about 7 ms beside a 1 s forward pass on 2 cores). Measured alternatives: pinning glibc's mmap threshold
-    at 64 KB also kept RSS flat but made every decoded image pay for fresh pages (decoding 1.0 -> 1.8 ms an
-    image); at 1 MB it slowed the forward pass.
+    Called once a batch (about 7 ms beside a 1 s forward pass on 2 cores). Measured alternatives: pinning
+    glibc's mmap threshold at 64 KB also kept RSS flat but made every decoded image pay for fresh pages
+    (decoding 1.0 -> 1.8 ms an image); at 1 MB it slowed the forward pass.
     """
     if sys.platform.startswith("linux"):
         try:
