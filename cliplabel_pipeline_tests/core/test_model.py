@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import shutil
+import sys
+from pathlib import Path
 
 import pytest
 
 from cliplabel_pipeline.core import model as model_mod
+from cliplabel_pipeline.core.errors import CliplabelError
 from cliplabel_pipeline.core.model import ModelNotFoundError, load_clip, resolve_precision
 
 
@@ -64,3 +67,11 @@ def test_int8_is_a_cpu_mode_and_says_so_on_cuda():
     assert resolve_precision("int8", "cpu") == "int8"
     with pytest.raises(Exception, match="int8 runs on the CPU only"):
         resolve_precision("int8", "cuda")
+
+
+def test_int8_without_onnx_runtime_names_the_extra_to_install(monkeypatch):
+    from cliplabel_pipeline.core import int8
+
+    monkeypatch.setitem(sys.modules, "onnxruntime", None)  # as if it were not installed
+    with pytest.raises(CliplabelError, match=r"pip install 'cliplabel_pipeline\[int8\]'"):
+        int8.Int8ImageTower(Path("unused.onnx"))
