@@ -58,7 +58,7 @@ def labels_match_record_schema(context: dg.AssetCheckExecutionContext, results_r
 def labels_cover_every_readable_item(context: dg.AssetCheckExecutionContext, results_root: ResultsRootResource):
     folder = job_dir(results_root.root, context.partition_key)
     embedded = {m["path"] for m in load_embedded(folder).meta}
-    labelled = {r["path"] for r in read_jsonl(folder / LABELS_FILE)}
+    labelled = {r["path"] for r in _records(context, results_root)}
     missing = sorted(embedded - labelled)
     return dg.AssetCheckResult(passed=not missing, metadata={"missing": len(missing), "first_missing": str(missing[:5])})
 

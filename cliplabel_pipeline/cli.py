@@ -45,6 +45,11 @@ def _unit_float(text: str) -> float:
     return value
 
 
+def _db_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--db", type=Path, default=_env("CLIPLABEL_DB", None),
+                   help="DuckDB lineage file [CLIPLABEL_DB; default cliplabel.duckdb beside the results root]")
+
+
 def _results_root(p: argparse.ArgumentParser) -> None:
     p.add_argument("--results-root", type=Path, default=_env("CLIPLABEL_RESULTS_ROOT", None),
                    help="folder holding <job_id>/ folders [CLIPLABEL_RESULTS_ROOT]")
@@ -61,19 +66,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("job_id")
     _results_root(p)
     _add_model_options(p)
-    p.add_argument("--db", type=Path, default=_env("CLIPLABEL_DB", None),
-                   help="DuckDB lineage file [CLIPLABEL_DB; default cliplabel.duckdb beside the results root]")
+    _db_option(p)
     p = sub.add_parser("cleanup", help="list (default) or quarantine items below a confidence threshold")
     p.add_argument("job_id")
     _results_root(p)
     p.add_argument("--min-confidence", type=_unit_float, default=0.25)
     p.add_argument("--apply", action="store_true", help="move them into <job>/quarantine/ and drop their rows")
     p.add_argument("--purge", action="store_true", help="with --apply: delete them for good instead")
-    p.add_argument("--db", type=Path, default=_env("CLIPLABEL_DB", None))
+    _db_option(p)
     p = sub.add_parser("restore", help="put quarantined items back, byte for byte, with their rows")
     p.add_argument("job_id")
     _results_root(p)
-    p.add_argument("--db", type=Path, default=_env("CLIPLABEL_DB", None))
+    _db_option(p)
     p = sub.add_parser("export", help="write one export of a labelled job")
     p.add_argument("job_id")
     _results_root(p)

@@ -5,9 +5,8 @@ import dagster as dg
 
 from cliplabel_pipeline.assets.common import JOB_GROUP, LabelingConfig, as_failure, heartbeat
 from cliplabel_pipeline.core.artifacts import work_dir
-from cliplabel_pipeline.core.concepts import embedding_cache_key
+from cliplabel_pipeline.core.concepts import text_cache_path
 from cliplabel_pipeline.core.jobs import job_dir
-from cliplabel_pipeline.core.model import default_cache_dir
 from cliplabel_pipeline.core.stages import embed_stage
 from cliplabel_pipeline.core.store import now, write_job_assets
 from cliplabel_pipeline.partitions import jobs_partitions
@@ -20,14 +19,13 @@ def concept_text_embeddings(context: dg.AssetExecutionContext, clip: ClipModelRe
     with as_failure(), heartbeat(context):
         labeller = clip.labeller()
     h, bank = labeller.handle, labeller.bank
-    cache = clip.cache_dir or str(default_cache_dir())
     return dg.MaterializeResult(metadata={
         "concepts": dg.MetadataValue.int(len(bank.names)),
         "templates": dg.MetadataValue.int(len(bank.templates)),
         "bank_version": bank.version,
         "model": h.name, "precision": h.precision,
         "cache_hit": dg.MetadataValue.bool(labeller.text_cache_hit),
-        "cache_file": dg.MetadataValue.path(f"{cache}/text-{embedding_cache_key(h.identity, h.text_precision, bank)}.npy"),
+        "cache_file": dg.MetadataValue.path(str(text_cache_path(h, bank, clip.cache_dir))),
     })
 
 

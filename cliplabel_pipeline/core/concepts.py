@@ -83,6 +83,12 @@ def embedding_cache_key(model_identity: str, precision: str, bank: ConceptBank) 
     return hashlib.sha256(payload.encode()).hexdigest()[:24]
 
 
+def text_cache_path(handle, bank: ConceptBank, cache_dir: Path | None = None) -> Path:
+    """The ``.npy`` file holding ``bank``'s text embeddings for this model and text precision."""
+    key = embedding_cache_key(handle.identity, handle.text_precision, bank)
+    return Path(cache_dir or default_cache_dir()) / f"text-{key}.npy"
+
+
 def concept_text_embeddings(handle, bank: ConceptBank, cache_dir: Path | None = None) -> tuple[np.ndarray, bool]:
     """Unit-norm fp32 ``[n_concepts, d]`` embeddings, each the re-normalised mean over templates.
 
@@ -91,8 +97,7 @@ def concept_text_embeddings(handle, bank: ConceptBank, cache_dir: Path | None = 
     """
     from cliplabel_pipeline.core.encode import encode_texts
 
-    cache_dir = Path(cache_dir or default_cache_dir())
-    path = cache_dir / f"text-{embedding_cache_key(handle.identity, handle.text_precision, bank)}.npy"
+    path = text_cache_path(handle, bank, cache_dir)
     if path.is_file():
         emb = np.load(path)
         if emb.shape[0] == len(bank.names):
@@ -105,8 +110,8 @@ def concept_text_embeddings(handle, bank: ConceptBank, cache_dir: Path | None = 
     emb = emb.astype(np.float32)
     log.info("encoded %d prompts for %d concepts in %.1fs", len(prompts), len(bank.names),
              time.perf_counter() - start)
-    cache_dir.mkdir(parents=True, exist_ok=True)
-    with tempfile.NamedTemporaryFile(dir=cache_dir, suffix=".npy", delete=False) as tmp:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.NamedTemporaryFile(dir=path.parent, suffix=".npy", delete=False) as tmp:
         np.save(tmp, emb)
     os.replace(tmp.name, path)
     return emb, False

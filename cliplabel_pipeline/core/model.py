@@ -28,6 +28,7 @@ class ModelNotFoundError(CliplabelError):
     """The model is neither a local directory nor in the local Hugging Face cache."""
 
 
+@functools.cache
 def cpu_has_native_bf16() -> bool:
     """True where the CPU computes bf16 natively (AVX512_BF16 or AMX); elsewhere bf16 is slower than fp32."""
     try:

@@ -14,6 +14,10 @@ LABELS_FILE = "labels.jsonl"
 SKIPPED_FILE = "skipped.jsonl"
 
 
+def _unwritable(path: Path, exc: OSError) -> CliplabelError:
+    return CliplabelError(f"cannot write {path}: {exc.strerror or exc} (is the results root writable?)")
+
+
 def write_atomic(path: Path, data: bytes) -> Path:
     """Write ``data`` to a temp file beside ``path``, fsync it, then rename it over ``path``."""
     path = Path(path)
@@ -21,7 +25,7 @@ def write_atomic(path: Path, data: bytes) -> Path:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     except OSError as exc:
-        raise CliplabelError(f"cannot write {path}: {exc.strerror or exc} (is the results root writable?)") from None
+        raise _unwritable(path, exc) from None
     try:
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
@@ -30,7 +34,7 @@ def write_atomic(path: Path, data: bytes) -> Path:
         os.replace(tmp, path)
     except OSError as exc:
         Path(tmp).unlink(missing_ok=True)
-        raise CliplabelError(f"cannot write {path}: {exc.strerror or exc} (is the results root writable?)") from None
+        raise _unwritable(path, exc) from None
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise

@@ -166,7 +166,6 @@ def delete_item_rows(db_path: Path, job_id: str, paths: list[str]) -> dict[str, 
 def insert_item_rows(db_path: Path, job_id: str, rows: dict[str, dict[str, list[dict]]]) -> None:
     """Put back rows returned by ``delete_item_rows`` (replacing any rows of the same paths)."""
     with write_connection(db_path) as con:
-        con.execute("DELETE FROM labels WHERE job_id = ? AND list_contains(?, path)", [job_id, list(rows)])
-        con.execute("DELETE FROM assets WHERE job_id = ? AND list_contains(?, path)", [job_id, list(rows)])
         for table in ITEM_TABLES:  # rows are whole SELECT * rows, in the table's column order
+            con.execute(f"DELETE FROM {table} WHERE job_id = ? AND list_contains(?, path)", [job_id, list(rows)])
             _insert(con, table, [tuple(r.values()) for by_table in rows.values() for r in by_table.get(table, [])])
