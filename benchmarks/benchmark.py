@@ -38,7 +38,7 @@ def prepare(workdir: Path, n_images: int, n_big: int) -> dict:
     import torch
     from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel
 
-    from cliplabel_pipeline.core.concepts import load_bank
+    from cliplabel_pipeline.core.labelling.concepts import load_bank
     from cliplabel_pipeline.toyworld.draw import LABELS, draw_sample
     from cliplabel_pipeline.toyworld.tokenizer import build_toy_tokenizer
 
@@ -74,8 +74,8 @@ def encoder_alone(handle, workdir: Path, seconds: float) -> float:
     import numpy as np
     import torch
 
-    from cliplabel_pipeline.core.encode import encode_images
-    from cliplabel_pipeline.core.images import load_rgb, preprocess
+    from cliplabel_pipeline.core.encoding.encode import encode_images
+    from cliplabel_pipeline.core.reading.images import load_rgb, preprocess
 
     pool = sorted(Path(workdir, "pool").iterdir())[:BATCH]
     pixels = torch.from_numpy(np.stack([preprocess(load_rgb(p)[0], 224, 224, handle.mean, handle.std) for p in pool]))
@@ -101,16 +101,25 @@ def gemm_gflops(dtype, seconds: float = 3.0) -> float:
     return n * 2 * a.shape[0] * 768 * 3072 / (time.perf_counter() - start) / 1e9
 
 
+def _labeller(args, precision: str):
+    from cliplabel_pipeline.core.labeller import Labeller
+    from cliplabel_pipeline.core.settings import Settings
+
+    return Labeller.load(Settings(model=args.model, device="cpu", precision=precision,
+                                  cache_dir=Path(args.workdir, "text-cache")))
+
+
 def label_once(labeller, args, round_: int) -> tuple[float, object]:
     """(b): label the job end to end and write its DuckDB rows; returns (items/s, embedded)."""
-    from cliplabel_pipeline.core.stages import label_job, record_stage
-    from cliplabel_pipeline.core.store import now
+    from cliplabel_pipeline.core.job_folder import JobFolder
+    from cliplabel_pipeline.core.pipeline import label_job
+    from cliplabel_pipeline.core.storage.lineage import record_run
+    from cliplabel_pipeline.core.values import LabelSettings
 
-    start, started = time.perf_counter(), now()
-    records, embedded = label_job(labeller, Path(args.results), f"bench-{args.n}")
-    record_stage(Path(args.workdir, f"bench-{args.precision}.duckdb"), f"bench-{args.n}-{round_}",
-                 Path(args.results, f"bench-{args.n}"), records, embedded, labeller, started)
-    return len(records) / (time.perf_counter() - start), embedded
+    start = time.perf_counter()
+    labelled = label_job(labeller, JobFolder.open(Path(args.results), f"bench-{args.n}"), LabelSettings(batch_size=BATCH))
+    record_run(Path(args.workdir, f"bench-{args.precision}.duckdb"), f"bench-{args.n}-{round_}", labelled)
+    return len(labelled.records) / (time.perf_counter() - start), labelled.embedded
 
 
 def end_to_end(args) -> dict:
@@ -120,13 +129,11 @@ def end_to_end(args) -> dict:
     by up to 25% within a minute, and a single before/after pair misreads that drift as overhead.
     """
     from cliplabel_pipeline.core.heartbeat import peak_rss_mb
-    from cliplabel_pipeline.core.labeller import Labeller
 
-    labeller = Labeller.create(args.model, "cpu", args.precision, cache_dir=Path(args.workdir, "text-cache"),
-                               batch_size=BATCH)
-    assert labeller.text_cache_hit, "run the text step first"
-    encoder, e2e = [encoder_alone(labeller.handle, Path(args.workdir), args.seconds)], []
-    out = {"precision": labeller.handle.precision, "peak_rss_after_load_mb": peak_rss_mb()}
+    labeller = _labeller(args, args.precision)
+    assert labeller.index.cache_hit, "run the text step first"
+    encoder, e2e = [encoder_alone(labeller.encoder, Path(args.workdir), args.seconds)], []
+    out = {"precision": labeller.encoder.precision, "peak_rss_after_load_mb": peak_rss_mb()}
     for round_ in range(args.rounds):
         if round_ == 0:
             reset_peak_rss()  # from here on the peak is that of labelling itself
@@ -134,9 +141,9 @@ def end_to_end(args) -> dict:
         if round_ == 0:
             out["peak_rss_mb"] = peak_rss_mb()
         e2e.append(rate)
-        encoder.append(encoder_alone(labeller.handle, Path(args.workdir), args.seconds))
+        encoder.append(encoder_alone(labeller.encoder, Path(args.workdir), args.seconds))
     ratios = [b / ((encoder[i] + encoder[i + 1]) / 2) for i, b in enumerate(e2e)]
-    return dict(out, items=len(embedded.meta), items_per_s=sum(e2e) / len(e2e), rounds=e2e, encoder=encoder,
+    return dict(out, items=len(embedded.items), items_per_s=sum(e2e) / len(e2e), rounds=e2e, encoder=encoder,
                 encoder_items_per_s=sum(encoder) / len(encoder), ratios=ratios, ratio=sum(ratios) / len(ratios))
 
 
@@ -151,12 +158,11 @@ def top1_agreement(args) -> dict:
     """
     import numpy as np
 
-    from cliplabel_pipeline.core.embedding import embed_images, path_loaders
-    from cliplabel_pipeline.core.labeller import Labeller
-    from cliplabel_pipeline.core.model import load_clip
+    from cliplabel_pipeline.core.encoding.embedding import embed_images, path_loaders
+    from cliplabel_pipeline.core.encoding.model import load_clip
 
     cache = Path(args.workdir, "text-cache")
-    text = Labeller.create(args.model, "cpu", "auto", cache_dir=cache).text_emb
+    text = _labeller(args, "auto").index.text_emb
     pool = sorted(Path(args.workdir, "pool").iterdir())
     emb = {p: embed_images(load_clip(args.model, "cpu", p, cache_dir=cache), path_loaders(pool), BATCH).embeddings
            for p in ("fp32", "bf16", "int8")}
@@ -174,8 +180,7 @@ def top1_agreement(args) -> dict:
 def child(mode: str, args) -> dict:
     """One measurement in this (fresh) process; returns a JSON-able dict."""
     from cliplabel_pipeline.core.heartbeat import peak_rss_mb
-    from cliplabel_pipeline.core.labeller import Labeller
-    from cliplabel_pipeline.core.model import load_clip
+    from cliplabel_pipeline.core.encoding.model import load_clip
 
     out: dict = {"mode": mode, "precision": args.precision}
     if mode == "encoder":
@@ -186,9 +191,10 @@ def child(mode: str, args) -> dict:
             out["gemm_gflops"] = gemm_gflops(handle.dtype)
     elif mode == "text":
         start = time.perf_counter()
-        labeller = Labeller.create(args.model, "cpu", args.precision, cache_dir=Path(args.workdir, "text-cache"))
-        out.update(seconds=time.perf_counter() - start, cache_hit=labeller.text_cache_hit,
-                   concepts=len(labeller.bank.names), prompts=len(labeller.bank.names) * len(labeller.bank.templates))
+        index = _labeller(args, args.precision).index
+        bank = index.bank
+        out.update(seconds=time.perf_counter() - start, cache_hit=index.cache_hit,
+                   concepts=len(bank.names), prompts=len(bank.names) * len(bank.templates))
     elif mode == "e2e":
         out.update(end_to_end(args))
     elif mode == "agree":
@@ -197,7 +203,7 @@ def child(mode: str, args) -> dict:
         from PIL import Image
         from transformers import pipeline
 
-        from cliplabel_pipeline.core.concepts import load_bank
+        from cliplabel_pipeline.core.labelling.concepts import load_bank
 
         handle = load_clip(args.model, "cpu", args.precision)
         pipe = pipeline("zero-shot-image-classification", model=args.model, device="cpu", dtype=handle.dtype)
@@ -276,7 +282,7 @@ def main() -> None:
     if args.child:
         print(json.dumps(child(args.child, args)))
         return
-    from cliplabel_pipeline.core.model import cpu_has_native_bf16
+    from cliplabel_pipeline.core.encoding.model import cpu_has_native_bf16
 
     args.workdir.mkdir(parents=True, exist_ok=True)
     print(f"preparing model and images in {args.workdir} ...", flush=True)

@@ -11,24 +11,23 @@ import tempfile
 import time
 from pathlib import Path
 
-DEFAULT_MODEL = "openai/clip-vit-base-patch32"
+# Light at import: the heavy core (torch, transformers) is imported inside the commands that need it.
+from cliplabel_pipeline.core.settings import Settings, offline_hub
 
 
-def _env(name: str, default: str | None) -> str | None:
-    return os.environ.get(name) or default
-
-
-def _add_model_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--model", default=_env("CLIPLABEL_MODEL", DEFAULT_MODEL),
+def _add_model_options(p: argparse.ArgumentParser, env: Settings) -> None:
+    p.add_argument("--model", default=env.model,
                    help="hub id (from the local cache) or model directory [CLIPLABEL_MODEL]")
-    p.add_argument("--device", default=_env("CLIPLABEL_DEVICE", "auto"), choices=["auto", "cpu", "cuda"])
-    p.add_argument("--precision", default=_env("CLIPLABEL_PRECISION", "auto"), choices=["auto", "fp32", "bf16", "fp16", "int8"])
-    p.add_argument("--batch-size", type=_positive_int, default=32)
-    p.add_argument("--top-k", type=_positive_int, default=3)
-    p.add_argument("--min-confidence", type=_unit_float, default=0.25)
+    p.add_argument("--device", default=env.device, choices=["auto", "cpu", "cuda"])
+    p.add_argument("--precision", default=env.precision, choices=["auto", "fp32", "bf16", "fp16", "int8"])
+    p.add_argument("--batch-size", type=_positive_int, default=env.batch_size)
+    p.add_argument("--top-k", type=_positive_int, default=env.top_k)
+    p.add_argument("--min-confidence", type=_unit_float, default=env.min_confidence)
     p.add_argument("--labels", help="comma-separated labels replacing the concept bank")
-    p.add_argument("--labels-file", type=Path, help="one label a line, replacing the concept bank")
-    p.add_argument("--templates-file", type=Path, help="one prompt template a line, with {} for the concept")
+    p.add_argument("--labels-file", type=Path, default=env.labels_file,
+                   help="one label a line, replacing the concept bank")
+    p.add_argument("--templates-file", type=Path, default=env.templates_file,
+                   help="one prompt template a line, with {} for the concept")
 
 
 def _positive_int(text: str) -> int:
@@ -45,81 +44,93 @@ def _unit_float(text: str) -> float:
     return value
 
 
-def _db_option(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--db", type=Path, default=_env("CLIPLABEL_DB", None),
+def _db_option(p: argparse.ArgumentParser, env: Settings) -> None:
+    p.add_argument("--db", type=Path, default=env.db,
                    help="DuckDB lineage file [CLIPLABEL_DB; default cliplabel.duckdb beside the results root]")
 
 
-def _results_root(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--results-root", type=Path, default=_env("CLIPLABEL_RESULTS_ROOT", None),
+def _results_root(p: argparse.ArgumentParser, env: Settings) -> None:
+    p.add_argument("--results-root", type=Path, default=env.results_root if os.environ.get("CLIPLABEL_RESULTS_ROOT") else None,
                    help="folder holding <job_id>/ folders [CLIPLABEL_RESULTS_ROOT]")
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(env: Settings | None = None) -> argparse.ArgumentParser:
+    """The parser; option defaults come from ``Settings`` with the ``CLIPLABEL_*`` variables applied."""
+    env = env or Settings.from_env()
     parser = argparse.ArgumentParser(prog="cliplabel", description="Zero-shot CLIP labels for segmentation jobs.")
     parser.add_argument("-v", "--verbose", action="store_true", help="log progress at INFO")
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("classify", help="label image files; one JSON record per line on stdout")
     p.add_argument("paths", nargs="+", type=Path)
-    _add_model_options(p)
+    _add_model_options(p, env)
     p = sub.add_parser("job", help="label one job folder and write its labels.jsonl")
     p.add_argument("job_id")
-    _results_root(p)
-    _add_model_options(p)
-    _db_option(p)
+    _results_root(p, env)
+    _add_model_options(p, env)
+    _db_option(p, env)
     p = sub.add_parser("cleanup", help="list (default) or quarantine items below a confidence threshold")
     p.add_argument("job_id")
-    _results_root(p)
-    p.add_argument("--min-confidence", type=_unit_float, default=0.25)
+    _results_root(p, env)
+    p.add_argument("--min-confidence", type=_unit_float, default=env.min_confidence)
     p.add_argument("--apply", action="store_true", help="move them into <job>/quarantine/ and drop their rows")
     p.add_argument("--purge", action="store_true", help="with --apply: delete them for good instead")
-    _db_option(p)
+    _db_option(p, env)
     p = sub.add_parser("restore", help="put quarantined items back, byte for byte, with their rows")
     p.add_argument("job_id")
-    _results_root(p)
-    _db_option(p)
+    _results_root(p, env)
+    _db_option(p, env)
     p = sub.add_parser("export", help="write one export of a labelled job")
     p.add_argument("job_id")
-    _results_root(p)
+    _results_root(p, env)
     p.add_argument("--format", required=True, choices=["zip", "csv", "jsonl"])
     p.add_argument("-o", "--output", type=Path, help="file to write (default <job>/export/<job>.<format>)")
     p = sub.add_parser("model", help="model management")
     msub = p.add_subparsers(dest="model_command", required=True)
     pull = msub.add_parser("pull", help="download a model into the local Hugging Face cache (the only download)")
-    pull.add_argument("--model", default=_env("CLIPLABEL_MODEL", DEFAULT_MODEL))
+    pull.add_argument("--model", default=env.model)
     p = sub.add_parser("demo", help="write toy jobs and label them with the bundled toy model")
     p.add_argument("--results-root", type=Path, default=None, help="where to write the toy jobs (a temp folder if not given)")
     p.add_argument("--jobs", type=_positive_int, default=3)
     return parser
 
 
-def _labeller(args):
+def _settings(args) -> Settings:
+    labels = tuple(x.strip() for x in args.labels.split(",") if x.strip()) if args.labels else ()
+    return Settings.from_env().with_(model=args.model, device=args.device, precision=args.precision, batch_size=args.batch_size,
+                     top_k=args.top_k, min_confidence=args.min_confidence, labels=labels,
+                     labels_file=args.labels_file, templates_file=args.templates_file,
+                     results_root=getattr(args, "results_root", None), db=getattr(args, "db", None))
+
+
+def _load(settings: Settings):
     from cliplabel_pipeline.core.labeller import Labeller
 
-    labels = [s.strip() for s in args.labels.split(",")] if args.labels else None
-    return Labeller.create(args.model, args.device, args.precision, labels=labels, labels_file=args.labels_file,
-                           templates_file=args.templates_file, top_k=args.top_k,
-                           min_confidence=args.min_confidence, batch_size=args.batch_size)
+    return Labeller.load(settings)
 
 
 def cmd_classify(args) -> int:
+    from cliplabel_pipeline.core.values import LabelSettings
+
     missing = [str(p) for p in args.paths if not p.is_file()]
     if missing:
         raise _error(f"no such file: {', '.join(missing)}")
-    records, skipped = _labeller(args).classify_paths(args.paths)
+    settings = _settings(args)
+    records, skipped = _load(settings).classify_paths(args.paths, LabelSettings.from_settings(settings))
     for rec in records:
-        print(json.dumps(rec, ensure_ascii=False))
+        print(json.dumps(rec.to_json(), ensure_ascii=False))
     for entry in skipped:
-        print(f"skipped {entry['path']}: {entry['reason']}", file=sys.stderr)
+        print(f"skipped {entry.path}: {entry.reason}", file=sys.stderr)
     return 0 if records else 1
 
 
 def cmd_job(args) -> int:
-    from cliplabel_pipeline.core.stages import process_job
+    from cliplabel_pipeline.core.pipeline import process_job
+    from cliplabel_pipeline.core.values import LabelSettings
 
-    _job_folder(args)  # a bad id fails before the model loads
+    job = _job_folder(args)  # a bad id fails before the model loads
+    settings = _settings(args)
     printer = _progress_printer()
-    done = process_job(_labeller(args), args.results_root, args.job_id, _db(args), printer)
+    done = process_job(_load(settings), job, LabelSettings.from_settings(settings), settings.db_path, printer)
     if printer:
         print(file=sys.stderr)  # end the progress line
     print(summarise_job(done))
@@ -139,40 +150,36 @@ def _progress_printer():
     return show
 
 
-def _job_folder(args) -> Path:
-    from cliplabel_pipeline.core.jobs import job_dir
+def _job_folder(args):
+    from cliplabel_pipeline.core.job_folder import JobFolder
 
-    if args.results_root is None:
-        raise _error("no results root: pass --results-root or set CLIPLABEL_RESULTS_ROOT")
-    return job_dir(args.results_root, args.job_id)
+    return JobFolder.open(args.results_root, args.job_id)
 
 
 def _db(args) -> Path:
-    from cliplabel_pipeline.core.store import default_db_path
-
-    return args.db or default_db_path(args.results_root)
+    return Settings.from_env().with_(results_root=args.results_root, db=args.db).db_path
 
 
 def cmd_cleanup(args) -> int:
-    from cliplabel_pipeline.core.cleanup import apply_cleanup, plan_cleanup
+    from cliplabel_pipeline.core.organising.cleanup import apply_cleanup, plan_cleanup
 
-    folder = _job_folder(args)
+    job = _job_folder(args)
     if args.purge and not args.apply:
         raise _error("--purge deletes files for good and only works together with --apply")
-    plan = plan_cleanup(folder, args.min_confidence)
+    plan = plan_cleanup(job, args.min_confidence)
     for rec in plan:
-        print(f"{rec['path']}\t{rec['top1']}\t{rec['confidence']:.3f}")
+        print(f"{rec.path}\t{rec.top1}\t{rec.confidence:.3f}")
     if not args.apply:
         print(f"dry run: {len(plan)} items below {args.min_confidence} would go (add --apply)", file=sys.stderr)
         return 0
-    apply_cleanup(folder, plan, _db(args), purge=args.purge)
-    where = "deleted" if args.purge else f"moved to {folder / 'quarantine'} (undo: cliplabel restore {args.job_id})"
+    apply_cleanup(job, plan, _db(args), purge=args.purge)
+    where = "deleted" if args.purge else f"moved to {job.quarantine_dir} (undo: cliplabel restore {args.job_id})"
     print(f"{len(plan)} items {where}", file=sys.stderr)
     return 0
 
 
 def cmd_restore(args) -> int:
-    from cliplabel_pipeline.core.cleanup import restore
+    from cliplabel_pipeline.core.organising.cleanup import restore
 
     restored = restore(_job_folder(args), _db(args))
     print(f"restored {len(restored)} items")
@@ -180,35 +187,37 @@ def cmd_restore(args) -> int:
 
 
 def cmd_export(args) -> int:
-    from cliplabel_pipeline.core.stages import export_format
+    from cliplabel_pipeline.core.pipeline import export_format
 
     print(export_format(_job_folder(args), args.format, args.output))
     return 0
 
 
-def summarise_job(done: dict) -> str:
+def summarise_job(done) -> str:
     """A few lines saying what a job produced and where."""
-    records, folder = done["records"], done["folder"]
-    low = sum(r["low_confidence"] for r in records)
-    truth = done["metrics"]["truth"]
+    lab = done.labelled
+    low = sum(r.low_confidence for r in lab.records)
+    truth = done.metrics["truth"]
     accuracy = f", accuracy {100 * truth['accuracy']:.1f}% on ground truth" if truth else ""
-    return (f"{folder.name}: {len(records)} labelled ({low} low-confidence), "
-            f"{len(done['embedded'].skipped)} skipped{accuracy}\n"
-            f"  labels: {folder / 'labels.jsonl'}\n  report: {done['report']}")
+    return (f"{lab.job.id}: {len(lab.records)} labelled ({low} low-confidence), "
+            f"{len(lab.skipped)} skipped{accuracy}\n"
+            f"  labels: {lab.job.labels_jsonl}\n  report: {done.report}")
 
 
 def cmd_model_pull(args) -> int:
-    from cliplabel_pipeline.core.model import pull_model
+    from cliplabel_pipeline.core.encoding.model import pull_model
 
     print(f"{args.model} -> {pull_model(args.model)}")
     return 0
 
 
 def cmd_demo(args) -> int:
-    from cliplabel_pipeline.demo import run_demo
+    from cliplabel_pipeline.toyworld.demo import run_demo
 
     root = args.results_root or Path(tempfile.mkdtemp(prefix="cliplabel-demo-"))
-    run_demo(root, args.jobs)
+    for done in run_demo(root, args.jobs):
+        print(summarise_job(done))
+    print(f"results root: {root}  (open <job>/report/report.md to see what was labelled)")
     return 0
 
 
@@ -225,7 +234,7 @@ COMMANDS = {"classify": cmd_classify, "job": cmd_job, "model": cmd_model_pull, "
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.command != "model":
-        os.environ["HF_HUB_OFFLINE"] = "1"  # only `model pull` may touch the network
+        offline_hub()  # only `model pull` may touch the network
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                         format="%(levelname)s %(name)s: %(message)s")
     from transformers.utils import logging as hf_logging

@@ -1,44 +1,49 @@
-"""The Dagster code location: assets, checks, sensor, schedule, resources and the executor, in one place."""
+"""The Dagster code location: assets, checks, sensor, schedule, resources, IO managers and the executor."""
 
 import os
 
-os.environ.setdefault("HF_HUB_OFFLINE", "1")  # never download at run time; `cliplabel model pull` does that
+from cliplabel_pipeline.core.settings import ENV_VARS, Settings, offline_hub
+
+offline_hub()  # never download at run time; `cliplabel model pull` does that
 
 import dagster as dg  # noqa: E402
-from transformers.utils import logging as hf_logging  # noqa: E402
 
-from cliplabel_pipeline.assets.embeddings import concept_text_embeddings, job_image_embeddings  # noqa: E402
-from cliplabel_pipeline.assets.labels import job_confident_labels, job_label_assignments  # noqa: E402
-from cliplabel_pipeline.assets.reports import job_exports, job_groups, job_metrics_report  # noqa: E402
-from cliplabel_pipeline.checks import all_checks  # noqa: E402
-from cliplabel_pipeline.core.model import DEFAULT_MODEL  # noqa: E402
-from cliplabel_pipeline.jobs import cleanup_job, label_jobs_job  # noqa: E402
-from cliplabel_pipeline.resources import ClipModelResource, DuckDBResource, ResultsRootResource  # noqa: E402
-from cliplabel_pipeline.schedules import label_backfill_schedule  # noqa: E402
-from cliplabel_pipeline.sensors import new_jobs_sensor  # noqa: E402
+from cliplabel_pipeline.defs.assets.embeddings import concept_text_embeddings, job_image_embeddings  # noqa: E402
+from cliplabel_pipeline.defs.assets.labels import job_label_assignments  # noqa: E402
+from cliplabel_pipeline.defs.assets.reports import job_exports, job_groups, job_metrics_report  # noqa: E402
+from cliplabel_pipeline.defs.checks import all_checks  # noqa: E402
+from cliplabel_pipeline.defs.io_managers import ConceptIndexIOManager, JobFolderIOManager  # noqa: E402
+from cliplabel_pipeline.defs.jobs import cleanup_job, label_jobs_job  # noqa: E402
+from cliplabel_pipeline.defs.resources import ClipModelResource, DuckDBResource, ResultsRootResource  # noqa: E402
+from cliplabel_pipeline.defs.schedules import label_backfill_schedule  # noqa: E402
+from cliplabel_pipeline.defs.sensors import new_jobs_sensor  # noqa: E402
 
-hf_logging.disable_progress_bar()  # run logs carry heartbeats, not progress bars
+ENV = Settings.from_env()
 
 
-def _env(name: str, default: str | None):
-    """An ``EnvVar`` where the variable is set (so the UI shows where the value came from), else ``default``."""
-    return dg.EnvVar(name) if os.environ.get(name) else default
+def _bound(field: str, value):
+    """An ``EnvVar`` where the setting's variable is set (the UI then shows where it came from), else the value."""
+    return dg.EnvVar(ENV_VARS[field]) if ENV_VARS[field] in os.environ else value
 
+
+clip = ClipModelResource(model=_bound("model", ENV.model), device=_bound("device", ENV.device),
+                         precision=_bound("precision", ENV.precision),
+                         labels_file=_bound("labels_file", None), templates_file=_bound("templates_file", None))
+results_root = ResultsRootResource(path=_bound("results_root", str(ENV.results_root)), settle_seconds=ENV.settle_s)
 
 defs = dg.Definitions(
-    assets=[concept_text_embeddings, job_image_embeddings, job_label_assignments, job_confident_labels,
-            job_groups, job_exports, job_metrics_report],
+    assets=[concept_text_embeddings, job_image_embeddings, job_label_assignments, job_groups, job_exports,
+            job_metrics_report],
     asset_checks=all_checks,
     jobs=[label_jobs_job, cleanup_job],
     sensors=[new_jobs_sensor],
     schedules=[label_backfill_schedule],
     resources={
-        "clip": ClipModelResource(model=_env("CLIPLABEL_MODEL", DEFAULT_MODEL),
-                                  device=_env("CLIPLABEL_DEVICE", "auto"),
-                                  precision=_env("CLIPLABEL_PRECISION", "auto")),
-        "results_root": ResultsRootResource(path=_env("CLIPLABEL_RESULTS_ROOT", "results"),
-                                            settle_seconds=float(os.environ.get("CLIPLABEL_SETTLE_S", "10"))),
-        "duckdb": DuckDBResource(path=_env("CLIPLABEL_DB", None)),
+        "clip": clip,
+        "results_root": results_root,
+        "duckdb": DuckDBResource(path=_bound("db", None)),
+        "job_folder_io": JobFolderIOManager(results_root=results_root),
+        "concept_index_io": ConceptIndexIOManager(clip=clip),
     },
     # One process per run: the CLIP model loads once and every step of the run shares it.
     executor=dg.in_process_executor,

@@ -9,7 +9,7 @@ import pytest
 
 os.environ["HF_HUB_OFFLINE"] = "1"
 
-from cliplabel_pipeline.demo import TOY_MODEL_DIR  # noqa: E402
+from cliplabel_pipeline.toyworld.demo import TOY_MODEL_DIR  # noqa: E402
 from cliplabel_pipeline.toyworld.jobs import write_toy_job  # noqa: E402
 
 
@@ -25,10 +25,12 @@ def text_cache(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def labeller(toy_model, text_cache):
-    """The toy model in fp32 with its own concept bank; loaded once for the whole session."""
+    """The toy model in fp32 with its own concept bank; loaded once for the whole session (the fp32
+    reference every other precision is compared with)."""
     from cliplabel_pipeline.core.labeller import Labeller
+    from cliplabel_pipeline.core.settings import Settings
 
-    return Labeller.create(toy_model, device="cpu", precision="fp32", cache_dir=text_cache)
+    return Labeller.load(Settings(model=toy_model, device="cpu", precision="fp32", cache_dir=text_cache))
 
 
 @pytest.fixture(autouse=True)
@@ -49,3 +51,17 @@ def toy_job(results_root) -> tuple[Path, str]:
     labels = ["red star", "blue circle", "green square", "yellow triangle"]
     write_toy_job(results_root, "job-1", seed=101, labels=labels)
     return results_root, "job-1"
+
+
+@pytest.fixture(scope="session")
+def fp32_reference(labeller, tmp_path_factory):
+    """Ten toy jobs and the fp32 top-1 of each item: ``(results_root, job_ids, {job: {path: top1}})``,
+    labelled once for every test that compares another precision with fp32."""
+    from cliplabel_pipeline.core.job_folder import JobFolder
+    from cliplabel_pipeline.core.pipeline import label_job
+    from cliplabel_pipeline.toyworld.jobs import write_toy_jobs
+
+    root = tmp_path_factory.mktemp("agreement")
+    ids = write_toy_jobs(root, 10, seed=31337, prefix="agree")
+    tops = {j: {r.path: r.top1 for r in label_job(labeller, JobFolder.open(root, j)).records} for j in ids}
+    return root, ids, tops

@@ -9,7 +9,7 @@ import sys
 import pytest
 
 from cliplabel_pipeline.cli import main
-from cliplabel_pipeline.core.outputs import read_jsonl
+from cliplabel_pipeline.core.storage.files import read_jsonl
 
 
 def test_classify_prints_one_json_record_per_image(toy_model, toy_job, capsys):

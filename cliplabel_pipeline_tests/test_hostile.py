@@ -17,8 +17,10 @@ import pytest
 
 from cliplabel_pipeline.cli import main
 from cliplabel_pipeline.core.errors import CliplabelError
-from cliplabel_pipeline.core.outputs import read_jsonl
-from cliplabel_pipeline.core.store import query, write_job_labels
+from cliplabel_pipeline.core.storage.files import read_jsonl
+from cliplabel_pipeline.core.job_folder import JobFolder
+from cliplabel_pipeline.core.storage.lineage import query, record_run
+from cliplabel_pipeline_tests.lineage_rows import synthetic_labelled
 from cliplabel_pipeline.toyworld.jobs import write_toy_job
 from cliplabel_pipeline_tests.hostile import EXPECTED, LABELLED, build_hostile_job
 
@@ -79,29 +81,30 @@ def test_inputs_are_never_modified_and_nothing_outside_the_job_is_touched(hostil
 
 
 def test_a_symlink_out_of_the_job_is_never_opened(labeller, results_root, tmp_path):
-    from cliplabel_pipeline.core.stages import label_job
+    from cliplabel_pipeline.core.pipeline import label_job
 
     write_toy_job(results_root, "job", seed=3, labels=["blue square"])
     fifo = tmp_path / "pipe.png"
     os.mkfifo(fifo)  # opening it for reading would block for ever
     (results_root / "job" / "objects" / "pipe.png").symlink_to(fifo)
     done = {}
-    worker = threading.Thread(target=lambda: done.update(out=label_job(labeller, results_root, "job")), daemon=True)
+    job = JobFolder.open(results_root, "job")
+    worker = threading.Thread(target=lambda: done.update(out=label_job(labeller, job)), daemon=True)
     worker.start()
     worker.join(60)
     assert "out" in done, "labelling blocked: it opened the symlink's target"
-    records, embedded = done["out"]
-    assert {s["path"]: s["reason"] for s in embedded.skipped} == {"objects/pipe.png": "symlink leads outside the job folder"}
+    skipped = done["out"].skipped
+    assert {s.path: s.reason for s in skipped} == {"objects/pipe.png": "symlink leads outside the job folder"}
 
 
 def test_a_job_with_an_empty_masks_folder_labels_the_rest(labeller, results_root):
-    from cliplabel_pipeline.core.stages import label_job
+    from cliplabel_pipeline.core.pipeline import label_job
 
     write_toy_job(results_root, "job", seed=4, labels=["green circle"])
     for mask in (results_root / "job" / "masks").iterdir():
         mask.unlink()
-    records, embedded = label_job(labeller, results_root, "job")
-    assert sorted(r["path"] for r in records) == ["objects/obj_00.png", "source.png"] and embedded.skipped == []
+    labelled = label_job(labeller, JobFolder.open(results_root, "job"))
+    assert sorted(r.path for r in labelled.records) == ["objects/obj_00.png", "source.png"] and labelled.skipped == []
 
 
 def _db_rows(db: Path) -> list[tuple]:
@@ -184,7 +187,7 @@ def test_a_corrupted_duckdb_file_is_one_clear_error(tmp_path):
     db = tmp_path / "lineage.duckdb"
     db.write_bytes(b"not a database" * 100)
     with pytest.raises(CliplabelError, match=f"cannot open DuckDB file {re.escape(str(db))}.*move it aside"):
-        write_job_labels(db, "j", "r", [], {})
+        record_run(db, "r", synthetic_labelled(tmp_path, "j", 1))
 
 
 def test_a_duckdb_file_held_by_another_process_is_one_clear_error(tmp_path):
@@ -194,7 +197,7 @@ def test_a_duckdb_file_held_by_another_process_is_one_clear_error(tmp_path):
     try:
         assert holder.stdout.readline().strip() == "ready"
         with pytest.raises(CliplabelError, match="another process holds it"):
-            write_job_labels(db, "j", "r", [], {})
+            record_run(db, "r", synthetic_labelled(tmp_path, "j", 1))
     finally:
         holder.kill()
         holder.wait()

@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel
 
-from cliplabel_pipeline.core.concepts import BANK_DIR, read_lines
+from cliplabel_pipeline.core.labelling.concepts import BANK_DIR, read_lines
 from cliplabel_pipeline.toyworld.draw import LABELS, draw_sample
 from cliplabel_pipeline.toyworld.tokenizer import build_toy_tokenizer
 

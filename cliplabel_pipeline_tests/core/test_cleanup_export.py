@@ -11,8 +11,8 @@ import zipfile
 import pytest
 
 from cliplabel_pipeline.cli import main
-from cliplabel_pipeline.core.outputs import read_jsonl
-from cliplabel_pipeline.core.store import query
+from cliplabel_pipeline.core.storage.files import read_jsonl
+from cliplabel_pipeline.core.storage.lineage import query
 
 
 def tree(folder):

@@ -5,10 +5,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from cliplabel_pipeline.core import encode
-from cliplabel_pipeline.core.concepts import BANK_DIR, concept_text_embeddings, load_bank, read_lines
+from cliplabel_pipeline.core.encoding import encode
+from cliplabel_pipeline.core.labelling.concepts import BANK_DIR, load_bank, read_lines
+from cliplabel_pipeline.core.labelling.index import build_concept_index
 from cliplabel_pipeline.core.errors import CliplabelError
-from cliplabel_pipeline.core.model import load_clip
+from cliplabel_pipeline.core.encoding.model import load_clip
 
 
 def test_bundled_bank_is_large_deduplicated_and_covers_coco_and_open_images():
@@ -36,10 +37,11 @@ def test_user_labels_and_templates_replace_the_defaults(tmp_path):
 def test_second_run_does_no_text_encoding(toy_model, tmp_path, monkeypatch):
     handle = load_clip(toy_model, device="cpu", precision="fp32")
     bank = load_bank(labels=["red star", "blue circle"])
-    first, hit1 = concept_text_embeddings(handle, bank, tmp_path)
+    first_index = build_concept_index(handle, bank, tmp_path)
     calls = []
     monkeypatch.setattr(encode, "encode_texts", lambda *a, **k: calls.append(a))
-    second, hit2 = concept_text_embeddings(handle, bank, tmp_path)
+    second_index = build_concept_index(handle, bank, tmp_path)
+    (first, hit1), (second, hit2) = [(i.text_emb, i.cache_hit) for i in (first_index, second_index)]
     assert (hit1, hit2) == (False, True) and calls == []
     np.testing.assert_array_equal(first, second)
     np.testing.assert_allclose(np.linalg.norm(first, axis=1), 1.0, atol=1e-5)
@@ -48,15 +50,15 @@ def test_second_run_does_no_text_encoding(toy_model, tmp_path, monkeypatch):
 def test_cache_key_changes_with_templates(toy_model, tmp_path):
     handle = load_clip(toy_model, device="cpu", precision="fp32")
     (tmp_path / "t.txt").write_text("a photo of the large {}.\n")
-    concept_text_embeddings(handle, load_bank(labels=["red star"]), tmp_path)
-    _, hit = concept_text_embeddings(handle, load_bank(labels=["red star"], templates_file=tmp_path / "t.txt"), tmp_path)
-    assert hit is False
+    build_concept_index(handle, load_bank(labels=["red star"]), tmp_path)
+    index = build_concept_index(handle, load_bank(labels=["red star"], templates_file=tmp_path / "t.txt"), tmp_path)
+    assert index.cache_hit is False
 
 
 def test_embedding_is_the_renormalised_mean_of_template_embeddings(toy_model, tmp_path):
     handle = load_clip(toy_model, device="cpu", precision="fp32")
     bank = load_bank(labels=["purple square"])
-    emb, _ = concept_text_embeddings(handle, bank, tmp_path)
+    emb = build_concept_index(handle, bank, tmp_path).text_emb
     per_template = encode.encode_texts(handle, [t.format("purple square") for t in bank.templates])
     mean = per_template.mean(0)
     np.testing.assert_allclose(emb[0], mean / np.linalg.norm(mean), atol=1e-5)

@@ -5,9 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from cliplabel_pipeline.core.artifacts import load_embedded
-from cliplabel_pipeline.core.grouping import cluster_low_confidence, group_items
-from cliplabel_pipeline.core.stages import group_stage, label_job
+from cliplabel_pipeline.core.job_folder import JobFolder
+from cliplabel_pipeline.core.organising.grouping import cluster_low_confidence, group_items
+from cliplabel_pipeline.core.pipeline import group_labelled, label_job
+from cliplabel_pipeline.core.values import LabelRecord, LabelSettings
 from cliplabel_pipeline.toyworld.jobs import write_toy_job
 
 LABELS = ["red star", "blue circle", "green square", "yellow triangle"]
@@ -15,8 +16,8 @@ LABELS = ["red star", "blue circle", "green square", "yellow triangle"]
 
 def test_confident_groups_match_the_ground_truth(labeller, toy_job):
     root, job_id = toy_job
-    label_job(labeller, root, job_id)
-    groups = group_stage(labeller, root / job_id)
+    labelled = label_job(labeller, JobFolder.open(root, job_id))
+    groups = group_labelled(labelled, labeller.index).groups.to_json()
     by_name = {g["name"]: sorted(g["items"]) for g in groups["groups"]}
     for i, label in enumerate(LABELS):
         assert {f"masks/obj_{i:02d}.png", f"objects/obj_{i:02d}.png"} <= set(by_name[label])
@@ -25,9 +26,9 @@ def test_confident_groups_match_the_ground_truth(labeller, toy_job):
 
 def test_low_confidence_clusters_are_named_after_what_they_hold(labeller, results_root):
     write_toy_job(results_root, "job", seed=9, labels=LABELS + LABELS, size=(384, 256))
-    strict = type(labeller)(**{**labeller.__dict__, "min_confidence": 1.01})  # everything is low-confidence
-    label_job(strict, results_root, "job")
-    groups = group_stage(strict, results_root / "job")
+    strict = LabelSettings(min_confidence=1.01)  # everything is low-confidence
+    labelled = label_job(labeller, JobFolder.open(results_root, "job"), strict)
+    groups = group_labelled(labelled, labeller.index).groups.to_json()
     assert groups["groups"] == []
     named = {}
     for cluster in groups["clusters"]:
@@ -41,22 +42,20 @@ def test_low_confidence_clusters_are_named_after_what_they_hold(labeller, result
 
 def test_grouping_is_deterministic(labeller, toy_job):
     root, job_id = toy_job
-    label_job(labeller, root, job_id)
-    emb = load_embedded(root / job_id).embeddings
-    a = cluster_low_confidence(emb, labeller.text_emb, labeller.bank.names)
-    b = cluster_low_confidence(emb, labeller.text_emb, labeller.bank.names)
+    emb = label_job(labeller, JobFolder.open(root, job_id)).embedded.embeddings
+    a = cluster_low_confidence(emb, labeller.index.text_emb, labeller.index.names)
+    b = cluster_low_confidence(emb, labeller.index.text_emb, labeller.index.names)
     assert a == b
 
 
 @pytest.mark.parametrize("n", [0, 1, 2])
 def test_zero_one_or_two_low_confidence_items(labeller, n):
     rng = np.random.default_rng(0)
-    x = rng.normal(size=(n, labeller.text_emb.shape[1])).astype(np.float32)
+    x = rng.normal(size=(n, labeller.index.text_emb.shape[1])).astype(np.float32)
     x /= np.linalg.norm(x, axis=1, keepdims=True) if n else 1
-    records = [{"path": f"objects/{i}.png", "top1": "red star", "low_confidence": True} for i in range(n)]
-    groups = group_items(records, {r["path"]: x[i] for i, r in enumerate(records)}, labeller.text_emb,
-                         labeller.bank.names)
+    records = [LabelRecord(f"objects/{i}.png", "object", [], "red star", 0.1, 0.1, 0.0, True) for i in range(n)]
+    groups = group_items(records, {r.path: x[i] for i, r in enumerate(records)}, labeller.index).to_json()
     assert len(groups["clusters"]) == min(n, 1)
     assert sum(len(c["items"]) for c in groups["clusters"]) == n
     for c in groups["clusters"]:
-        assert c["name"] in labeller.bank.names and -1 <= c["similarity"] <= 1
+        assert c["name"] in labeller.index.names and -1 <= c["similarity"] <= 1

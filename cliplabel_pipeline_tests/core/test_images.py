@@ -9,7 +9,7 @@ import pytest
 from PIL import Image
 from transformers import CLIPImageProcessor
 
-from cliplabel_pipeline.core.images import (
+from cliplabel_pipeline.core.reading.images import (
     NEUTRAL_GREY, ImageSkipped, crop_source_under_mask, load_rgb, open_image, preprocess,
 )
 
@@ -138,7 +138,7 @@ def test_pixels_outside_the_mask_are_neutral_grey(tmp_path):
 
 
 def test_letterbox_keeps_the_whole_object_and_stays_small_for_a_panorama():
-    from cliplabel_pipeline.core.images import letterbox
+    from cliplabel_pipeline.core.reading.images import letterbox
 
     strip = Image.new("RGB", (40_000, 400), (255, 0, 0))
     box = letterbox(strip, 224)
@@ -158,7 +158,7 @@ def test_empty_mask_and_mismatched_mask_are_skipped(tmp_path):
 
 
 def test_the_batched_pipeline_path_equals_transformers_too():
-    from cliplabel_pipeline.core.images import normalise_batch, resize_and_crop
+    from cliplabel_pipeline.core.reading.images import normalise_batch, resize_and_crop
 
     images = [_noise(320, 240, seed=1), _noise(200, 500, seed=2)]
     ours = normalise_batch(np.stack([resize_and_crop(i, 224, 224) for i in images]), MEAN, STD).numpy()

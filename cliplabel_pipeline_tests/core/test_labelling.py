@@ -8,11 +8,21 @@ import os
 import numpy as np
 import pytest
 
-from cliplabel_pipeline.core import outputs
 from cliplabel_pipeline.core.errors import CliplabelError
-from cliplabel_pipeline.core.outputs import read_jsonl
-from cliplabel_pipeline.core.stages import label_job
+from cliplabel_pipeline.core.job_folder import JobFolder
+from cliplabel_pipeline.core.labeller import Labeller
+from cliplabel_pipeline.core.pipeline import label_job as _label_job
+from cliplabel_pipeline.core.settings import Settings
+from cliplabel_pipeline.core.storage import files as outputs
+from cliplabel_pipeline.core.storage.files import read_jsonl
+from cliplabel_pipeline.core.values import LabelSettings
 from cliplabel_pipeline.toyworld.jobs import write_toy_jobs
+
+
+def label_job(labeller, root, job_id, **settings):
+    """``(records as labels.jsonl rows, embedded)`` of one toy job."""
+    labelled = _label_job(labeller, JobFolder.open(root, job_id), LabelSettings(**settings))
+    return [r.to_json() for r in labelled.records], labelled.embedded
 
 RECORD_KEYS = {"path", "kind", "labels", "top1", "confidence", "cosine", "margin", "low_confidence"}
 
@@ -62,8 +72,7 @@ def test_source_gets_scene_tags_from_its_objects(labeller, toy_job):
 
 def test_low_confidence_items_are_marked_never_dropped(labeller, toy_job):
     root, job_id = toy_job
-    strict = type(labeller)(**{**labeller.__dict__, "min_confidence": 0.999999})
-    records = label_job(strict, root, job_id)[0]
+    records = label_job(labeller, root, job_id, min_confidence=0.999999)[0]
     assert len(records) == 9
     assert any(r["low_confidence"] for r in records)
 
@@ -77,9 +86,9 @@ def test_confidence_matches_the_transformers_zero_shot_pipeline(labeller, toy_mo
     candidates = ["red star", "blue circle", "green square"]
     template = tmp_path / "t.txt"
     template.write_text("This is a photo of {}.\n")
-    ours = type(labeller).create(toy_model, device="cpu", precision="fp32", labels=candidates,
-                                 templates_file=template, top_k=3)
-    rec = ours.classify_paths([image])[0][0]
+    ours = Labeller.load(Settings(model=toy_model, device="cpu", precision="fp32", labels=tuple(candidates),
+                                  templates_file=template, cache_dir=labeller.cache_dir))
+    rec = ours.classify_paths([image], LabelSettings(top_k=3))[0][0].to_json()
     pipe = pipeline("zero-shot-image-classification", model=toy_model, device="cpu")
     theirs = {d["label"]: d["score"] for d in pipe(Image.open(image).convert("RGB"), candidate_labels=candidates)}
     for label in rec["labels"]:
@@ -120,36 +129,36 @@ def test_labels_jsonl_write_is_atomic(labeller, toy_job, monkeypatch):
 
 def test_fixed_batch_shape_gives_the_same_embeddings_as_one_by_one(labeller, toy_job):
     root, job_id = toy_job
-    from cliplabel_pipeline.core.embedding import embed_images, job_loaders
-    from cliplabel_pipeline.core.jobs import list_job_items
+    from cliplabel_pipeline.core.encoding.embedding import embed_images, job_loaders
+    from cliplabel_pipeline.core.reading.items import list_job_items
 
-    manifest = list_job_items(root / job_id)
-    batched = embed_images(labeller.handle, job_loaders(manifest), batch_size=4)
-    single = embed_images(labeller.handle, job_loaders(manifest), batch_size=1)
+    manifest = list_job_items(JobFolder.open(root, job_id))
+    batched = embed_images(labeller.encoder, job_loaders(manifest), batch_size=4)
+    single = embed_images(labeller.encoder, job_loaders(manifest), batch_size=1)
     np.testing.assert_allclose(batched.embeddings, single.embeddings, atol=1e-4)
     assert len(batched.batch_seconds) == 3 and os.cpu_count()
 
 
-def _top1_agreement(fp32, other, results_root) -> tuple[int, int]:
+def _top1_agreement(reference, other) -> tuple[int, int]:
+    root, ids, expected = reference
     same = total = 0
-    for job_id in write_toy_jobs(results_root, 10, seed=31337, prefix="agree"):
-        a = {r["path"]: r["top1"] for r in label_job(fp32, results_root, job_id)[0]}
-        b = {r["path"]: r["top1"] for r in label_job(other, results_root, job_id)[0]}
-        same += sum(a[p] == b[p] for p in a)
-        total += len(a)
+    for job_id in ids:
+        got = {r["path"]: r["top1"] for r in label_job(other, root, job_id)[0]}
+        same += sum(expected[job_id][p] == got[p] for p in expected[job_id])
+        total += len(expected[job_id])
     return same, total
 
 
-def test_bf16_top1_agrees_with_fp32_on_at_least_99_percent_of_toy_items(labeller, toy_model, results_root, text_cache):
-    bf16 = type(labeller).create(toy_model, device="cpu", precision="bf16", cache_dir=text_cache)
-    assert bf16.handle.precision == "bf16" and labeller.handle.precision == "fp32"
-    same, total = _top1_agreement(labeller, bf16, results_root)
+def test_bf16_top1_agrees_with_fp32_on_at_least_99_percent_of_toy_items(labeller, toy_model, fp32_reference, text_cache):
+    bf16 = Labeller.load(Settings(model=toy_model, device="cpu", precision="bf16", cache_dir=text_cache))
+    assert bf16.encoder.precision == "bf16" and labeller.encoder.precision == "fp32"
+    same, total = _top1_agreement(fp32_reference, bf16)
     assert total >= 80 and same / total >= 0.99, (same, total)
 
 
-def test_int8_top1_agrees_with_fp32_on_at_least_99_percent_of_toy_items(labeller, toy_model, results_root, text_cache):
-    int8 = type(labeller).create(toy_model, device="cpu", precision="int8", cache_dir=text_cache)
-    assert int8.handle.image_tower is not None and int8.handle.text_precision in ("bf16", "fp32")
+def test_int8_top1_agrees_with_fp32_on_at_least_99_percent_of_toy_items(labeller, toy_model, fp32_reference, text_cache):
+    int8 = Labeller.load(Settings(model=toy_model, device="cpu", precision="int8", cache_dir=text_cache))
+    assert int8.encoder.image_tower is not None and int8.encoder.text_precision in ("bf16", "fp32")
     assert list((text_cache / "onnx").glob("image-int8-*.onnx"))
-    same, total = _top1_agreement(labeller, int8, results_root)
+    same, total = _top1_agreement(fp32_reference, int8)
     assert total >= 80 and same / total >= 0.99, (same, total)

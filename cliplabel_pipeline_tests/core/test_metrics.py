@@ -6,12 +6,14 @@ import math
 
 import pytest
 
-from cliplabel_pipeline.core.metrics import job_metrics, score_metrics, truth_metrics
+from cliplabel_pipeline.core.job_folder import JobFolder
+from cliplabel_pipeline.core.reporting.metrics import job_metrics, score_metrics, truth_metrics
+from cliplabel_pipeline.core.values import LabelRecord, Performance, ScoredLabel
 
 
 def rec(path, top1, conf, second="cat", cos=0.3):
-    return {"path": path, "top1": top1, "confidence": conf, "cosine": cos,
-            "labels": [{"name": top1, "score": conf}, {"name": second, "score": 1 - conf}]}
+    return LabelRecord(path, "object", [ScoredLabel(top1, conf), ScoredLabel(second, 1 - conf)], top1, conf, cos,
+                       2 * conf - 1, conf < 0.5)
 
 
 RECORDS = [rec("a", "cat", 0.9, "dog"), rec("b", "cat", 0.6, "dog"), rec("c", "dog", 0.8), rec("d", "dog", 0.2)]
@@ -37,8 +39,8 @@ def test_score_metrics_by_hand():
 
 
 def test_without_ground_truth_there_are_only_score_metrics(tmp_path):
-    m = job_metrics(RECORDS, tmp_path, 0.5, {"items_per_s": 1.0})
-    assert m["truth"] is None and m["scores"]["distinct_labels"] == 2 and m["performance"] == {"items_per_s": 1.0}
+    m = job_metrics(RECORDS, JobFolder(tmp_path.parent, tmp_path.name), 0.5, Performance(1.0, 4.0))
+    assert m["truth"] is None and m["scores"]["distinct_labels"] == 2 and m["performance"]["items_per_s"] == 1.0
     (tmp_path / "ground_truth.csv").write_text("path,label\na,cat\nb,dog\nc,dog\nd,cat\n")
-    assert job_metrics(RECORDS, tmp_path, 0.5, {})["truth"]["accuracy"] == 0.5
+    assert job_metrics(RECORDS, JobFolder(tmp_path.parent, tmp_path.name), 0.5, Performance(1.0, 4.0))["truth"]["accuracy"] == 0.5
     assert not math.isnan(m["scores"]["cosine"]["std"])

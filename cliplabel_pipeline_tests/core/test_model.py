@@ -8,9 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from cliplabel_pipeline.core import model as model_mod
+from cliplabel_pipeline.core.encoding import model as model_mod
 from cliplabel_pipeline.core.errors import CliplabelError
-from cliplabel_pipeline.core.model import ModelNotFoundError, load_clip, resolve_precision
+from cliplabel_pipeline.core.encoding.model import load_clip, resolve_precision
+from cliplabel_pipeline.core.encoding.weights import ModelNotFoundError
 
 
 def test_loads_a_local_transformers_directory_once_per_process(toy_model):
@@ -70,7 +71,7 @@ def test_int8_is_a_cpu_mode_and_says_so_on_cuda():
 
 
 def test_int8_without_onnx_runtime_names_the_extra_to_install(monkeypatch):
-    from cliplabel_pipeline.core import int8
+    from cliplabel_pipeline.core.encoding import int8
 
     monkeypatch.setitem(sys.modules, "onnxruntime", None)  # as if it were not installed
     with pytest.raises(CliplabelError, match=r"pip install 'cliplabel_pipeline\[int8\]'"):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import dagster as dg
 import pytest
 
-from cliplabel_pipeline.resources import ClipModelResource, DuckDBResource, ResultsRootResource
+from cliplabel_pipeline_tests.dagster.bindings import bound_resources
 
 
 @pytest.fixture
@@ -15,11 +15,7 @@ def db_path(tmp_path):
 
 @pytest.fixture
 def resources(toy_model, results_root, db_path, text_cache):
-    return {
-        "clip": ClipModelResource(model=toy_model, device="cpu", precision="fp32", cache_dir=str(text_cache)),
-        "results_root": ResultsRootResource(path=str(results_root), settle_seconds=0),
-        "duckdb": DuckDBResource(path=str(db_path)),
-    }
+    return bound_resources(toy_model, str(results_root), str(db_path), str(text_cache))
 
 
 @pytest.fixture

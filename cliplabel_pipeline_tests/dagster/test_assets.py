@@ -9,21 +9,23 @@ import zipfile
 
 import dagster as dg
 
-from cliplabel_pipeline.assets.embeddings import concept_text_embeddings, job_image_embeddings
-from cliplabel_pipeline.assets.labels import job_confident_labels, job_label_assignments
-from cliplabel_pipeline.assets.reports import job_exports, job_groups, job_metrics_report
-from cliplabel_pipeline.checks import all_checks
-from cliplabel_pipeline.core.outputs import read_jsonl
-from cliplabel_pipeline.core.store import query
+from cliplabel_pipeline.defs.assets.embeddings import concept_text_embeddings, job_image_embeddings
+from cliplabel_pipeline.defs.assets.labels import job_label_assignments
+from cliplabel_pipeline.defs.assets.reports import job_exports, job_groups, job_metrics_report
+from cliplabel_pipeline.defs.checks import all_checks
+from cliplabel_pipeline.core.storage.files import read_jsonl
+from cliplabel_pipeline.core.storage.lineage import query
 
-ASSETS = [concept_text_embeddings, job_image_embeddings, job_label_assignments, job_confident_labels,
-          job_groups, job_exports, job_metrics_report, *all_checks]
+ASSETS = [concept_text_embeddings, job_image_embeddings, job_label_assignments, job_groups, job_exports,
+          job_metrics_report, *all_checks]
+# what label_jobs_job runs: the job's assets and the concept index they read
+JOB_SELECTION = dg.AssetSelection.groups("job_labelling") | dg.AssetSelection.assets(concept_text_embeddings)
 
 
 def materialize_job(job_id, resources, instance, run_config=None):
     instance.add_dynamic_partitions("jobs", [job_id])
     return dg.materialize(ASSETS, partition_key=job_id, resources=resources, instance=instance,
-                          selection=dg.AssetSelection.groups("job_labelling"), run_config=run_config)
+                          selection=JOB_SELECTION, run_config=run_config)
 
 
 def test_all_assets_of_a_toy_job_materialise_with_real_outputs(toy_job, resources, instance, db_path):
@@ -39,6 +41,7 @@ def test_all_assets_of_a_toy_job_materialise_with_real_outputs(toy_job, resource
     assert meta["job_label_assignments"]["items"].value == 9
     assert "| red star |" in meta["job_label_assignments"]["label_histogram"].value
     assert meta["job_metrics_report"]["accuracy"].value == 1.0
+    assert meta["concept_text_embeddings"]["concepts"].value == 20  # the run materialised the index it read
     rows = query(db_path, "SELECT path, top1 FROM labels WHERE job_id = ?", [job_id])
     assert dict(rows) == labels
     assert query(db_path, "SELECT count(*), count(DISTINCT sha256) FROM assets WHERE status = 'labelled'") == [(9, 9)]
@@ -92,14 +95,14 @@ def test_a_job_with_nothing_readable_fails_with_a_clear_message(results_root, re
     (job / "objects" / "a.png").write_text("not an image")
     instance.add_dynamic_partitions("jobs", ["broken"])
     result = dg.materialize(ASSETS, partition_key="broken", resources=resources, instance=instance,
-                            selection=dg.AssetSelection.groups("job_labelling"), raise_on_error=False)
+                            selection=JOB_SELECTION, raise_on_error=False)
     assert not result.success
     failure = next(e for e in result.all_events if e.is_step_failure)
     assert re.search(r"nothing could be labelled \(2 items skipped", failure.step_failure_data.error.message)
 
 
 def test_cleanup_job_quarantines_with_run_config(toy_job, resources, instance, db_path):
-    from cliplabel_pipeline.jobs import cleanup_job
+    from cliplabel_pipeline.defs.jobs import cleanup_job
 
     root, job_id = toy_job
     assert materialize_job(job_id, resources, instance).success
@@ -113,7 +116,7 @@ def test_cleanup_job_quarantines_with_run_config(toy_job, resources, instance, d
 
 
 def test_job_ids_from_run_config_cannot_escape_the_results_root(results_root, resources, instance):
-    from cliplabel_pipeline.jobs import cleanup_job
+    from cliplabel_pipeline.defs.jobs import cleanup_job
 
     (results_root.parent / "outside").mkdir()
     config = {"ops": {"quarantine_low_confidence": {"config": {"job_id": "../outside", "apply": True}}}}
@@ -122,3 +125,23 @@ def test_job_ids_from_run_config_cannot_escape_the_results_root(results_root, re
     assert not result.success
     failure = next(e for e in result.all_events if e.is_step_failure)
     assert "invalid job id '../outside'" in failure.step_failure_data.error.message
+
+
+def test_a_locked_database_fails_the_label_step_with_one_line(toy_job, resources, instance, db_path):
+    import subprocess
+    import sys
+
+    _, job_id = toy_job
+    holder = subprocess.Popen([sys.executable, "-c", f"import duckdb, time; c = duckdb.connect({str(db_path)!r}); "
+                               "print('ready', flush=True); time.sleep(60)"], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "ready"
+        instance.add_dynamic_partitions("jobs", [job_id])
+        result = dg.materialize(ASSETS, partition_key=job_id, resources=resources, instance=instance,
+                                selection=JOB_SELECTION, raise_on_error=False)
+    finally:
+        holder.kill()
+        holder.wait()
+    failure = next(e for e in result.all_events if e.is_step_failure)
+    message = failure.step_failure_data.error.message
+    assert f"cannot open DuckDB file {db_path}" in message and "Traceback" not in message

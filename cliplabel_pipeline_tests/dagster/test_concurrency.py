@@ -2,23 +2,23 @@
 
 from __future__ import annotations
 
+import pytest
+
 import multiprocessing as mp
 
-from cliplabel_pipeline.core.store import now, query, write_job_assets, write_job_labels
+from pathlib import Path
+
+from cliplabel_pipeline.core.storage.lineage import query, record_run
+from cliplabel_pipeline_tests.lineage_rows import synthetic_labelled
 
 
-def _write_job(db_path: str, job_dir: str, job_id: str, n: int) -> None:
-    records = [{"path": f"objects/{i}.png", "kind": "object", "top1": "red star", "confidence": 0.9,
-                "low_confidence": False, "labels": [{"name": "red star", "score": 0.9}]} for i in range(n)]
-    run = {"asset": "job_label_assignments", "model": "toy", "model_identity": "x", "precision": "fp32",
-           "bank_version": "v", "templates_hash": "t", "top_k": 3, "min_confidence": 0.25,
-           "started_at": now(), "finished_at": now(), "items_per_s": 1.0}
+def _write_job(db_path: str, root: str, job_id: str, n: int) -> None:
+    labelled = synthetic_labelled(Path(root), job_id, n)
     for attempt in range(5):  # each writer writes repeatedly, to overlap with the others
-        write_job_assets(db_path, job_id, f"run-{job_id}", __import__("pathlib").Path(job_dir),
-                         [{"path": r["path"], "kind": "object"} for r in records], [])
-        write_job_labels(db_path, job_id, f"run-{job_id}", records, run)
+        record_run(db_path, f"run-{job_id}", labelled)
 
 
+@pytest.mark.slow
 def test_four_concurrent_writers_all_succeed_with_nothing_lost_or_duplicated(tmp_path):
     db = str(tmp_path / "lineage.duckdb")
     ctx = mp.get_context("spawn")

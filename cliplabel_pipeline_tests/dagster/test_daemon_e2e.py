@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 import os
 import shutil
 import signal
@@ -10,13 +12,14 @@ import sys
 import time
 from pathlib import Path
 
-from cliplabel_pipeline.core.outputs import read_jsonl
-from cliplabel_pipeline.core.store import query
+from cliplabel_pipeline.core.storage.files import read_jsonl
+from cliplabel_pipeline.core.storage.lineage import query
 from cliplabel_pipeline.toyworld.jobs import write_toy_job
 
 REPO = Path(__file__).resolve().parents[2]
 
 
+@pytest.mark.slow
 def test_daemon_labels_a_new_job_without_anyone_asking(tmp_path, toy_model, text_cache):
     home, root = tmp_path / "dagster_home", tmp_path / "results"
     home.mkdir()

@@ -6,8 +6,7 @@ import dagster as dg
 
 from cliplabel_pipeline.definitions import defs
 
-JOB_ASSETS = ["job_image_embeddings", "job_label_assignments", "job_confident_labels", "job_groups",
-              "job_exports", "job_metrics_report"]
+JOB_ASSETS = ["job_image_embeddings", "job_label_assignments", "job_groups", "job_exports", "job_metrics_report"]
 
 
 def test_definitions_load_with_every_asset_sensor_and_schedule():
@@ -26,3 +25,21 @@ def test_job_assets_are_partitioned_by_jobs_and_chained_in_order():
         assert dg.AssetKey(upstream) in node.parent_keys
         assert node.partitions_def.name == "jobs"
     assert dg.AssetKey("concept_text_embeddings") in graph.get(dg.AssetKey("job_label_assignments")).parent_keys
+
+
+def test_every_edge_is_an_input_the_asset_reads():
+    """The asset graph is the data graph: each parent's value is an argument of its child."""
+    import inspect
+
+    from cliplabel_pipeline.defs.assets import embeddings, labels, reports
+
+    functions = {**vars(embeddings), **vars(labels), **vars(reports)}
+    graph = defs.get_repository_def().asset_graph
+    for key in ["job_label_assignments", "job_groups", "job_exports", "job_metrics_report"]:
+        params = set(inspect.signature(functions[key].op.compute_fn.decorated_fn).parameters)
+        assert {k.to_user_string() for k in graph.get(dg.AssetKey(key)).parent_keys} <= params, key
+
+
+def test_the_labelling_job_materialises_the_concept_index_it_reads():
+    job = defs.resolve_job_def("label_jobs_job")
+    assert dg.AssetKey("concept_text_embeddings") in job.asset_layer.selected_asset_keys

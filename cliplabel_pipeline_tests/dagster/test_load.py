@@ -2,29 +2,31 @@
 
 from __future__ import annotations
 
+import pytest
+
 import multiprocessing as mp
 
-from cliplabel_pipeline.core.outputs import read_jsonl
-from cliplabel_pipeline.core.store import query
+from cliplabel_pipeline.core.storage.files import read_jsonl
+from cliplabel_pipeline.core.storage.lineage import query
 from cliplabel_pipeline.toyworld.jobs import write_toy_jobs
 
 
 def _materialise_jobs(job_ids: list[str], root: str, db: str, model: str, cache: str) -> None:
     import dagster as dg
 
-    from cliplabel_pipeline.resources import ClipModelResource, DuckDBResource, ResultsRootResource
-    from cliplabel_pipeline_tests.dagster.test_assets import ASSETS
+    from cliplabel_pipeline_tests.dagster.bindings import bound_resources
+    from cliplabel_pipeline_tests.dagster.test_assets import ASSETS, JOB_SELECTION
 
-    resources = {"clip": ClipModelResource(model=model, device="cpu", precision="fp32", cache_dir=cache),
-                 "results_root": ResultsRootResource(path=root), "duckdb": DuckDBResource(path=db)}
+    resources = bound_resources(model, root, db, cache)
     with dg.instance_for_test() as instance:
         instance.add_dynamic_partitions("jobs", job_ids)
         for job_id in job_ids:
             result = dg.materialize(ASSETS, partition_key=job_id, resources=resources, instance=instance,
-                                    selection=dg.AssetSelection.groups("job_labelling"))
+                                    selection=JOB_SELECTION)
             assert result.success
 
 
+@pytest.mark.slow
 def test_eight_jobs_four_runs_at_once_every_item_exactly_once(results_root, tmp_path, toy_model, text_cache):
     ids = write_toy_jobs(results_root, 8, seed=5, prefix="load")
     db = tmp_path / "lineage.duckdb"

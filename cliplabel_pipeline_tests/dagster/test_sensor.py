@@ -7,8 +7,8 @@ import time
 
 import dagster as dg
 
-from cliplabel_pipeline.resources import ResultsRootResource
-from cliplabel_pipeline.sensors import new_jobs_sensor
+from cliplabel_pipeline.defs.resources import ResultsRootResource
+from cliplabel_pipeline.defs.sensors import new_jobs_sensor
 from cliplabel_pipeline.toyworld.jobs import write_toy_job
 
 

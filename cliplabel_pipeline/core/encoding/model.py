@@ -1,0 +1,170 @@
+"""Loading CLIP (offline only) and choosing device and precision."""
+
+from __future__ import annotations
+
+import functools
+import json
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from transformers import CLIPModel, CLIPTokenizer
+
+from cliplabel_pipeline.core.errors import CliplabelError
+from cliplabel_pipeline.core.settings import DEFAULT_MODEL, Settings
+from cliplabel_pipeline.core.encoding.weights import model_identity, resolve_model_dir
+from cliplabel_pipeline.core.values import EncoderInfo
+
+
+log = logging.getLogger(__name__)
+
+# int8 (CPU only): the image tower runs in ONNX Runtime with int8 weights (core/int8.py)
+PRECISIONS = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16, "int8": torch.float32}
+
+
+@functools.cache
+def cpu_has_native_bf16() -> bool:
+    """True where the CPU computes bf16 natively (AVX512_BF16 or AMX); elsewhere bf16 is slower than fp32."""
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+def text_precision(precision: str) -> str:
+    """The precision of the PyTorch text tower: int8 quantises only the image tower, and its text tower runs
+    in the CPU's best float precision (so it shares the text cache with ``auto``)."""
+    return resolve_precision("auto", "cpu") if precision == "int8" else precision
+
+
+def resolve_device(device: str = "auto") -> str:
+    """``auto`` -> ``cuda`` when available, else ``cpu``; an explicit ``cuda`` without CUDA is an error."""
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device not in ("cpu", "cuda") and not device.startswith("cuda:"):
+        raise CliplabelError(f"unknown device {device!r}: use auto, cpu or cuda")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise CliplabelError("device cuda was asked for but CUDA is not available; use --device cpu or auto")
+    return device
+
+
+def resolve_precision(precision: str, device: str) -> str:
+    """``auto`` -> fp16 on CUDA, bf16 on a CPU with native bf16, else fp32."""
+    if precision == "auto":
+        if device.startswith("cuda"):
+            return "fp16"
+        return "bf16" if cpu_has_native_bf16() else "fp32"
+    if precision not in PRECISIONS:
+        raise CliplabelError(f"unknown precision {precision!r}: use auto, fp32, bf16, fp16 or int8")
+    if precision == "int8" and device.startswith("cuda"):
+        raise CliplabelError("precision int8 runs on the CPU only: use fp16 (or auto) on CUDA, or --device cpu")
+    return precision
+
+
+@dataclass
+class ClipHandle:
+    """A loaded CLIP model with what the rest of the core needs to use it."""
+
+    name: str
+    model_dir: Path
+    model: CLIPModel
+    tokenizer: CLIPTokenizer
+    device: str
+    precision: str
+    identity: str
+    image_size: int
+    crop_size: int
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+    max_text_length: int
+    image_tower: Callable[[np.ndarray], np.ndarray] | None = None  # the int8 tower; None: the PyTorch model
+
+    @property
+    def text_precision(self) -> str:
+        return text_precision(self.precision)
+
+    @property
+    def dtype(self) -> torch.dtype:
+        """The dtype of the PyTorch model's weights."""
+        return PRECISIONS[self.text_precision]
+
+    @property
+    def info(self) -> EncoderInfo:
+        return EncoderInfo(self.name, self.identity, self.precision, self.device)
+
+    @property
+    def logit_scale(self) -> float:
+        return float(self.model.logit_scale.detach().float().exp().item())
+
+    def move_to_cpu(self) -> None:
+        """Fall back to the CPU (after CUDA ran out of memory), in the CPU's best precision."""
+        self.device = "cpu"
+        self.precision = resolve_precision("auto", "cpu")
+        self.model = self.model.to(device="cpu", dtype=self.dtype)
+
+
+def _processor_settings(model_dir: Path) -> dict:
+    path = model_dir / "preprocessor_config.json"
+    cfg = json.loads(path.read_text()) if path.is_file() else {}
+    size = cfg.get("size", {"shortest_edge": 224})
+    crop = cfg.get("crop_size", {"height": 224, "width": 224})
+    return dict(
+        image_size=size["shortest_edge"] if isinstance(size, dict) else int(size),
+        crop_size=crop["height"] if isinstance(crop, dict) else int(crop),
+        mean=tuple(cfg.get("image_mean", (0.48145466, 0.4578275, 0.40821073))),
+        std=tuple(cfg.get("image_std", (0.26862954, 0.26130258, 0.27577711))),
+    )
+
+
+@functools.lru_cache(maxsize=2)
+def _load(model_dir: Path, name: str, device: str, precision: str, cache_dir: Path | None) -> ClipHandle:
+    log.info("loading CLIP %s on %s in %s", name, device, precision)
+    try:
+        model = CLIPModel.from_pretrained(model_dir, local_files_only=True, dtype=PRECISIONS[precision])
+        tokenizer = CLIPTokenizer.from_pretrained(model_dir, local_files_only=True)
+    except Exception as exc:  # corrupt weights/config raise many types (OSError, ValueError, SafetensorError...)
+        raise CliplabelError(
+            f"cannot load the CLIP model in {model_dir}: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''} "
+            f"(files damaged or incomplete: run `cliplabel model pull --model {name}` again, or fix CLIPLABEL_MODEL)"
+        ) from None
+    model = model.to(device).eval()
+    handle = ClipHandle(
+        name=name, model_dir=model_dir, model=model, tokenizer=tokenizer, device=device, precision=precision,
+        identity=model_identity(model_dir), max_text_length=model.config.text_config.max_position_embeddings,
+        **_processor_settings(model_dir),
+    )
+    if precision == "int8":  # loaded in fp32 for the export; then the text tower moves to its own precision
+        from cliplabel_pipeline.core.encoding.int8 import load_int8_tower
+
+        handle.image_tower = load_int8_tower(model, handle.identity, handle.crop_size, cache_dir)
+        model.vision_model = model.visual_projection = None  # ONNX Runtime holds the image tower now
+        handle.model = model.to(handle.dtype)
+    return handle
+
+
+def load_clip(model: str = DEFAULT_MODEL, device: str = "auto", precision: str = "auto",
+              cache_dir: Path | None = None) -> ClipHandle:
+    """Load ``model`` (hub id from the local cache, or a Transformers directory) once per process.
+
+    Never downloads. Raises ``ModelNotFoundError`` with one line naming ``cliplabel model pull``.
+    ``cache_dir`` holds the int8 image tower when ``precision`` is int8.
+    """
+    device = resolve_device(device)
+    precision = resolve_precision(precision, device)
+    int8_dir = Path(cache_dir or Settings.from_env().cache_dir) if precision == "int8" else None
+    return _load(resolve_model_dir(model), model, device, precision, int8_dir)
+
+
+def pull_model(model: str = DEFAULT_MODEL) -> Path:
+    """Download ``model`` into the local Hugging Face cache (the only function that touches the network)."""
+    from huggingface_hub import snapshot_download
+
+    patterns = ["*.json", "*.txt", "*.safetensors"]
+    try:
+        return Path(snapshot_download(model, allow_patterns=patterns))
+    except Exception as exc:  # network, auth and hub errors come in many classes; all end the same way
+        raise CliplabelError(f"could not download {model!r}: {type(exc).__name__}: {str(exc).splitlines()[0]}") from None

@@ -1,0 +1,218 @@
+"""A job folder as an object: its id validated once, every artefact's path a property, one typed reader
+and one writer per artefact. Every file cliplabel writes inside a job goes through ``JobFolder.write``.
+
+    <job>/source.png, masks/, objects/, ground_truth.csv     inputs (never modified)
+    <job>/labels.jsonl, skipped.jsonl, groups.json           labels, skipped items, groups
+    <job>/labels.csv, labels/<item>.json, manifest.json      exports
+    <job>/export/<job>.<zip|csv|jsonl>                       downloadable exports
+    <job>/metrics.json, report/                              metrics and the report
+    <job>/_cliplabel/                                        embeddings and provenance (intermediate)
+    <job>/quarantine/                                        items moved away by cleanup
+"""
+
+from __future__ import annotations
+
+import io
+import json
+from pathlib import Path, PurePosixPath, PureWindowsPath
+
+import numpy as np
+
+from cliplabel_pipeline.core.errors import CliplabelError
+from cliplabel_pipeline.core.storage.files import jsonl_bytes as _jsonl, read_jsonl, write_atomic
+from cliplabel_pipeline.core.values import (
+    Embedded, EmbeddedItem, EncoderInfo, Groups, LabelRecord, Provenance, SkippedItem,
+)
+
+SOURCE_NAME = "source.png"
+INPUT_DIRS = {"masks": "mask", "objects": "object"}  # folder -> item kind
+GROUND_TRUTH = "ground_truth.csv"
+
+
+def validate_job_id(job_id: str) -> str:
+    """``job_id`` if it names a single folder; refuses ``..``, separators, drive letters and absolute paths."""
+    bad = (not job_id or job_id in (".", "..") or "\x00" in job_id or "/" in job_id or "\\" in job_id
+           or PurePosixPath(job_id).is_absolute() or PureWindowsPath(job_id).drive)
+    if bad:
+        raise CliplabelError(f"invalid job id {job_id!r}: a job id is a single folder name (no '..', separators or absolute paths)")
+    return job_id
+
+
+def is_inside(path: Path, folder: Path) -> bool:
+    """True when ``path``, symlinks resolved, lies inside ``folder``."""
+    return Path(path).resolve().is_relative_to(Path(folder).resolve())
+
+
+class JobFolder:
+    """One job under a results root. ``JobFolder.open`` checks that it exists."""
+
+    def __init__(self, results_root: Path, job_id: str):
+        self.id = validate_job_id(job_id)
+        self.results_root = Path(results_root)
+        self.path = self.results_root / job_id
+
+    @classmethod
+    def open(cls, results_root: Path | None, job_id: str) -> "JobFolder":
+        """The existing folder of ``job_id``; a one-line error for a bad id, root or job."""
+        if results_root is None:
+            raise CliplabelError("no results root: pass --results-root or set CLIPLABEL_RESULTS_ROOT")
+        root = Path(results_root)
+        job = cls(root, job_id)
+        if not root.is_dir():
+            raise CliplabelError(f"results root {root} does not exist; set --results-root or CLIPLABEL_RESULTS_ROOT")
+        if not job.path.is_dir() or job.path.is_symlink():
+            raise CliplabelError(f"unknown job {job_id!r}: no folder {job.path}")
+        return job
+
+    def __repr__(self) -> str:
+        return f"JobFolder({str(self.path)!r})"
+
+    # inputs
+    @property
+    def source(self) -> Path:
+        return self.path / SOURCE_NAME
+
+    @property
+    def ground_truth(self) -> Path:
+        return self.path / GROUND_TRUTH
+
+    # artefacts
+    @property
+    def labels_jsonl(self) -> Path:
+        return self.path / "labels.jsonl"
+
+    @property
+    def skipped_jsonl(self) -> Path:
+        return self.path / "skipped.jsonl"
+
+    @property
+    def groups_json(self) -> Path:
+        return self.path / "groups.json"
+
+    @property
+    def labels_csv(self) -> Path:
+        return self.path / "labels.csv"
+
+    @property
+    def item_labels_dir(self) -> Path:
+        """``labels/``: one JSON per item, outside ``masks/`` and ``objects/``."""
+        return self.path / "labels"
+
+    @property
+    def manifest_json(self) -> Path:
+        return self.path / "manifest.json"
+
+    @property
+    def export_dir(self) -> Path:
+        return self.path / "export"
+
+    def export_file(self, fmt: str) -> Path:
+        return self.export_dir / f"{self.id}.{fmt}"
+
+    @property
+    def metrics_json(self) -> Path:
+        return self.path / "metrics.json"
+
+    @property
+    def report_dir(self) -> Path:
+        return self.path / "report"
+
+    @property
+    def report_md(self) -> Path:
+        return self.report_dir / "report.md"
+
+    @property
+    def work_dir(self) -> Path:
+        return self.path / "_cliplabel"
+
+    @property
+    def embeddings_npy(self) -> Path:
+        return self.work_dir / "embeddings.npy"
+
+    @property
+    def embedded_items_jsonl(self) -> Path:
+        return self.work_dir / "items.jsonl"
+
+    @property
+    def encoding_json(self) -> Path:
+        return self.work_dir / "encoding.json"
+
+    @property
+    def provenance_json(self) -> Path:
+        return self.work_dir / "provenance.json"
+
+    @property
+    def quarantine_dir(self) -> Path:
+        return self.path / "quarantine"
+
+    @property
+    def quarantine_record(self) -> Path:
+        return self.quarantine_dir / "quarantined.json"
+
+    def item(self, rel: str) -> Path:
+        """The file of item ``rel`` (a path relative to the job, forward slashes)."""
+        return self.path / rel
+
+    # writing
+    def write(self, path: Path, data: bytes) -> Path:
+        """Write ``data`` atomically to ``path``, which must lie inside the job folder."""
+        path = Path(path)
+        if not is_inside(path.parent if path.parent.exists() else self.path, self.path):
+            raise CliplabelError(f"refusing to write {path}: it lies outside job {self.id!r} (a planted symlink?)")
+        return write_atomic(path, data)
+
+    def write_json(self, path: Path, data) -> Path:
+        return self.write(path, json.dumps(data, indent=1, ensure_ascii=False).encode("utf-8"))
+
+    # typed artefacts
+    def has_labels(self) -> bool:
+        return self.labels_jsonl.is_file()
+
+    def read_labels(self) -> list[LabelRecord]:
+        if not self.has_labels():
+            raise CliplabelError(f"job {self.id!r} has no {self.labels_jsonl.name} yet: run `cliplabel job {self.id}`")
+        return [LabelRecord.from_json(r) for r in read_jsonl(self.labels_jsonl)]
+
+    def write_labels(self, records: list[LabelRecord]) -> Path:
+        return self.write(self.labels_jsonl, _jsonl(r.to_json() for r in records))
+
+    def read_skipped(self) -> list[SkippedItem]:
+        path = self.skipped_jsonl
+        return [SkippedItem.from_json(r) for r in read_jsonl(path)] if path.is_file() else []
+
+    def write_skipped(self, skipped: list[SkippedItem]) -> Path:
+        return self.write(self.skipped_jsonl, _jsonl(s.to_json() for s in skipped))
+
+    def read_groups(self) -> Groups:
+        if not self.groups_json.is_file():
+            raise CliplabelError(f"job {self.id!r} has no {self.groups_json.name}: run `cliplabel job {self.id}` first")
+        return Groups.from_json(json.loads(self.groups_json.read_text(encoding="utf-8")))
+
+    def write_groups(self, groups: Groups) -> Path:
+        return self.write_json(self.groups_json, groups.to_json())
+
+    def read_provenance(self) -> Provenance:
+        return Provenance.from_json(json.loads(self.provenance_json.read_text(encoding="utf-8")))
+
+    def write_provenance(self, provenance: Provenance) -> Path:
+        return self.write_json(self.provenance_json, provenance.to_json())
+
+    def write_embedded(self, embedded: Embedded) -> Path:
+        """Embeddings (``.npy``), their items, encoder and timings, and ``skipped.jsonl``; returns the ``.npy``."""
+        buf = io.BytesIO()
+        np.save(buf, embedded.embeddings)
+        self.write(self.embeddings_npy, buf.getvalue())
+        self.write(self.embedded_items_jsonl, _jsonl(i.to_json() for i in embedded.items))
+        self.write_json(self.encoding_json, {"encoder": embedded.encoder.__dict__, "seconds": embedded.seconds,
+                                             "batch_seconds": embedded.batch_seconds})
+        self.write_skipped(embedded.skipped)
+        return self.embeddings_npy
+
+    def read_embedded(self) -> Embedded:
+        if not self.embeddings_npy.is_file():
+            raise CliplabelError(f"job {self.id!r} has no embeddings yet: run `cliplabel job {self.id}`")
+        info = json.loads(self.encoding_json.read_text(encoding="utf-8"))
+        items = [EmbeddedItem.from_json(r) for r in read_jsonl(self.embedded_items_jsonl)]
+        return Embedded(items, np.load(self.embeddings_npy), self.read_skipped(), EncoderInfo(**info["encoder"]),
+                        info["batch_seconds"], info["seconds"])
+

@@ -1,0 +1,71 @@
+"""Grouping a job's items: confident ones by top-1 label, the low-confidence rest by KMeans.
+
+k is chosen by silhouette over 2..min(8, n-1) (seeded, so reruns give the same groups); 0, 1 or 2
+low-confidence items make at most one cluster. Each cluster is named after the concept whose text
+embedding is nearest to the cluster's (re-normalised) centroid, and that similarity is kept.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+
+import numpy as np
+from sklearn.cluster import KMeans
+from sklearn.metrics import silhouette_score
+
+from cliplabel_pipeline.core.labelling.index import ConceptIndex
+from cliplabel_pipeline.core.values import Cluster, Group, Groups, LabelRecord
+
+SEED = 0
+MAX_K = 8
+
+
+def choose_k(x: np.ndarray) -> int:
+    """The k in 2..min(8, n-1) with the best cosine silhouette; 1 for fewer than 3 distinct points."""
+    n = len(np.unique(x.round(5), axis=0))  # a mask and its cut-out can embed identically
+    if n < 3:
+        return min(n, 1)
+    best_k, best = 1, -1.0
+    for k in range(2, min(MAX_K, n - 1) + 1):
+        labels = KMeans(k, n_init=4, random_state=SEED).fit_predict(x)
+        if len(set(labels)) < 2:
+            continue
+        score = silhouette_score(x, labels, metric="cosine")
+        if score > best:
+            best_k, best = k, score
+    return best_k
+
+
+def cluster_low_confidence(x: np.ndarray, text_emb: np.ndarray, names: tuple[str, ...]) -> list[dict]:
+    """Clusters of rows of ``x``: ``{"name", "similarity", "members": [row indices]}``."""
+    k = choose_k(x)
+    if k == 0:
+        return []
+    assign = np.zeros(len(x), int) if k == 1 else KMeans(k, n_init=4, random_state=SEED).fit_predict(x)
+    clusters = []
+    for c in range(k):
+        members = np.flatnonzero(assign == c)
+        centroid = x[members].mean(0)
+        centroid /= np.linalg.norm(centroid) or 1.0
+        sims = text_emb @ centroid
+        best = int(sims.argmax())
+        clusters.append({"name": names[best], "similarity": round(float(sims[best]), 6),
+                         "members": members.tolist()})
+    return clusters
+
+
+def group_items(records: list[LabelRecord], embeddings: dict[str, np.ndarray], index: ConceptIndex) -> Groups:
+    """Confident items grouped by top-1 label; low-confidence ones clustered and named after a concept."""
+    by_label: dict[str, list[str]] = defaultdict(list)
+    low = []
+    for rec in records:
+        if rec.low_confidence:
+            low.append(rec.path)
+        else:
+            by_label[rec.top1].append(rec.path)
+    groups = Groups([Group(name, items) for name, items in sorted(by_label.items())])
+    if low:
+        x = np.stack([embeddings[p] for p in low])
+        for i, c in enumerate(cluster_low_confidence(x, index.text_emb, index.names)):
+            groups.clusters.append(Cluster(c["name"], i, c["similarity"], [low[m] for m in c["members"]]))
+    return groups

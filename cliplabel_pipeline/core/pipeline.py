@@ -1,0 +1,193 @@
+"""The stages of labelling a job, in the order the data flows:
+
+    job folder -> items -> Embedded -> Labelled -> Grouped -> Exported -> JobResult
+
+Each stage takes its parent's value, writes its own artefacts through the ``JobFolder`` and returns its own
+value; none reads back past its parent. ``load_*`` rebuild a stage's value from its artefacts (the Dagster
+assets pass values between runs that way). ``cliplabel job`` calls ``process_job``; each asset calls one stage.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+
+import numpy as np
+
+from cliplabel_pipeline.core.errors import CliplabelError
+from cliplabel_pipeline.core.job_folder import JobFolder
+from cliplabel_pipeline.core.labelling.index import ConceptIndex
+from cliplabel_pipeline.core.labelling.labels import assign_labels
+from cliplabel_pipeline.core.organising.export import (
+    EXPORT_FORMATS, build_manifest, csv_bytes, write_asset_jsons, write_grouped_zip,
+)
+from cliplabel_pipeline.core.organising.grouping import group_items
+from cliplabel_pipeline.core.reporting.metrics import job_metrics
+from cliplabel_pipeline.core.reporting.report import write_report
+from cliplabel_pipeline.core.storage.files import jsonl_bytes, write_atomic
+from cliplabel_pipeline.core.storage.lineage import now, record_run
+from cliplabel_pipeline.core.values import (
+    BankSpec, Embedded, Groups, LabelRecord, LabelSettings, Performance, Provenance, SkippedItem,
+)
+
+Progress = Callable[[int, int], None]  # (items done, items in all)
+
+
+@dataclass
+class Labelled:
+    """A job's label records, its skipped items, what they were made with, and the image embeddings."""
+
+    job: JobFolder
+    records: list[LabelRecord]
+    skipped: list[SkippedItem]
+    provenance: Provenance
+    embedded: Embedded
+    started: datetime = field(default_factory=now)
+
+    @property
+    def performance(self) -> Performance:
+        return self.embedded.performance()
+
+    def embeddings_by_path(self) -> dict[str, np.ndarray]:
+        return dict(zip((i.path for i in self.embedded.items), self.embedded.embeddings))
+
+
+@dataclass
+class Grouped:
+    labelled: Labelled
+    groups: Groups
+
+
+@dataclass
+class Exported:
+    grouped: Grouped
+    files: dict[str, Path]
+
+
+@dataclass
+class JobResult:
+    """Everything ``cliplabel job`` produced for one job."""
+
+    exported: Exported
+    metrics: dict
+    report: Path
+
+    @property
+    def labelled(self) -> Labelled:
+        return self.exported.grouped.labelled
+
+    @property
+    def groups(self) -> Groups:
+        return self.exported.grouped.groups
+
+
+def embed_job(labeller, job: JobFolder, settings: LabelSettings = LabelSettings(),
+              progress: Progress | None = None) -> Embedded:
+    """Encode every readable item; writes the embeddings and ``skipped.jsonl``. Fails only when nothing
+    at all could be read."""
+    from cliplabel_pipeline.core.encoding.embedding import embed_images, job_loaders
+    from cliplabel_pipeline.core.reading.items import list_job_items
+
+    items = list_job_items(job)
+    total = len(items.items)
+    embedded = embed_images(labeller.encoder, job_loaders(items), settings.batch_size,
+                            (lambda done: progress(done, total)) if progress else None)
+    embedded.skipped = items.skipped + embedded.skipped
+    if not embedded.items:
+        job.write_skipped(embedded.skipped)
+        raise CliplabelError(f"job {job.id}: nothing could be labelled ({len(embedded.skipped)} items skipped; "
+                             f"see {job.skipped_jsonl})")
+    job.write_embedded(embedded)
+    return embedded
+
+
+def label_embedded(job: JobFolder, embedded: Embedded, index: ConceptIndex, bank: BankSpec,
+                   settings: LabelSettings = LabelSettings()) -> Labelled:
+    """Score the embeddings against the index; writes ``labels.jsonl`` and the provenance."""
+    started = now()
+    records = assign_labels(embedded, index, settings)
+    enc = embedded.encoder
+    provenance = Provenance(enc.model, enc.model_identity, enc.precision, enc.device, index.bank.version,
+                            index.bank.templates_hash, index.bank.templates, bank, settings.top_k,
+                            settings.min_confidence)
+    job.write_labels(records)
+    job.write_provenance(provenance)
+    return Labelled(job, records, embedded.skipped, provenance, embedded, started)
+
+
+def group_labelled(labelled: Labelled, index: ConceptIndex) -> Grouped:
+    """``groups.json``: confident items by top-1, low-confidence items clustered and named."""
+    groups = group_items(labelled.records, labelled.embeddings_by_path(), index)
+    labelled.job.write_groups(groups)
+    return Grouped(labelled, groups)
+
+
+def export_grouped(grouped: Grouped) -> Exported:
+    """``labels.csv``, ``labels/<path>.json``, ``export/<job>.zip`` and ``manifest.json``."""
+    lab, job = grouped.labelled, grouped.labelled.job
+    manifest = build_manifest(job.id, lab.provenance, lab.records, lab.skipped, grouped.groups)
+    return Exported(grouped, {
+        "csv": job.write(job.labels_csv, csv_bytes(lab.records)),
+        "per_item_json": write_asset_jsons(job, lab.records),
+        "zip": write_grouped_zip(job.export_file("zip"), job, grouped.groups),
+        "manifest": job.write_json(job.manifest_json, manifest),
+    })
+
+
+def report_exported(exported: Exported) -> JobResult:
+    """``metrics.json`` and ``report/report.md`` with its pictures."""
+    from cliplabel_pipeline.core.heartbeat import peak_memory_mb
+
+    lab, groups = exported.grouped.labelled, exported.grouped.groups
+    perf = lab.embedded.performance(peak_memory_mb())
+    metrics = job_metrics(lab.records, lab.job, lab.provenance.min_confidence, perf)
+    lab.job.write_json(lab.job.metrics_json, metrics)
+    return JobResult(exported, metrics, write_report(lab.job, lab.records, metrics, groups))
+
+
+def label_job(labeller, job: JobFolder, settings: LabelSettings = LabelSettings(),
+              progress: Progress | None = None) -> Labelled:
+    """Embed and label one job (``labels.jsonl``, ``skipped.jsonl``)."""
+    embedded = embed_job(labeller, job, settings, progress)
+    return label_embedded(job, embedded, labeller.index, labeller.bank_spec, settings)
+
+
+def process_job(labeller, job: JobFolder, settings: LabelSettings = LabelSettings(), db_path: Path | None = None,
+                progress: Progress | None = None) -> JobResult:
+    """Every stage for one job, in order (and its DuckDB rows when ``db_path`` is given)."""
+    labelled = label_job(labeller, job, settings, progress)
+    if db_path:
+        record_run(db_path, f"cli-{uuid.uuid4().hex[:12]}", labelled)
+    return report_exported(export_grouped(group_labelled(labelled, labeller.index)))
+
+
+# Values rebuilt from artefacts (for a stage run apart from its parent, as Dagster assets are).
+def load_labelled(job: JobFolder) -> Labelled:
+    return Labelled(job, job.read_labels(), job.read_skipped(), job.read_provenance(), job.read_embedded())
+
+
+def load_grouped(job: JobFolder) -> Grouped:
+    return Grouped(load_labelled(job), job.read_groups())
+
+
+def load_exported(job: JobFolder) -> Exported:
+    files = {"csv": job.labels_csv, "per_item_json": job.item_labels_dir, "zip": job.export_file("zip"),
+             "manifest": job.manifest_json}
+    return Exported(load_grouped(job), files)
+
+
+def export_format(job: JobFolder, fmt: str, out: Path | None = None) -> Path:
+    """One export of a labelled job: ``zip`` (grouped files), ``csv`` or ``jsonl``; returns its path.
+
+    Written to ``out`` when given (anywhere the user chose), else to ``<job>/export/<job>.<fmt>``.
+    """
+    if fmt not in EXPORT_FORMATS:
+        raise CliplabelError(f"unknown export format {fmt!r}: use {', '.join(EXPORT_FORMATS)}")
+    records = job.read_labels()
+    if fmt == "zip":
+        return write_grouped_zip(Path(out) if out else job.export_file(fmt), job, job.read_groups())
+    data = csv_bytes(records) if fmt == "csv" else jsonl_bytes(r.to_json() for r in records)
+    return write_atomic(Path(out), data) if out else job.write(job.export_file(fmt), data)

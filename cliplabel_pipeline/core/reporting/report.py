@@ -1,0 +1,117 @@
+"""A report a person reads: ``report/report.md`` with a confidence histogram, a confusion heat map and a
+contact sheet of thumbnails per group, drawn with Pillow."""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageDraw
+
+from cliplabel_pipeline.core.job_folder import JobFolder
+from cliplabel_pipeline.core.reading.images import ImageSkipped, crop_source_under_mask, load_rgb
+from cliplabel_pipeline.core.values import Groups, LabelRecord
+
+THUMB = 72
+
+
+def confidence_histogram(confidences: list[float], threshold: float, path: Path, bins: int = 20) -> Path:
+    counts, _ = np.histogram(confidences, bins=bins, range=(0, 1))
+    w, h, pad = 420, 220, 30
+    img = Image.new("RGB", (w, h), "white")
+    d = ImageDraw.Draw(img)
+    top = max(int(counts.max()), 1)
+    bar = (w - 2 * pad) / bins
+    for i, c in enumerate(counts):
+        x0 = pad + i * bar
+        y0 = h - pad - (h - 2 * pad) * c / top
+        colour = (70, 130, 180) if (i + 0.5) / bins >= threshold else (200, 120, 60)
+        d.rectangle([x0 + 1, y0, x0 + bar - 1, h - pad], fill=colour)
+    tx = pad + (w - 2 * pad) * threshold
+    d.line([tx, pad - 10, tx, h - pad], fill="red", width=2)
+    d.line([pad, h - pad, w - pad, h - pad], fill="black")
+    d.text((pad, h - pad + 6), "0", fill="black")
+    d.text((w - pad - 6, h - pad + 6), "1", fill="black")
+    d.text((pad, 6), f"confidence (n={len(confidences)}, max bin {top}); red line = threshold {threshold}", fill="black")
+    img.save(path)
+    return path
+
+
+def confusion_heatmap(labels: list[str], matrix: list[list[int]], path: Path) -> Path:
+    n = len(labels)
+    cell, left, top = 22, 130, 130
+    img = Image.new("RGB", (left + n * cell + 10, top + n * cell + 10), "white")
+    d = ImageDraw.Draw(img)
+    m = np.asarray(matrix, float)
+    peak = m.max() or 1.0
+    for i in range(n):
+        d.text((4, top + i * cell + 5), labels[i][:20], fill="black")
+        col = Image.new("RGB", (top, cell), "white")
+        ImageDraw.Draw(col).text((4, 5), labels[i][:20], fill="black")
+        img.paste(col.rotate(90, expand=True), (left + i * cell, 0))
+        for j in range(n):
+            v = m[i, j] / peak
+            colour = (int(255 - 200 * v), int(255 - 120 * v), 255) if i == j else (255, int(255 - 200 * v), int(255 - 200 * v))
+            d.rectangle([left + j * cell, top + i * cell, left + (j + 1) * cell - 1, top + (i + 1) * cell - 1], fill=colour)
+            if m[i, j]:
+                d.text((left + j * cell + 4, top + i * cell + 5), str(int(m[i, j])), fill="black")
+    img.save(path)
+    return path
+
+
+def preview(job: JobFolder, item: str, kind: str, source: Callable[[], Image.Image]) -> Image.Image:
+    """What the model saw: a mask shows the region of ``source()`` under it, not its silhouette."""
+    if kind == "mask":
+        return crop_source_under_mask(source(), job.item(item))[0]
+    return load_rgb(job.item(item))[0]
+
+
+def contact_sheet(job: JobFolder, items: list[str], kinds: dict[str, str], source: Callable[[], Image.Image],
+                  path: Path, per_row: int = 8, limit: int = 32) -> Path:
+    """Thumbnails of up to ``limit`` items in a grid."""
+    items = items[:limit]
+    rows = max(1, -(-len(items) // per_row))
+    sheet = Image.new("RGB", (per_row * THUMB, rows * THUMB), (235, 235, 235))
+    for i, item in enumerate(items):
+        try:
+            img = preview(job, item, kinds.get(item, "object"), source)
+        except ImageSkipped:
+            continue
+        img.thumbnail((THUMB - 4, THUMB - 4))
+        sheet.paste(img, ((i % per_row) * THUMB + 2, (i // per_row) * THUMB + 2))
+    sheet.save(path)
+    return path
+
+
+def write_report(job: JobFolder, records: list[LabelRecord], metrics: dict, groups: Groups) -> Path:
+    """Write ``report/report.md`` and its PNG pictures; returns the Markdown file."""
+    folder = job.report_dir
+    folder.mkdir(parents=True, exist_ok=True)
+    kinds = {r.path: r.kind for r in records}
+    source = functools.cache(lambda: load_rgb(job.source)[0])  # decoded once, if a mask needs it
+    threshold = metrics["threshold"]
+    scores = metrics["scores"]
+    lines = [f"# Labelling report: {job.id}", "",
+             f"{metrics['items']} items labelled; {scores['distinct_labels']} distinct labels; "
+             f"{100 * (scores['share_at_or_above_threshold'] or 0):.0f}% at or above the threshold.", ""]
+    if metrics["truth"]:
+        t = metrics["truth"]
+        lines += [f"**Accuracy {100 * t['accuracy']:.1f}%** (top-k {100 * t['top_k_accuracy']:.1f}%) on "
+                  f"{t['evaluated']} items with ground truth.", "",
+                  "![confusion matrix](confusion.png)", ""]
+        confusion_heatmap(t["confusion"]["labels"], t["confusion"]["matrix"], folder / "confusion.png")
+    confidence_histogram([r.confidence for r in records], threshold, folder / "confidence.png")
+    c = scores["confidence"]
+    lines += ["## Confidence", "", "![confidence histogram](confidence.png)", "",
+              f"mean {c.get('mean', 0):.3f}, std {c.get('std', 0):.3f}, median {c.get('p50', 0):.3f}", "",
+              "## Groups", ""]
+    for i, g in enumerate(groups.all()):
+        name = g.name if g in groups.groups else f"low confidence, nearest concept: {g.name}"
+        sheet = contact_sheet(job, g.items, kinds, source, folder / f"group_{i:02d}.png")
+        lines += [f"### {name} ({len(g.items)})", "", f"![{name}]({sheet.name})", ""]
+    perf = metrics["performance"]
+    lines += ["## Performance", "", f"{perf.get('items_per_s', 0):.1f} items/s over {perf.get('seconds', 0):.2f}s"]
+    job.write(job.report_md, ("\n".join(lines) + "\n").encode("utf-8"))
+    return job.report_md

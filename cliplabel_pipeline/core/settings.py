@@ -1,0 +1,96 @@
+"""Every setting of cliplabel with its one default and its environment variable.
+
+The CLI, the Dagster resources and the HTTP service all read their defaults from ``Settings``; nothing else
+reads ``CLIPLABEL_*`` variables or restates a default.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+
+DEFAULT_MODEL = "openai/clip-vit-base-patch32"
+DB_FILE = "cliplabel.duckdb"
+
+# field name -> environment variable
+ENV_VARS = {
+    "model": "CLIPLABEL_MODEL",
+    "device": "CLIPLABEL_DEVICE",
+    "precision": "CLIPLABEL_PRECISION",
+    "batch_size": "CLIPLABEL_BATCH_SIZE",
+    "top_k": "CLIPLABEL_TOP_K",
+    "min_confidence": "CLIPLABEL_MIN_CONFIDENCE",
+    "labels_file": "CLIPLABEL_LABELS_FILE",
+    "templates_file": "CLIPLABEL_TEMPLATES_FILE",
+    "results_root": "CLIPLABEL_RESULTS_ROOT",
+    "db": "CLIPLABEL_DB",
+    "cache_dir": "CLIPLABEL_CACHE",
+    "settle_s": "CLIPLABEL_SETTLE_S",
+    "sensor_interval_s": "CLIPLABEL_SENSOR_INTERVAL_S",
+    "heartbeat_s": "CLIPLABEL_HEARTBEAT_S",
+    "backfill_cron": "CLIPLABEL_BACKFILL_CRON",
+}
+
+
+def offline_hub() -> None:
+    """Keep the Hugging Face libraries offline: only ``cliplabel model pull`` may download."""
+    os.environ["HF_HUB_OFFLINE"] = "1"
+    os.environ["TRANSFORMERS_OFFLINE"] = "1"
+
+
+def default_cache_dir() -> Path:
+    return Path.home() / ".cache" / "cliplabel"
+
+
+@dataclass(frozen=True)
+class Settings:
+    """What a labelling run uses; ``Settings.from_env()`` applies the ``CLIPLABEL_*`` variables."""
+
+    model: str = DEFAULT_MODEL
+    device: str = "auto"
+    precision: str = "auto"
+    batch_size: int = 32
+    top_k: int = 3
+    min_confidence: float = 0.25
+    labels: tuple[str, ...] = ()
+    labels_file: Path | None = None
+    templates_file: Path | None = None
+    results_root: Path = Path("results")
+    db: Path | None = None
+    cache_dir: Path = field(default_factory=default_cache_dir)
+    settle_s: float = 10.0
+    sensor_interval_s: int = 30
+    heartbeat_s: float = 30.0
+    backfill_cron: str = "0 3 * * *"
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None, **overrides) -> "Settings":
+        """Defaults, then the environment (empty variables ignored), then ``overrides`` that are not None."""
+        env = os.environ if environ is None else environ
+        types = {f.name: f.type for f in fields(cls)}
+        values = {}
+        for name, var in ENV_VARS.items():
+            if env.get(var):
+                values[name] = _convert(types[name], env[var])
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        return cls(**values)
+
+    @property
+    def db_path(self) -> Path:
+        """``CLIPLABEL_DB``, else ``cliplabel.duckdb`` beside the results root (not inside it: it is no job)."""
+        return Path(self.db) if self.db else Path(self.results_root).resolve().parent / DB_FILE
+
+    def with_(self, **changes) -> "Settings":
+        return replace(self, **{k: v for k, v in changes.items() if v is not None})
+
+
+def _convert(kind: str, text: str):
+    if "int" in kind:
+        return int(text)
+    if "float" in kind:
+        return float(text)
+    if "Path" in kind:
+        return Path(text).expanduser()
+    return text

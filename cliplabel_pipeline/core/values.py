@@ -1,0 +1,243 @@
+"""The values that flow between stages, each defined once: label records, skipped items, the bank a job
+asked for, provenance, groups, and per-call label settings.
+
+Each has ``to_json``/``from_json`` for its file form; the file layout of a record is the one users rely on
+(``labels.jsonl``), so the field names here are that format.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+
+from cliplabel_pipeline.core.settings import Settings
+
+_DEFAULTS = Settings()
+
+
+@dataclass(frozen=True)
+class LabelSettings:
+    """Per-call scoring settings: labels kept per item, the low-confidence threshold, images per forward pass."""
+
+    top_k: int = _DEFAULTS.top_k
+    min_confidence: float = _DEFAULTS.min_confidence
+    batch_size: int = _DEFAULTS.batch_size
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> "LabelSettings":
+        return cls(settings.top_k, settings.min_confidence, settings.batch_size)
+
+
+@dataclass(frozen=True)
+class ScoredLabel:
+    name: str
+    score: float
+
+
+@dataclass
+class LabelRecord:
+    """One labelled item: a line of ``labels.jsonl``."""
+
+    path: str
+    kind: str
+    labels: list[ScoredLabel]
+    top1: str
+    confidence: float
+    cosine: float
+    margin: float
+    low_confidence: bool
+    scene_tags: list[ScoredLabel] | None = None
+
+    def to_json(self) -> dict:
+        data = asdict(self)
+        if self.scene_tags is None:
+            del data["scene_tags"]
+        return data
+
+    @classmethod
+    def from_json(cls, data: dict) -> "LabelRecord":
+        tags = data.get("scene_tags")
+        return cls(data["path"], data["kind"], [ScoredLabel(**x) for x in data["labels"]], data["top1"],
+                   data["confidence"], data["cosine"], data["margin"], data["low_confidence"],
+                   [ScoredLabel(**x) for x in tags] if tags is not None else None)
+
+
+@dataclass(frozen=True)
+class SkippedItem:
+    """An item that was not labelled, and the reason a person reads: a line of ``skipped.jsonl``."""
+
+    path: str
+    kind: str
+    reason: str
+
+    def to_json(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, data: dict) -> "SkippedItem":
+        return cls(data["path"], data["kind"], data["reason"])
+
+
+@dataclass(frozen=True)
+class BankSpec:
+    """The concept bank a job asked for: the bundled bank (or the model's own), or a person's labels and
+    templates. Recorded with every run, so a backfill relabels with the job's own choice."""
+
+    labels: tuple[str, ...] = ()
+    labels_file: str | None = None
+    templates_file: str | None = None
+
+    @property
+    def is_default(self) -> bool:
+        return not (self.labels or self.labels_file or self.templates_file)
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> "BankSpec":
+        return cls(tuple(settings.labels), str(settings.labels_file) if settings.labels_file else None,
+                   str(settings.templates_file) if settings.templates_file else None)
+
+    def to_json(self) -> str:
+        return json.dumps({"labels": list(self.labels), "labels_file": self.labels_file,
+                           "templates_file": self.templates_file}, ensure_ascii=False)
+
+    @classmethod
+    def from_json(cls, text: str | None) -> "BankSpec":
+        data = json.loads(text) if text else {}
+        return cls(tuple(data.get("labels") or ()), data.get("labels_file"), data.get("templates_file"))
+
+
+@dataclass(frozen=True)
+class EncoderInfo:
+    """Which weights made the image embeddings, on what device, in what precision."""
+
+    model: str
+    model_identity: str
+    precision: str
+    device: str
+
+
+@dataclass(frozen=True)
+class Provenance:
+    """What a job's labels were made with: ``_cliplabel/provenance.json``, DuckDB ``runs``, ``manifest.json``."""
+
+    model: str
+    model_identity: str
+    precision: str
+    device: str
+    bank_version: str
+    templates_hash: str
+    templates: tuple[str, ...]
+    bank: BankSpec
+    top_k: int
+    min_confidence: float
+
+    def to_json(self) -> dict:
+        data = asdict(self)
+        data["templates"] = list(self.templates)
+        data["bank"] = json.loads(self.bank.to_json())
+        return data
+
+    @classmethod
+    def from_json(cls, data: dict) -> "Provenance":
+        bank = data.get("bank") or {}
+        return cls(data["model"], data["model_identity"], data["precision"], data["device"],
+                   data["bank_version"], data["templates_hash"], tuple(data["templates"]),
+                   BankSpec(tuple(bank.get("labels") or ()), bank.get("labels_file"), bank.get("templates_file")),
+                   data["top_k"], data["min_confidence"])
+
+
+@dataclass(frozen=True)
+class Group:
+    """Confident items sharing a top-1 label."""
+
+    name: str
+    items: list[str]
+    kind: str = "label"
+
+
+@dataclass(frozen=True)
+class Cluster:
+    """Low-confidence items clustered together, named after the concept nearest their centroid."""
+
+    name: str
+    cluster: int
+    similarity: float
+    items: list[str]
+
+
+@dataclass
+class Groups:
+    """``groups.json``."""
+
+    groups: list[Group] = field(default_factory=list)
+    clusters: list[Cluster] = field(default_factory=list)
+
+    def to_json(self) -> dict:
+        return {"groups": [asdict(g) for g in self.groups], "clusters": [asdict(c) for c in self.clusters]}
+
+    @classmethod
+    def from_json(cls, data: dict) -> "Groups":
+        return cls([Group(**g) for g in data["groups"]], [Cluster(**c) for c in data["clusters"]])
+
+    def all(self) -> list[Group | Cluster]:
+        return [*self.groups, *self.clusters]
+
+
+@dataclass(frozen=True)
+class Performance:
+    """How fast the images were encoded, and peak memory."""
+
+    items_per_s: float
+    seconds: float
+    batch_seconds: tuple[float, ...] = ()
+    peak_rss_mb: int = 0
+    peak_gpu_mb: int = 0
+
+    def to_json(self) -> dict:
+        data = asdict(self)
+        data["batch_seconds"] = list(self.batch_seconds)
+        return data
+
+    @classmethod
+    def from_json(cls, data: dict) -> "Performance":
+        return cls(data["items_per_s"], data["seconds"], tuple(data.get("batch_seconds", ())),
+                   data.get("peak_rss_mb", 0), data.get("peak_gpu_mb", 0))
+
+
+@dataclass(frozen=True)
+class EmbeddedItem:
+    """One encoded item: its path in the job, its kind, and its object area in pixels (for scene tags)."""
+
+    path: str
+    kind: str
+    area: int = 0
+
+    def to_json(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, data: dict) -> "EmbeddedItem":
+        return cls(data["path"], data["kind"], data.get("area", 0))
+
+
+@dataclass
+class Embedded:
+    """Unit-norm embeddings ``[n, d]``, one ``EmbeddedItem`` per row, the skipped items, who encoded them
+    and how fast."""
+
+    items: list[EmbeddedItem]
+    embeddings: np.ndarray
+    skipped: list[SkippedItem]
+    encoder: EncoderInfo
+    batch_seconds: list[float] = field(default_factory=list)
+    seconds: float = 0.0
+
+    @property
+    def items_per_second(self) -> float:
+        return len(self.items) / self.seconds if self.seconds else 0.0
+
+    def performance(self, peak: dict | None = None) -> Performance:
+        return Performance(round(self.items_per_second, 3), round(self.seconds, 3), tuple(self.batch_seconds),
+                           **(peak or {}))

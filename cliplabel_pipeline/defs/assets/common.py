@@ -1,0 +1,63 @@
+"""Small helpers shared by the assets: run config, one-line failures, heartbeats, Markdown tables."""
+
+from collections import Counter
+from contextlib import contextmanager
+from pathlib import Path
+
+import dagster as dg
+
+from cliplabel_pipeline.core.errors import CliplabelError
+from cliplabel_pipeline.core.heartbeat import Heartbeat, op_id
+from cliplabel_pipeline.core.settings import Settings
+from cliplabel_pipeline.core.values import BankSpec, LabelSettings
+
+JOB_GROUP = "job_labelling"
+DEFAULTS = Settings()
+
+
+class LabelingConfig(dg.Config):
+    """Run config of the labelling steps; ``labels``/``labels_file``/``templates_file`` replace the bank of
+    the ``clip`` resource for this run (the backfill passes a job's own choice back this way)."""
+
+    top_k: int = DEFAULTS.top_k
+    min_confidence: float = DEFAULTS.min_confidence
+    batch_size: int = DEFAULTS.batch_size
+    labels: list[str] = []
+    labels_file: str | None = None
+    templates_file: str | None = None
+
+    def label_settings(self) -> LabelSettings:
+        return LabelSettings(self.top_k, self.min_confidence, self.batch_size)
+
+    def bank_spec(self, default: BankSpec) -> BankSpec:
+        spec = BankSpec(tuple(self.labels), self.labels_file, self.templates_file)
+        return default if spec.is_default else spec
+
+
+@contextmanager
+def as_failure():
+    """A ``CliplabelError`` (bad job id, unreadable job, locked database) ends the step as a ``Failure``
+    whose description is the error's one line, instead of a user-code traceback."""
+    try:
+        yield
+    except CliplabelError as exc:
+        raise dg.Failure(description=str(exc)) from None
+
+
+@contextmanager
+def heartbeat(context):
+    """Heartbeats for this step in the run's log, every ``CLIPLABEL_HEARTBEAT_S`` seconds (default 30)."""
+    job = context.partition_key if context.has_partition_key else None
+    op = op_id(context.run_id, str(context.op_execution_context.node_handle))
+    with Heartbeat(op, job, context.log.info, Settings.from_env().heartbeat_s):
+        yield
+
+
+def histogram_md(records, limit: int = 20) -> str:
+    counts = Counter(r.top1 for r in records).most_common(limit)
+    rows = "\n".join(f"| {name} | {n} |" for name, n in counts)
+    return "| top-1 label | items |\n|---|---|\n" + rows
+
+
+def path_md(path: Path) -> dg.MetadataValue:
+    return dg.MetadataValue.path(str(path))

@@ -1,0 +1,40 @@
+"""Top-k labels per item, with the job's rows in DuckDB."""
+
+import dagster as dg
+
+from cliplabel_pipeline.core.labelling.index import ConceptIndex
+from cliplabel_pipeline.core.pipeline import Labelled, label_embedded
+from cliplabel_pipeline.core.storage.lineage import record_run
+from cliplabel_pipeline.core.values import Embedded
+from cliplabel_pipeline.defs.assets.common import (
+    JOB_GROUP, LabelingConfig, as_failure, heartbeat, histogram_md, path_md,
+)
+from cliplabel_pipeline.defs.resources import ClipModelResource, DuckDBResource, ResultsRootResource
+from cliplabel_pipeline.defs.partitions import jobs_partitions
+
+
+@dg.asset(partitions_def=jobs_partitions, kinds={"numpy", "duckdb"}, group_name=JOB_GROUP,
+          io_manager_key="job_folder_io")
+def job_label_assignments(context: dg.AssetExecutionContext, config: LabelingConfig, clip: ClipModelResource,
+                          results_root: ResultsRootResource, duckdb: DuckDBResource,
+                          job_image_embeddings: Embedded, concept_text_embeddings: ConceptIndex) -> dg.Output[Labelled]:
+    """Top-k concepts with confidence for every item: ``labels.jsonl``, and the job's DuckDB ``assets``,
+    ``labels`` and ``runs`` rows (replaced in one transaction)."""
+    with as_failure(), heartbeat(context):
+        job = results_root.job(context.partition_key)
+        bank = config.bank_spec(clip.bank_spec)
+        index = concept_text_embeddings if bank == clip.bank_spec else clip.concept_index(bank)
+        labelled = label_embedded(job, job_image_embeddings, index, bank, config.label_settings())
+        record_run(duckdb.db_path(results_root.root), context.run_id, labelled)
+    records, prov = labelled.records, labelled.provenance
+    return dg.Output(labelled, metadata={
+        "items": dg.MetadataValue.int(len(records)),
+        "low_confidence": dg.MetadataValue.int(sum(r.low_confidence for r in records)),
+        "model": prov.model, "bank_version": prov.bank_version,
+        "threshold": dg.MetadataValue.float(prov.min_confidence), "top_k": dg.MetadataValue.int(prov.top_k),
+        "label_histogram": dg.MetadataValue.md(histogram_md(records)),
+        "low_confidence_items": dg.MetadataValue.md("\n".join(
+            [f"- `{r.path}` ({r.top1}, {r.confidence:.2f})" for r in records if r.low_confidence][:50]) or "none"),
+        "items_per_s": dg.MetadataValue.float(labelled.performance.items_per_s),
+        "labels_jsonl": path_md(job.labels_jsonl),
+    })

@@ -1,0 +1,78 @@
+"""Groups, exports and the metrics report of a job."""
+
+import base64
+
+import dagster as dg
+
+from cliplabel_pipeline.core.labelling.index import ConceptIndex
+from cliplabel_pipeline.core.pipeline import (
+    Exported, Grouped, Labelled, export_grouped, group_labelled, report_exported,
+)
+from cliplabel_pipeline.defs.assets.common import JOB_GROUP, as_failure, path_md
+from cliplabel_pipeline.defs.partitions import jobs_partitions
+from cliplabel_pipeline.defs.resources import ClipModelResource
+
+
+@dg.asset(partitions_def=jobs_partitions, kinds={"scikitlearn", "json"}, group_name=JOB_GROUP,
+          io_manager_key="job_folder_io")
+def job_groups(context: dg.AssetExecutionContext, clip: ClipModelResource, job_label_assignments: Labelled,
+               concept_text_embeddings: ConceptIndex) -> dg.Output[Grouped]:
+    """Confident items grouped by top-1 label; low-confidence items clustered and named: ``groups.json``."""
+    labelled = job_label_assignments
+    with as_failure():
+        bank = labelled.provenance.bank
+        index = concept_text_embeddings if bank == clip.bank_spec else clip.concept_index(bank)
+        grouped = group_labelled(labelled, index)
+    groups = grouped.groups
+    rows = [f"| {g.name} | {len(g.items)} |" for g in groups.groups]
+    rows += [f"| ~{c.name} (low confidence, similarity {c.similarity:.2f}) | {len(c.items)} |" for c in groups.clusters]
+    return dg.Output(grouped, metadata={
+        "groups": dg.MetadataValue.int(len(groups.groups)),
+        "clusters": dg.MetadataValue.int(len(groups.clusters)),
+        "table": dg.MetadataValue.md("| group | items |\n|---|---|\n" + "\n".join(rows)),
+        "groups_json": path_md(labelled.job.groups_json),
+    })
+
+
+@dg.asset(partitions_def=jobs_partitions, kinds={"csv", "json"}, group_name=JOB_GROUP, io_manager_key="job_folder_io")
+def job_exports(context: dg.AssetExecutionContext, job_groups: Grouped) -> dg.Output[Exported]:
+    """``labels.csv``, one JSON per item under ``labels/``, ``export/<job>.zip`` of grouped files, ``manifest.json``."""
+    with as_failure():
+        exported = export_grouped(job_groups)
+    return dg.Output(exported, metadata={
+        **{name: path_md(path) for name, path in exported.files.items()},
+        "zip_bytes": dg.MetadataValue.int(exported.files["zip"].stat().st_size),
+    })
+
+
+@dg.asset(partitions_def=jobs_partitions, kinds={"json", "markdown"}, group_name=JOB_GROUP)
+def job_metrics_report(context: dg.AssetExecutionContext, job_exports: Exported) -> dg.MaterializeResult:
+    """``metrics.json`` and ``report/report.md`` with pictures: accuracy with ground truth, score statistics without."""
+    with as_failure():
+        result = report_exported(job_exports)
+    metrics = result.metrics
+    scores, perf, truth = metrics["scores"], metrics["performance"], metrics["truth"]
+    meta = {
+        "items": dg.MetadataValue.int(metrics["items"]),
+        "mean_confidence": dg.MetadataValue.float(scores["confidence"]["mean"]),
+        "share_at_or_above_threshold": dg.MetadataValue.float(scores["share_at_or_above_threshold"]),
+        "distinct_labels": dg.MetadataValue.int(scores["distinct_labels"]),
+        "items_per_s": dg.MetadataValue.float(perf["items_per_s"]),
+        "peak_rss_mb": dg.MetadataValue.int(perf["peak_rss_mb"]),
+        "report": path_md(result.report),
+        "report_preview": dg.MetadataValue.md(_inline_pictures(result.report)),
+    }
+    if truth:
+        meta["accuracy"] = dg.MetadataValue.float(truth["accuracy"])
+        meta["top_k_accuracy"] = dg.MetadataValue.float(truth["top_k_accuracy"])
+    return dg.MaterializeResult(metadata=meta)
+
+
+def _inline_pictures(report, limit: int = 8) -> str:
+    """The report's Markdown with its first pictures inlined as data URIs, so the Dagster UI shows them
+    (the histogram, the confusion matrix and the first groups; the rest stay links to keep metadata small)."""
+    text = report.read_text(encoding="utf-8")
+    for png in sorted(report.parent.glob("*.png"))[:limit]:
+        uri = "data:image/png;base64," + base64.b64encode(png.read_bytes()).decode()
+        text = text.replace(f"]({png.name})", f"]({uri})")
+    return text

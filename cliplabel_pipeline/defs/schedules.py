@@ -1,0 +1,45 @@
+"""``label_backfill_schedule``: label jobs that have no labels, and relabel jobs whose model, bank or
+templates changed underneath them, each with the labels, templates and thresholds it was labelled with."""
+
+import dagster as dg
+
+from cliplabel_pipeline.core.freshness import relabel_reason
+from cliplabel_pipeline.core.job_folder import JobFolder
+from cliplabel_pipeline.core.settings import Settings
+from cliplabel_pipeline.core.storage.lineage import RecordedRun, latest_runs
+from cliplabel_pipeline.defs.jobs import label_jobs_job
+from cliplabel_pipeline.defs.partitions import jobs_partitions
+from cliplabel_pipeline.defs.resources import ClipModelResource, DuckDBResource, ResultsRootResource
+
+
+def _run_config(previous: RecordedRun | None) -> dict:
+    """The job's own choices for the labelling step (defaults for a job never labelled)."""
+    if previous is None:
+        return {}
+    bank = previous.bank
+    config = {"top_k": previous.top_k, "min_confidence": previous.min_confidence, "labels": list(bank.labels),
+              "labels_file": bank.labels_file, "templates_file": bank.templates_file}
+    return {"ops": {"job_label_assignments": {"config": config}}}
+
+
+@dg.schedule(job=label_jobs_job, cron_schedule=Settings.from_env().backfill_cron)
+def label_backfill_schedule(context: dg.ScheduleEvaluationContext, clip: ClipModelResource,
+                            results_root: ResultsRootResource, duckdb: DuckDBResource):
+    runs = latest_runs(duckdb.db_path(results_root.root))
+    tick = context.scheduled_execution_time.isoformat()
+    requests, missing_keys = [], []
+    known = set(context.instance.get_dynamic_partitions(jobs_partitions.name))
+    for job_id in results_root.job_ids():
+        if not JobFolder(results_root.root, job_id).source.is_file():
+            continue
+        reason = relabel_reason(runs.get(job_id), clip.model)
+        if reason is None:
+            continue
+        if job_id not in known:
+            missing_keys.append(job_id)
+        requests.append(dg.RunRequest(partition_key=job_id, run_key=f"backfill:{job_id}:{tick}",
+                                      run_config=_run_config(runs.get(job_id)),
+                                      tags={"cliplabel/backfill_reason": reason}))
+    if missing_keys:
+        context.instance.add_dynamic_partitions(jobs_partitions.name, missing_keys)
+    return requests or dg.SkipReason("every job has labels made with its model, bank and templates as they are now")

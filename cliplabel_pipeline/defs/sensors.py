@@ -1,0 +1,43 @@
+"""``new_jobs_sensor``: label every job the segmentation service finishes, and relabel changed ones."""
+
+
+import json
+import time
+
+import dagster as dg
+
+from cliplabel_pipeline.core.job_folder import JobFolder
+from cliplabel_pipeline.core.reading.items import job_readiness
+from cliplabel_pipeline.core.settings import Settings
+from cliplabel_pipeline.defs.jobs import label_jobs_job
+from cliplabel_pipeline.defs.partitions import jobs_partitions
+from cliplabel_pipeline.defs.resources import ResultsRootResource
+
+INTERVAL_S = Settings.from_env().sensor_interval_s
+
+
+@dg.sensor(job=label_jobs_job, minimum_interval_seconds=INTERVAL_S, default_status=dg.DefaultSensorStatus.RUNNING)
+def new_jobs_sensor(context: dg.SensorEvaluationContext, results_root: ResultsRootResource):
+    """Cursor: ``{job_id: input fingerprint}`` of jobs already requested. A job is requested when it is
+    ready (see ``job_readiness``) and its fingerprint differs from the cursor's."""
+    seen: dict[str, str] = json.loads(context.cursor) if context.cursor else {}
+    known = set(context.instance.get_dynamic_partitions(jobs_partitions.name))
+    requests, new_keys, waiting = [], [], []
+    for job_id in results_root.job_ids():
+        ready, detail = job_readiness(JobFolder(results_root.root, job_id), results_root.settle_seconds, time.time(),
+                                      results_root.completion_marker)
+        if not ready:
+            waiting.append(f"{job_id}: {detail}")
+            continue
+        if seen.get(job_id) == detail:
+            continue
+        if job_id not in known:
+            new_keys.append(job_id)
+        requests.append(dg.RunRequest(partition_key=job_id, run_key=f"{job_id}:{detail}"))
+        seen[job_id] = detail
+    cursor = json.dumps(seen, sort_keys=True)
+    if not requests:
+        reason = "no new or changed finished jobs" + (f"; waiting: {'; '.join(waiting[:5])}" if waiting else "")
+        return dg.SensorResult(skip_reason=dg.SkipReason(reason), cursor=cursor)
+    return dg.SensorResult(run_requests=requests, cursor=cursor,
+                           dynamic_partitions_requests=[jobs_partitions.build_add_request(new_keys)] if new_keys else [])

@@ -1,0 +1,13 @@
+"""Resources and IO managers bound to a test's own results root, DuckDB file and text cache."""
+
+from __future__ import annotations
+
+from cliplabel_pipeline.defs.io_managers import ConceptIndexIOManager, JobFolderIOManager
+from cliplabel_pipeline.defs.resources import ClipModelResource, DuckDBResource, ResultsRootResource
+
+
+def bound_resources(model: str, results_root: str, db_path: str, cache_dir: str, settle_seconds: float = 0) -> dict:
+    clip = ClipModelResource(model=model, device="cpu", precision="fp32", cache_dir=cache_dir)
+    root = ResultsRootResource(path=results_root, settle_seconds=settle_seconds)
+    return {"clip": clip, "results_root": root, "duckdb": DuckDBResource(path=db_path),
+            "job_folder_io": JobFolderIOManager(results_root=root), "concept_index_io": ConceptIndexIOManager(clip=clip)}
