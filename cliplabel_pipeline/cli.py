@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 
 # Light at import: the heavy core (torch, transformers) is imported inside the commands that need it.
-from cliplabel_pipeline.core.settings import Settings, offline_hub
+from cliplabel_pipeline.core.settings import ENV_VARS, Settings, offline_hub
 
 
 def _add_model_options(p: argparse.ArgumentParser, env: Settings) -> None:
@@ -50,7 +50,7 @@ def _db_option(p: argparse.ArgumentParser, env: Settings) -> None:
 
 
 def _results_root(p: argparse.ArgumentParser, env: Settings) -> None:
-    p.add_argument("--results-root", type=Path, default=env.results_root if os.environ.get("CLIPLABEL_RESULTS_ROOT") else None,
+    p.add_argument("--results-root", type=Path, default=env.results_root if os.environ.get(ENV_VARS["results_root"]) else None,
                    help="folder holding <job_id>/ folders [CLIPLABEL_RESULTS_ROOT]")
 
 

@@ -52,20 +52,11 @@ class ClipModelResource(dg.ConfigurableResource):
 
     def concept_index(self, bank: BankSpec | None = None):
         """The index of ``bank``: from the on-disk cache without loading the model, else built with it."""
-        from cliplabel_pipeline.core.encoding.model import resolve_device, resolve_precision, text_precision
-        from cliplabel_pipeline.core.encoding.weights import model_identity, resolve_model_dir
-        from cliplabel_pipeline.core.labelling.concepts import bank_for
-        from cliplabel_pipeline.core.labelling.index import load_cached_index
+        from cliplabel_pipeline.core.labeller import cached_concept_index
 
-        settings, spec = self.settings, bank if bank is not None else self.bank_spec
-        if self._labeller is None:
-            model_dir = resolve_model_dir(settings.model)
-            precision = text_precision(resolve_precision(settings.precision, resolve_device(settings.device)))
-            cached = load_cached_index(settings.cache_dir, model_identity(model_dir), precision,
-                                       bank_for(spec, model_dir))
-            if cached is not None:
-                return cached
-        return self.labeller(spec).index
+        spec = bank if bank is not None else self.bank_spec
+        cached = cached_concept_index(self.settings, spec) if self._labeller is None else None
+        return cached if cached is not None else self.labeller(spec).index
 
 
 class ResultsRootResource(dg.ConfigurableResource):
