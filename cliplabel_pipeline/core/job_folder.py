@@ -1,5 +1,6 @@
 """A job folder as an object: its id validated once, every artefact's path a property, one typed reader
-and one writer per artefact. Every file cliplabel writes inside a job goes through ``JobFolder.write``.
+and one writer per artefact. Every file cliplabel writes, moves or reads inside a job goes through this class,
+which never follows a symbolic link (``core/storage/guarded.py``): the job folder is untrusted input.
 
     <job>/source.png, masks/, objects/, ground_truth.csv     inputs (never modified)
     <job>/labels.jsonl, skipped.jsonl, groups.json           labels, skipped items, groups
@@ -19,22 +20,29 @@ from pathlib import Path, PurePosixPath, PureWindowsPath
 import numpy as np
 
 from cliplabel_pipeline.core.errors import CliplabelError
-from cliplabel_pipeline.core.storage.files import jsonl_bytes as _jsonl, read_jsonl, write_atomic
+from cliplabel_pipeline.core.storage import guarded
+from cliplabel_pipeline.core.storage.files import jsonl_bytes as _jsonl
 from cliplabel_pipeline.core.values import (
     Embedded, EmbeddedItem, EncoderInfo, Groups, LabelRecord, Provenance, SkippedItem,
 )
 
 SOURCE_NAME = "source.png"
 INPUT_DIRS = {"masks": "mask", "objects": "object"}  # folder -> item kind
+OUTPUT_DIRS = ("labels", "export", "report", "_cliplabel", "quarantine")  # cliplabel's own folders
 GROUND_TRUTH = "ground_truth.csv"
+MAX_JOB_ID_BYTES = 200  # leaves room for "<job>.zip" and temp names within a 255-byte file name
 
 
 def validate_job_id(job_id: str) -> str:
     """``job_id`` if it names a single folder; refuses ``..``, separators, drive letters and absolute paths."""
-    bad = (not job_id or job_id in (".", "..") or "\x00" in job_id or "/" in job_id or "\\" in job_id
-           or PurePosixPath(job_id).is_absolute() or PureWindowsPath(job_id).drive)
+    bad = (not job_id or job_id in (".", "..") or "/" in job_id or "\\" in job_id
+           or PurePosixPath(job_id).is_absolute() or PureWindowsPath(job_id).drive
+           or not all(c.isprintable() for c in job_id))
     if bad:
-        raise CliplabelError(f"invalid job id {job_id!r}: a job id is a single folder name (no '..', separators or absolute paths)")
+        raise CliplabelError(f"invalid job id {guarded.shown(job_id)!r}: a job id is a single folder name "
+                             "(no '..', separators, control characters or absolute paths)")
+    if len(job_id.encode("utf-8", "surrogateescape")) > MAX_JOB_ID_BYTES:
+        raise CliplabelError(f"invalid job id {guarded.shown(job_id[:40])}...: longer than {MAX_JOB_ID_BYTES} bytes")
     return job_id
 
 
@@ -153,46 +161,80 @@ class JobFolder:
         """The file of item ``rel`` (a path relative to the job, forward slashes)."""
         return self.path / rel
 
-    # writing
-    def write(self, path: Path, data: bytes) -> Path:
-        """Write ``data`` atomically to ``path``, which must lie inside the job folder."""
+    # guarded access: never through a link, never outside the job
+    def rel(self, path: Path | str) -> str:
+        """``path`` (inside the job, absolute or relative) as a relative path; refuses anything outside."""
         path = Path(path)
-        if not is_inside(path.parent if path.parent.exists() else self.path, self.path):
-            raise CliplabelError(f"refusing to write {path}: it lies outside job {self.id!r} (a planted symlink?)")
-        return write_atomic(path, data)
+        if path.is_absolute():
+            if not path.is_relative_to(self.path):
+                raise CliplabelError(f"refusing {guarded.shown(path)}: it lies outside job {self.id!r}")
+            path = path.relative_to(self.path)
+        return "/".join(guarded.parts_of(path.as_posix()))
+
+    def write(self, path: Path, data: bytes) -> Path:
+        """Write ``data`` atomically to ``path`` inside the job, never through a link."""
+        return guarded.write_file(self.path, self.rel(path), data)
+
+    def writer(self, path: Path):
+        """``with job.writer(path) as fh``: stream a file in; it appears whole when the block ends, or not at all."""
+        return guarded.atomic_writer(self.path, self.rel(path))
 
     def write_json(self, path: Path, data) -> Path:
         return self.write(path, json.dumps(data, indent=1, ensure_ascii=False).encode("utf-8"))
 
+    def open_item(self, rel: str):
+        """Item ``rel`` opened for reading if it is a regular file inside the job; else ``NotRegularFile``."""
+        return guarded.open_regular(self.path, self.rel(rel))
+
+    def read_bytes(self, path: Path | str) -> bytes:
+        return guarded.read_bytes(self.path, self.rel(path))
+
+    def is_file(self, path: Path | str) -> bool:
+        """True when ``path`` is a regular file of the job, reached without a link."""
+        return guarded.exists_regular(self.path, self.rel(path))
+
+    def _read_json(self, path: Path):
+        return json.loads(self.read_bytes(path).decode("utf-8"))
+
+    def _read_jsonl(self, path: Path) -> list[dict]:
+        return [json.loads(line) for line in self.read_bytes(path).decode("utf-8").splitlines() if line.strip()]
+
+    def sweep_temps(self) -> int:
+        """Remove temp files left by a cliplabel process killed mid-write (never a running writer's)."""
+        removed = guarded.sweep_temps(self.path, recursive=False)
+        for folder in OUTPUT_DIRS:
+            removed += guarded.sweep_temps(self.path, folder)
+        return removed
+
     # typed artefacts
     def has_labels(self) -> bool:
-        return self.labels_jsonl.is_file()
+        return self.is_file(self.labels_jsonl)
 
     def read_labels(self) -> list[LabelRecord]:
         if not self.has_labels():
             raise CliplabelError(f"job {self.id!r} has no {self.labels_jsonl.name} yet: run `cliplabel job {self.id}`")
-        return [LabelRecord.from_json(r) for r in read_jsonl(self.labels_jsonl)]
+        return [LabelRecord.from_json(r) for r in self._read_jsonl(self.labels_jsonl)]
 
     def write_labels(self, records: list[LabelRecord]) -> Path:
         return self.write(self.labels_jsonl, _jsonl(r.to_json() for r in records))
 
     def read_skipped(self) -> list[SkippedItem]:
         path = self.skipped_jsonl
-        return [SkippedItem.from_json(r) for r in read_jsonl(path)] if path.is_file() else []
+        return [SkippedItem.from_json(r) for r in self._read_jsonl(path)] if self.is_file(path) else []
 
     def write_skipped(self, skipped: list[SkippedItem]) -> Path:
         return self.write(self.skipped_jsonl, _jsonl(s.to_json() for s in skipped))
 
     def read_groups(self) -> Groups:
-        if not self.groups_json.is_file():
+        if not self.is_file(self.groups_json):
             raise CliplabelError(f"job {self.id!r} has no {self.groups_json.name}: run `cliplabel job {self.id}` first")
-        return Groups.from_json(json.loads(self.groups_json.read_text(encoding="utf-8")))
+        return Groups.from_json(self._read_json(self.groups_json))
 
     def write_groups(self, groups: Groups) -> Path:
         return self.write_json(self.groups_json, groups.to_json())
 
     def read_provenance(self) -> Provenance:
-        return Provenance.from_json(json.loads(self.provenance_json.read_text(encoding="utf-8")))
+        return Provenance.from_json(self._read_json(self.provenance_json))
 
     def write_provenance(self, provenance: Provenance) -> Path:
         return self.write_json(self.provenance_json, provenance.to_json())
@@ -209,10 +251,12 @@ class JobFolder:
         return self.embeddings_npy
 
     def read_embedded(self) -> Embedded:
-        if not self.embeddings_npy.is_file():
+        if not self.is_file(self.embeddings_npy):
             raise CliplabelError(f"job {self.id!r} has no embeddings yet: run `cliplabel job {self.id}`")
-        info = json.loads(self.encoding_json.read_text(encoding="utf-8"))
-        items = [EmbeddedItem.from_json(r) for r in read_jsonl(self.embedded_items_jsonl)]
-        return Embedded(items, np.load(self.embeddings_npy), self.read_skipped(), EncoderInfo(**info["encoder"]),
+        info = self._read_json(self.encoding_json)
+        items = [EmbeddedItem.from_json(r) for r in self._read_jsonl(self.embedded_items_jsonl)]
+        with self.open_item(self.rel(self.embeddings_npy)) as fh:
+            embeddings = np.load(fh, allow_pickle=False)
+        return Embedded(items, embeddings, self.read_skipped(), EncoderInfo(**info["encoder"]),
                         info["batch_seconds"], info["seconds"])
 

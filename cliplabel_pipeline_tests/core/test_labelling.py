@@ -13,7 +13,7 @@ from cliplabel_pipeline.core.job_folder import JobFolder
 from cliplabel_pipeline.core.labeller import Labeller
 from cliplabel_pipeline.core.pipeline import label_job as _label_job
 from cliplabel_pipeline.core.settings import Settings
-from cliplabel_pipeline.core.storage import files as outputs
+from cliplabel_pipeline.core.storage import guarded as outputs
 from cliplabel_pipeline.core.storage.files import read_jsonl
 from cliplabel_pipeline.core.values import LabelSettings
 from cliplabel_pipeline.toyworld.jobs import write_toy_jobs
@@ -115,10 +115,10 @@ def test_labels_jsonl_write_is_atomic(labeller, toy_job, monkeypatch):
 
     real_replace = os.replace
 
-    def crash_on_labels(src, dst):
+    def crash_on_labels(src, dst, **kwargs):
         if str(dst).endswith("labels.jsonl"):
-            raise OSError("disk full")
-        real_replace(src, dst)
+            raise OSError(28, "disk full")
+        real_replace(src, dst, **kwargs)
 
     monkeypatch.setattr(outputs.os, "replace", crash_on_labels)
     with pytest.raises(CliplabelError, match=r"cannot write .*labels\.jsonl: disk full"):

@@ -32,6 +32,7 @@ from cliplabel_pipeline.core.reading.images import (
 )
 from cliplabel_pipeline.core.encoding.model import ClipHandle
 from cliplabel_pipeline.core.reading.items import JobItems
+from cliplabel_pipeline.core.storage.guarded import NotRegularFile
 from cliplabel_pipeline.core.values import Embedded, EmbeddedItem, SkippedItem
 
 log = logging.getLogger(__name__)
@@ -154,7 +155,7 @@ def job_loaders(manifest: JobItems) -> Iterator[Job]:
             try:
                 if item is None:
                     raise ImageSkipped("the job has no source.png to cut the mask from")
-                source_cache["img"] = load_rgb(item.file)[0]
+                source_cache["img"] = _load(manifest.job, item.path, load_rgb)[0]
             except ImageSkipped as exc:
                 source_cache["img"] = f"source.png unreadable ({exc})"
         value = source_cache["img"]
@@ -165,9 +166,19 @@ def job_loaders(manifest: JobItems) -> Iterator[Job]:
     for item in manifest.items:
         meta = EmbeddedItem(item.path, item.kind)
         if item.kind == "mask":
-            yield meta, (lambda f=item.file: crop_source_under_mask(source_rgb(), f))
+            yield meta, (lambda p=item.path: _load(manifest.job, p, lambda fh: crop_source_under_mask(source_rgb(), fh)))
         else:
-            yield meta, (lambda f=item.file: load_rgb(f))
+            yield meta, (lambda p=item.path: _load(manifest.job, p, load_rgb))
+
+
+def _load(job, rel: str, decode: Callable):
+    """``decode`` the item ``rel``, opened as a regular file inside the job (never through a link)."""
+    try:
+        fh = job.open_item(rel)
+    except NotRegularFile as exc:
+        raise ImageSkipped(str(exc)) from None
+    with fh:
+        return decode(fh)
 
 
 def path_loaders(paths: Iterable[Path]) -> Iterator[Job]:

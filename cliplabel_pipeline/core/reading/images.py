@@ -12,8 +12,10 @@ Rules:
 
 from __future__ import annotations
 
+import os
 import warnings
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 import torch
@@ -44,11 +46,21 @@ def to_rgb(img: Image.Image) -> Image.Image:
     return img.convert("RGB")
 
 
-def open_image(path: Path) -> Image.Image:
-    """Decode ``path`` to an upright PIL image in its own mode; raises ``ImageSkipped`` with the reason."""
-    path = Path(path)
+def _size(src: Path | BinaryIO) -> int:
+    if isinstance(src, Path):
+        return src.stat().st_size
+    here = src.tell()
+    size = src.seek(0, os.SEEK_END)
+    src.seek(here)
+    return size
+
+
+def open_image(path: Path | BinaryIO) -> Image.Image:
+    """Decode ``path`` (a path or an open binary file) to an upright PIL image in its own mode; raises
+    ``ImageSkipped`` with the reason."""
+    path = path if hasattr(path, "read") else Path(path)
     try:
-        if path.stat().st_size == 0:
+        if _size(path) == 0:
             raise ImageSkipped("empty file (0 bytes)")
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)

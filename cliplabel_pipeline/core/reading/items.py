@@ -5,20 +5,23 @@ from __future__ import annotations
 
 import hashlib
 import os
+import stat
 from dataclasses import dataclass
 from pathlib import Path
 
-from cliplabel_pipeline.core.job_folder import INPUT_DIRS, JobFolder, is_inside
+from cliplabel_pipeline.core.job_folder import INPUT_DIRS, SOURCE_NAME, JobFolder
 from cliplabel_pipeline.core.values import SkippedItem
 
 
 @dataclass(frozen=True)
 class Item:
-    """One file of a job: ``path`` relative to the job folder (forward slashes), ``kind``, absolute ``file``."""
+    """One file of a job: ``path`` relative to the job folder (forward slashes), ``kind``, and its size and
+    modification time when it was listed (the input fingerprint)."""
 
     path: str
     kind: str
-    file: Path
+    size: int = 0
+    mtime_ns: int = 0
 
 
 @dataclass
@@ -34,42 +37,101 @@ class JobItems:
         return next((i for i in self.items if i.kind == "source"), None)
 
 
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".mpo")
+# The longest item name whose ``labels/<name>.json`` still fits in a file name (255 bytes on most systems).
+MAX_NAME_BYTES = 255 - len(".json")
+
+
+def _problem(name: str, st: os.stat_result) -> str | None:
+    """Why the entry ``name`` cannot be an item, or None when it is a regular file with a usable name."""
+    try:
+        encoded = name.encode("utf-8")
+    except UnicodeEncodeError:
+        return "file name is not valid UTF-8"
+    if len(encoded) > MAX_NAME_BYTES:
+        return f"file name is {len(encoded)} bytes, over the {MAX_NAME_BYTES}-byte limit for its labels file"
+    if stat.S_ISLNK(st.st_mode):
+        return "symbolic link (only regular files inside the job are read)"
+    if stat.S_ISFIFO(st.st_mode):
+        return "a FIFO, not a regular file"
+    if stat.S_ISCHR(st.st_mode) or stat.S_ISBLK(st.st_mode):
+        return "a device, not a regular file"
+    if stat.S_ISSOCK(st.st_mode):
+        return "a socket, not a regular file"
+    if not stat.S_ISREG(st.st_mode):
+        return "not a regular file"
+    return None
+
+
+def _shown_path(rel: str) -> str:
+    """``rel`` as JSON can hold it: undecodable bytes written as ``\\xNN`` escapes."""
+    return os.fsencode(rel).decode("utf-8", "backslashreplace")
+
+
 def list_job_items(job: JobFolder) -> JobItems:
     """``source.png`` plus every file under ``masks/`` and ``objects/`` (nested folders too, any extension).
 
-    Hidden files are ignored; a symlink that leads outside the job folder is skipped, never read.
+    Nothing is followed: symbolic links, FIFOs, devices, sockets, hidden files, undecodable or overlong names
+    and folders named like images are each skipped with a reason, so every entry is either an item or in
+    ``skipped.jsonl``. The files are opened later without following links (``JobFolder.open_item``).
     """
-    root = job.path
     items: list[Item] = []
     skipped: list[SkippedItem] = []
 
-    def consider(file: Path, kind: str) -> None:
-        rel = file.relative_to(root).as_posix()
-        if file.is_symlink() and not is_inside(file, root):
-            skipped.append(SkippedItem(rel, kind, "symlink leads outside the job folder"))
-        elif file.is_file():
-            items.append(Item(rel, kind, file))
+    def consider(rel: str, kind: str, st: os.stat_result) -> None:
+        name = rel.rsplit("/", 1)[-1]
+        reason = "hidden file" if name.startswith(".") else _problem(name, st)
+        if reason:
+            skipped.append(SkippedItem(_shown_path(rel), kind, reason))
+        else:
+            items.append(Item(rel, kind, st.st_size, st.st_mtime_ns))
 
-    if job.source.exists() or job.source.is_symlink():
-        consider(job.source, "source")
+    def walk(rel: str, kind: str) -> None:
+        try:
+            entries = sorted(os.scandir(job.path / rel), key=lambda e: e.name)
+        except OSError as exc:
+            skipped.append(SkippedItem(_shown_path(rel), kind, f"folder cannot be read: {exc.strerror or exc}"))
+            return
+        for entry in entries:
+            sub = f"{rel}/{entry.name}"
+            try:
+                st = entry.stat(follow_symlinks=False)
+            except OSError:
+                continue  # removed while listing
+            if stat.S_ISDIR(st.st_mode):
+                if entry.name.lower().endswith(IMAGE_SUFFIXES):
+                    skipped.append(SkippedItem(_shown_path(sub), kind, "a folder, not an image"))
+                if not entry.name.startswith("."):
+                    walk(sub, kind)
+            else:
+                consider(sub, kind, st)
+
+    source = _lstat(job.path / SOURCE_NAME)
+    if source is not None:
+        consider(SOURCE_NAME, "source", source)
     for folder, kind in INPUT_DIRS.items():
-        base = root / folder
-        if not base.is_dir() or (base.is_symlink() and not is_inside(base, root)):
+        st = _lstat(job.path / folder)
+        if st is None:
             continue
-        for dirpath, dirnames, filenames in os.walk(base):
-            dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
-            for name in sorted(filenames):
-                if not name.startswith("."):
-                    consider(Path(dirpath) / name, kind)
+        if stat.S_ISDIR(st.st_mode):
+            walk(folder, kind)
+        else:
+            skipped.append(SkippedItem(folder, kind, _problem(folder, st) or "a file where a folder was expected"))
     return JobItems(job, items, skipped)
+
+
+def _lstat(path) -> os.stat_result | None:
+    try:
+        return os.lstat(path)
+    except OSError:
+        return None
 
 
 def input_fingerprint(items: JobItems) -> str:
     """Hash of the job's inputs (paths, sizes, modification times); the pipeline's own outputs never count."""
     digest = hashlib.sha256()
     for item in items.items:
-        st = item.file.stat()
-        digest.update(f"{item.path}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
+        digest.update(f"{item.path}\0{item.size}\0{item.mtime_ns}\n".encode())
     for entry in items.skipped:
         digest.update(f"{entry.path}\0skipped\n".encode())
     return digest.hexdigest()[:16]
@@ -81,15 +143,16 @@ def job_readiness(job: JobFolder, settle_seconds: float, now: float, marker: str
     Finished means ``source.png`` exists and either the completion ``marker`` file exists, or (without a
     marker) no input file changed in the last ``settle_seconds``.
     """
-    if not job.source.is_file():
+    if not job.is_file(job.source):
         return False, f"no {job.source.name} yet"
     items = list_job_items(job)
     if marker:
         if not (job.path / marker).exists():
             return False, f"no {marker} yet"
     else:
-        newest = max((i.file.stat().st_mtime for i in items.items), default=0.0)
-        newest = max([newest] + [(job.path / d).stat().st_mtime for d in INPUT_DIRS if (job.path / d).is_dir()])
+        newest = max((i.mtime_ns / 1e9 for i in items.items), default=0.0)
+        folders = [_lstat(job.path / d) for d in INPUT_DIRS]
+        newest = max([newest] + [st.st_mtime for st in folders if st is not None])
         if now - newest < settle_seconds:
             return False, f"changed {now - newest:.0f}s ago (settle interval {settle_seconds:.0f}s)"
     return True, input_fingerprint(items)
