@@ -36,6 +36,7 @@ def labeller(toy_model, text_cache):
 @pytest.fixture(autouse=True)
 def _isolated_cache(monkeypatch, text_cache):
     monkeypatch.setenv("CLIPLABEL_CACHE", str(text_cache))
+    monkeypatch.setenv("CLIPLABEL_DB_WAIT_S", "2")  # a held database fails fast in tests
 
 
 @pytest.fixture

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import io
 import json
+import os
 from pathlib import Path, PurePosixPath, PureWindowsPath
 
 import numpy as np
@@ -192,6 +193,21 @@ class JobFolder:
     def is_file(self, path: Path | str) -> bool:
         """True when ``path`` is a regular file of the job, reached without a link."""
         return guarded.exists_regular(self.path, self.rel(path))
+
+    def remove(self, path: Path | str) -> None:
+        """Delete a file of the job (a link itself, never what it points at)."""
+        guarded.remove(self.path, self.rel(path))
+
+    def files_under(self, folder: Path) -> list[str]:
+        """Files under ``folder`` of the job (paths relative to it; hidden ones left out); links not followed."""
+        base = self.path / self.rel(folder)
+        if base.is_symlink() or not base.is_dir():
+            return []
+        found = []
+        for dirpath, dirnames, filenames in os.walk(base):  # os.walk never descends into a linked folder
+            dirnames[:] = [d for d in dirnames if not d.startswith(".")]
+            found += [(Path(dirpath) / n).relative_to(base).as_posix() for n in filenames if not n.startswith(".")]
+        return sorted(found)
 
     def _read_json(self, path: Path):
         return json.loads(self.read_bytes(path).decode("utf-8"))

@@ -9,8 +9,10 @@ assets pass values between runs that way). ``cliplabel job`` calls ``process_job
 
 from __future__ import annotations
 
+import logging
 import uuid
 from collections.abc import Callable
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -27,12 +29,15 @@ from cliplabel_pipeline.core.organising.export import (
 from cliplabel_pipeline.core.organising.grouping import group_items
 from cliplabel_pipeline.core.reporting.metrics import job_metrics
 from cliplabel_pipeline.core.reporting.report import write_report
-from cliplabel_pipeline.core.storage.files import jsonl_bytes, write_atomic
-from cliplabel_pipeline.core.storage.lineage import now, record_run
+from cliplabel_pipeline.core.storage import guarded
+from cliplabel_pipeline.core.storage.files import jsonl_bytes
+from cliplabel_pipeline.core.storage.guarded import shown
+from cliplabel_pipeline.core.storage.lineage import now, write_connection, write_run
 from cliplabel_pipeline.core.values import (
     BankSpec, Embedded, Groups, LabelRecord, LabelSettings, Performance, Provenance, SkippedItem,
 )
 
+log = logging.getLogger(__name__)
 Progress = Callable[[int, int], None]  # (items done, items in all)
 
 
@@ -91,6 +96,7 @@ def embed_job(labeller, job: JobFolder, settings: LabelSettings = LabelSettings(
     from cliplabel_pipeline.core.encoding.embedding import embed_images, job_loaders
     from cliplabel_pipeline.core.reading.items import list_job_items
 
+    job.sweep_temps()  # what a run killed mid-write left behind
     items = list_job_items(job)
     total = len(items.items)
     embedded = embed_images(labeller.encoder, job_loaders(items), settings.batch_size,
@@ -105,17 +111,24 @@ def embed_job(labeller, job: JobFolder, settings: LabelSettings = LabelSettings(
 
 
 def label_embedded(job: JobFolder, embedded: Embedded, index: ConceptIndex, bank: BankSpec,
-                   settings: LabelSettings = LabelSettings()) -> Labelled:
-    """Score the embeddings against the index; writes ``labels.jsonl`` and the provenance."""
+                   settings: LabelSettings = LabelSettings(), db_path: Path | None = None,
+                   run_id: str | None = None) -> Labelled:
+    """Score the embeddings against the index; writes ``labels.jsonl``, the provenance and, with ``db_path``,
+    the job's DuckDB rows: the database is opened first (a busy one is waited for), so the files and the rows
+    change together or, when the database stays busy, neither does."""
     started = now()
     records = assign_labels(embedded, index, settings)
     enc = embedded.encoder
     provenance = Provenance(enc.model, enc.model_identity, enc.precision, enc.device, index.bank.version,
                             index.bank.templates_hash, index.bank.templates, bank, settings.top_k,
                             settings.min_confidence)
-    job.write_labels(records)
-    job.write_provenance(provenance)
-    return Labelled(job, records, embedded.skipped, provenance, embedded, started)
+    labelled = Labelled(job, records, embedded.skipped, provenance, embedded, started)
+    with write_connection(db_path) if db_path else nullcontext() as con:
+        if con is not None:
+            write_run(con, run_id or f"cli-{uuid.uuid4().hex[:12]}", labelled)
+        job.write_labels(records)
+        job.write_provenance(provenance)
+    return labelled
 
 
 def group_labelled(labelled: Labelled, index: ConceptIndex) -> Grouped:
@@ -129,12 +142,19 @@ def export_grouped(grouped: Grouped) -> Exported:
     """``labels.csv``, ``labels/<path>.json``, ``export/<job>.zip`` and ``manifest.json``."""
     lab, job = grouped.labelled, grouped.labelled.job
     manifest = build_manifest(job.id, lab.provenance, lab.records, lab.skipped, grouped.groups)
+    with job.writer(job.export_file("zip")) as fh:
+        _warn_left_out(write_grouped_zip(fh, job, grouped.groups, lab.records))
     return Exported(grouped, {
         "csv": job.write(job.labels_csv, csv_bytes(lab.records)),
         "per_item_json": write_asset_jsons(job, lab.records),
-        "zip": write_grouped_zip(job.export_file("zip"), job, grouped.groups),
+        "zip": job.export_file("zip"),
         "manifest": job.write_json(job.manifest_json, manifest),
     })
+
+
+def _warn_left_out(left_out: list[SkippedItem]) -> None:
+    for item in left_out:
+        log.warning("left out of the ZIP: %s", item.reason)
 
 
 def report_exported(exported: Exported) -> JobResult:
@@ -149,18 +169,16 @@ def report_exported(exported: Exported) -> JobResult:
 
 
 def label_job(labeller, job: JobFolder, settings: LabelSettings = LabelSettings(),
-              progress: Progress | None = None) -> Labelled:
-    """Embed and label one job (``labels.jsonl``, ``skipped.jsonl``)."""
+              progress: Progress | None = None, db_path: Path | None = None) -> Labelled:
+    """Embed and label one job (``labels.jsonl``, ``skipped.jsonl``, and its rows when ``db_path`` is given)."""
     embedded = embed_job(labeller, job, settings, progress)
-    return label_embedded(job, embedded, labeller.index, labeller.bank_spec, settings)
+    return label_embedded(job, embedded, labeller.index, labeller.bank_spec, settings, db_path)
 
 
 def process_job(labeller, job: JobFolder, settings: LabelSettings = LabelSettings(), db_path: Path | None = None,
                 progress: Progress | None = None) -> JobResult:
     """Every stage for one job, in order (and its DuckDB rows when ``db_path`` is given)."""
-    labelled = label_job(labeller, job, settings, progress)
-    if db_path:
-        record_run(db_path, f"cli-{uuid.uuid4().hex[:12]}", labelled)
+    labelled = label_job(labeller, job, settings, progress, db_path)
     return report_exported(export_grouped(group_labelled(labelled, labeller.index)))
 
 
@@ -182,12 +200,45 @@ def load_exported(job: JobFolder) -> Exported:
 def export_format(job: JobFolder, fmt: str, out: Path | None = None) -> Path:
     """One export of a labelled job: ``zip`` (grouped files), ``csv`` or ``jsonl``; returns its path.
 
-    Written to ``out`` when given (anywhere the user chose), else to ``<job>/export/<job>.<fmt>``.
+    Written to ``out`` when given (a file anywhere the user chose, or into a folder under the export's own
+    name), else to ``<job>/export/<job>.<fmt>``. Never onto the job's inputs or anything but a regular file.
     """
+    fmt = _check_format(fmt)
+    with export_destination(job, fmt, out) as (fh, path):
+        write_export(job, fmt, fh)
+    return path
+
+
+def write_export(job: JobFolder, fmt: str, fh) -> None:
+    """The ``fmt`` export of a labelled job into the binary stream ``fh`` (a file, or standard output)."""
+    records = job.read_labels()
+    if _check_format(fmt) == "zip":
+        _warn_left_out(write_grouped_zip(fh, job, job.read_groups(), records))
+    else:
+        fh.write(csv_bytes(records) if fmt == "csv" else jsonl_bytes(r.to_json() for r in records))
+
+
+def _check_format(fmt: str) -> str:
     if fmt not in EXPORT_FORMATS:
         raise CliplabelError(f"unknown export format {fmt!r}: use {', '.join(EXPORT_FORMATS)}")
-    records = job.read_labels()
-    if fmt == "zip":
-        return write_grouped_zip(Path(out) if out else job.export_file(fmt), job, job.read_groups())
-    data = csv_bytes(records) if fmt == "csv" else jsonl_bytes(r.to_json() for r in records)
-    return write_atomic(Path(out), data) if out else job.write(job.export_file(fmt), data)
+    return fmt
+
+
+@contextmanager
+def export_destination(job: JobFolder, fmt: str, out: Path | None):
+    """``(file, path)`` to write an export through; the file appears whole when the block ends, or not at all."""
+    if out is None:
+        with job.writer(job.export_file(fmt)) as fh:
+            yield fh, job.export_file(fmt)
+        return
+    out = Path(out).expanduser()
+    if out.is_dir():
+        out = out / job.export_file(fmt).name
+    target = out.parent.resolve() / out.name
+    inside = target.resolve()
+    if inside.is_relative_to(job.path.resolve()):
+        if not inside.is_relative_to(job.export_dir.resolve()):
+            raise CliplabelError(f"refusing to write the export onto {shown(out)}: it lies inside job {job.id!r} "
+                                 f"(write it under {job.export_dir} or outside the job)")
+    with guarded.atomic_writer(target.parent, target.name) as fh:
+        yield fh, target

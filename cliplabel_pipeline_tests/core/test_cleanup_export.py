@@ -108,9 +108,11 @@ def test_zip_export_entry_by_entry(labelled_job, tmp_path):
     groups = json.loads((root / job_id / "groups.json").read_text())
     expected = {f"{g['name']}/{item.replace('/', '__')}": item for g in groups["groups"] for item in g["items"]}
     with zipfile.ZipFile(out) as zf:
-        assert set(zf.namelist()) == set(expected)
+        assert set(zf.namelist()) == set(expected) | {"labels.jsonl", "labels.csv"}
         for entry, item in expected.items():
             assert zf.read(entry) == (root / job_id / item).read_bytes()
+        assert zf.read("labels.jsonl") == (root / job_id / "labels.jsonl").read_bytes()
+        assert zf.read("labels.csv") == (root / job_id / "labels.csv").read_bytes()
 
 
 def test_jsonl_export_and_manifest(labelled_job, tmp_path):

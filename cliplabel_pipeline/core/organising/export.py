@@ -9,13 +9,17 @@ from __future__ import annotations
 import csv
 import io
 import os
-import re
-import tempfile
+import shutil
+import time
 import zipfile
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import BinaryIO
 
+from cliplabel_pipeline.core.errors import CliplabelError
 from cliplabel_pipeline.core.job_folder import JobFolder
+from cliplabel_pipeline.core.organising.zip_names import UniqueNames, flat_item_name, portable_name
+from cliplabel_pipeline.core.storage.files import jsonl_bytes
 from cliplabel_pipeline.core.values import Groups, LabelRecord, Provenance, SkippedItem
 
 EXPORT_FORMATS = ("zip", "csv", "jsonl")
@@ -34,39 +38,51 @@ def csv_bytes(records: list[LabelRecord]) -> bytes:
 
 
 def write_asset_jsons(job: JobFolder, records: list[LabelRecord]) -> Path:
-    """One ``labels/<item path>.json`` per item with its labels and confidence; returns the folder."""
+    """One ``labels/<item path>.json`` per item with its labels and confidence, and no file for an item that
+    is no longer labelled (quarantined, or gone since); returns the folder."""
+    wanted = {f"{rec.path}.json" for rec in records}
+    for rel in job.files_under(job.item_labels_dir):
+        if rel not in wanted:
+            job.remove(job.item_labels_dir / rel)
     for rec in records:
         job.write_json(job.item_labels_dir / f"{rec.path}.json", rec.to_json())
     return job.item_labels_dir
 
 
-def safe_folder_name(name: str) -> str:
-    """A group name usable as one folder name in any OS ("hot dog" stays, "a/b" becomes "a_b")."""
-    cleaned = re.sub(r"[\\/:*?\"<>|\x00-\x1f]", "_", name).strip(" .")
-    return cleaned or "_"
+def write_grouped_zip(out: BinaryIO, job: JobFolder, groups: Groups, records: list[LabelRecord]) -> list[SkippedItem]:
+    """A ZIP with ``labels.jsonl``, ``labels.csv`` and ``<group>/<item>`` entries streamed from disk, into ``out``.
+
+    Entry names are portable and unique (``zip_names``). An item is read only as a regular file inside the job;
+    one that is not any more is left out and returned with its reason (also listed in the ZIP's
+    ``skipped.jsonl``)."""
+    left_out: list[SkippedItem] = []
+    names = UniqueNames()
+    with zipfile.ZipFile(out, "w", compression=zipfile.ZIP_STORED) as zf:
+        zf.writestr("labels.jsonl", jsonl_bytes(r.to_json() for r in records))
+        zf.writestr("labels.csv", csv_bytes(records))
+        entries = [(portable_name(g.name), g.items) for g in groups.groups]
+        entries += [(f"{LOW_CONFIDENCE_FOLDER}/{portable_name(f'{c.name}-{c.cluster}')}", c.items)
+                    for c in groups.clusters]
+        for folder, items in entries:
+            for item in items:
+                try:
+                    fh = job.open_item(item)
+                except CliplabelError as exc:
+                    left_out.append(SkippedItem(item, "", str(exc)))
+                    continue
+                with fh:
+                    _add_file(zf, f"{folder}/{names.take(folder, flat_item_name(item))}", fh)
+        if left_out:
+            zf.writestr("skipped.jsonl", jsonl_bytes(s.to_json() for s in left_out))
+    return left_out
 
 
-def write_grouped_zip(path: Path, job: JobFolder, groups: Groups) -> Path:
-    """ZIP with ``<group>/<file>`` entries; files are streamed from disk, never all held in memory."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    entries = [(safe_folder_name(g.name), g.items) for g in groups.groups]
-    entries += [(f"{LOW_CONFIDENCE_FOLDER}/{safe_folder_name(c.name)}-{c.cluster}", c.items) for c in groups.clusters]
-    used: set[str] = set()
-    try:
-        with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_STORED) as zf:
-            for folder, items in entries:
-                for item in items:
-                    arc = f"{folder}/{item.replace('/', '__')}"
-                    if arc not in used:
-                        used.add(arc)
-                        zf.write(job.item(item), arc)
-        os.replace(tmp, path)
-    finally:
-        Path(tmp).unlink(missing_ok=True)
-    return path
+def _add_file(zf: zipfile.ZipFile, arcname: str, fh: BinaryIO) -> None:
+    mtime = time.localtime(max(os.fstat(fh.fileno()).st_mtime, 315532800))  # ZIP dates start in 1980
+    info = zipfile.ZipInfo(arcname, date_time=mtime[:6])
+    info.external_attr = 0o644 << 16
+    with zf.open(info, "w") as entry:
+        shutil.copyfileobj(fh, entry, 1 << 20)
 
 
 def build_manifest(job_id: str, provenance: Provenance, records: list[LabelRecord], skipped: list[SkippedItem],

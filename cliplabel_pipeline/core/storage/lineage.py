@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
+import time
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -19,12 +21,13 @@ import pandas as pd
 from filelock import FileLock, Timeout
 
 from cliplabel_pipeline.core.errors import CliplabelError
+from cliplabel_pipeline.core.settings import Settings
 from cliplabel_pipeline.core.values import BankSpec
 
 if TYPE_CHECKING:
     from cliplabel_pipeline.core.pipeline import Labelled
 
-LOCK_TIMEOUT_S = 120
+LOCK_TIMEOUT_S = 120  # how long a writer waits for another cliplabel writer (the file lock)
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS runs (
@@ -48,13 +51,19 @@ def now() -> datetime:
 
 
 @contextmanager
-def write_connection(db_path: Path):
-    """A read-write connection held under the database's file lock, inside one transaction."""
+def write_connection(db_path: Path, wait_s: float | None = None):
+    """A read-write connection held under the database's file lock, inside one transaction.
+
+    It is opened before the caller changes anything (a busy file is waited for, up to ``wait_s`` seconds, then
+    a one-line error), so a job's files and its rows change together: the caller writes its files inside the
+    block and the rows commit when it ends without error. ``wait_s`` defaults to ``CLIPLABEL_DB_WAIT_S``.
+    """
     db_path = Path(db_path)
+    wait_s = Settings.from_env().db_wait_s if wait_s is None else wait_s
     db_path.parent.mkdir(parents=True, exist_ok=True)
     try:
         with FileLock(str(db_path) + ".lock", timeout=LOCK_TIMEOUT_S):
-            con = _connect(db_path, read_only=False)
+            con = _connect_waiting(db_path, wait_s)
             try:
                 _migrate(con)
                 con.execute("BEGIN TRANSACTION")
@@ -80,12 +89,33 @@ def _migrate(con: duckdb.DuckDBPyConnection) -> None:
     con.execute("ALTER TABLE runs ADD COLUMN IF NOT EXISTS bank_spec VARCHAR")
 
 
+def _connect_waiting(db_path: Path, wait_s: float) -> duckdb.DuckDBPyConnection:
+    """A read-write connection; while another process holds the file, retried until ``wait_s`` has passed."""
+    deadline = time.monotonic() + wait_s
+    while True:
+        try:
+            return duckdb.connect(str(db_path), read_only=False)
+        except duckdb.IOException as exc:
+            if "lock" not in str(exc).lower():
+                raise _unopenable(db_path, exc) from None
+            if time.monotonic() >= deadline:
+                raise CliplabelError(f"cannot open DuckDB file {db_path}: another process holds it (waited {wait_s:g}s; "
+                                     f"CLIPLABEL_DB_WAIT_S): "
+                                     f"{str(exc).splitlines()[0]}; close other connections to it and run again"
+                                     ) from None
+            time.sleep(0.25)
+
+
 def _connect(db_path: Path, read_only: bool) -> duckdb.DuckDBPyConnection:
     try:
         return duckdb.connect(str(db_path), read_only=read_only)
     except duckdb.IOException as exc:
-        raise CliplabelError(f"cannot open DuckDB file {db_path}: {str(exc).splitlines()[0]} "
-                             f"(another process holds it, or it is not a DuckDB file: move it aside)") from None
+        raise _unopenable(db_path, exc) from None
+
+
+def _unopenable(db_path: Path, exc: Exception) -> CliplabelError:
+    return CliplabelError(f"cannot open DuckDB file {db_path}: {str(exc).splitlines()[0]} "
+                          f"(another process holds it, or it is not a DuckDB file: move it aside)")
 
 
 def query(db_path: Path, sql: str, params: list | None = None) -> list[tuple]:
@@ -102,39 +132,55 @@ def query(db_path: Path, sql: str, params: list | None = None) -> list[tuple]:
 
 
 def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
     with Path(path).open("rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
+        return stream_sha256(fh)
+
+
+def stream_sha256(fh) -> str:
+    digest = hashlib.sha256()
+    for block in iter(lambda: fh.read(1 << 20), b""):
+        digest.update(block)
     return digest.hexdigest()
 
 
 def record_run(db_path: Path, run_id: str, labelled: "Labelled") -> None:
-    """A labelled job's rows: ``assets`` (one per item, labelled or skipped), ``labels`` and one ``runs`` row,
-    replacing the job's previous rows, in one transaction."""
+    """A labelled job's rows, replacing its previous rows, in one transaction (see ``write_run``)."""
+    with write_connection(db_path) as con:
+        write_run(con, run_id, labelled)
+
+
+def write_run(con: duckdb.DuckDBPyConnection, run_id: str, labelled: "Labelled") -> None:
+    """``assets`` (one per item, labelled or skipped), ``labels`` and one ``runs`` row, replacing the job's."""
     job, prov = labelled.job, labelled.provenance
     assets = []
     for path, kind, status, reason in ([(i.path, i.kind, "labelled", None) for i in labelled.embedded.items]
                                        + [(s.path, s.kind, "skipped", s.reason) for s in labelled.skipped]):
-        file = job.item(path)
-        readable = file.is_file() and not file.is_symlink()
-        assets.append((job.id, path, kind, file_sha256(file) if readable else None,
-                       file.stat().st_size if readable else None, status, reason, run_id))
+        sha, size = _item_digest(job, path)
+        assets.append((job.id, path, kind, sha, size, status, reason, run_id))
     labels = [(job.id, r.path, r.kind, r.top1, r.confidence, r.low_confidence,
                json.dumps([{"name": x.name, "score": x.score} for x in r.labels]), prov.model, prov.bank_version,
                run_id) for r in labelled.records]
-    with write_connection(db_path) as con:
-        con.execute("DELETE FROM assets WHERE job_id = ?", [job.id])
-        _insert(con, "assets", assets)
-        con.execute("DELETE FROM labels WHERE job_id = ?", [job.id])
-        _insert(con, "labels", labels)
-        con.execute("DELETE FROM runs WHERE run_id = ? AND job_id = ? AND stage = ?", [run_id, job.id, LABEL_STAGE])
-        con.execute("""INSERT INTO runs (run_id, job_id, stage, model, model_identity, precision, bank_version,
-                       templates_hash, top_k, min_confidence, started_at, finished_at, item_count, items_per_s,
-                       bank_spec) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)""", [
-            run_id, job.id, LABEL_STAGE, prov.model, prov.model_identity, prov.precision, prov.bank_version,
-            prov.templates_hash, prov.top_k, prov.min_confidence, labelled.started, now(), len(labelled.records),
-            labelled.performance.items_per_s, prov.bank.to_json()])
+    con.execute("DELETE FROM assets WHERE job_id = ?", [job.id])
+    _insert(con, "assets", assets)
+    con.execute("DELETE FROM labels WHERE job_id = ?", [job.id])
+    _insert(con, "labels", labels)
+    con.execute("DELETE FROM runs WHERE run_id = ? AND job_id = ? AND stage = ?", [run_id, job.id, LABEL_STAGE])
+    con.execute("""INSERT INTO runs (run_id, job_id, stage, model, model_identity, precision, bank_version,
+                   templates_hash, top_k, min_confidence, started_at, finished_at, item_count, items_per_s,
+                   bank_spec) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)""", [
+        run_id, job.id, LABEL_STAGE, prov.model, prov.model_identity, prov.precision, prov.bank_version,
+        prov.templates_hash, prov.top_k, prov.min_confidence, labelled.started, now(), len(labelled.records),
+        labelled.performance.items_per_s, prov.bank.to_json()])
+
+
+def _item_digest(job, path: str) -> tuple[str | None, int | None]:
+    """sha256 and size of a job's item, read as a regular file inside the job; ``(None, None)`` otherwise."""
+    try:
+        fh = job.open_item(path)
+    except CliplabelError:
+        return None, None
+    with fh:
+        return stream_sha256(fh), os.fstat(fh.fileno()).st_size
 
 
 def _insert(con: duckdb.DuckDBPyConnection, table: str, rows: list[tuple]) -> None:

@@ -4,7 +4,6 @@ import dagster as dg
 
 from cliplabel_pipeline.core.labelling.index import ConceptIndex
 from cliplabel_pipeline.core.pipeline import Labelled, label_embedded
-from cliplabel_pipeline.core.storage.lineage import record_run
 from cliplabel_pipeline.core.values import Embedded
 from cliplabel_pipeline.defs.assets.common import (
     JOB_GROUP, LabelingConfig, as_failure, heartbeat, histogram_md, path_md,
@@ -24,8 +23,8 @@ def job_label_assignments(context: dg.AssetExecutionContext, config: LabelingCon
         job = results_root.job(context.partition_key)
         bank = config.bank_spec(clip.bank_spec)
         index = concept_text_embeddings if bank == clip.bank_spec else clip.concept_index(bank)
-        labelled = label_embedded(job, job_image_embeddings, index, bank, config.label_settings())
-        record_run(duckdb.db_path(results_root.root), context.run_id, labelled)
+        labelled = label_embedded(job, job_image_embeddings, index, bank, config.label_settings(),
+                                  duckdb.db_path(results_root.root), context.run_id)
     records, prov = labelled.records, labelled.provenance
     return dg.Output(labelled, metadata={
         "items": dg.MetadataValue.int(len(records)),

@@ -1,0 +1,50 @@
+"""Archive entry names that extract safely and the same everywhere.
+
+An item's path comes from an untrusted job folder. As one ZIP entry name it must not carry a separator
+(``/`` or ``\\``, which some extractors split on), ``..``, control or bidirectional-override characters, a name
+Windows reserves (``CON``, ``NUL``, ``COM1``, ...) or characters Windows refuses; and two items must never
+collapse onto one name (checked case-insensitively, as Windows and macOS compare names).
+"""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+
+_RESERVED = {"CON", "PRN", "AUX", "NUL", *(f"COM{i}" for i in "123456789¹²³"), *(f"LPT{i}" for i in "123456789¹²³")}
+_FORBIDDEN = re.compile(r'[\\/:*?"<>|]')
+MAX_NAME_BYTES = 200
+
+
+def portable_name(name: str) -> str:
+    """``name`` as one portable file name: forbidden, control and format characters become ``_``."""
+    name = unicodedata.normalize("NFC", name.encode("utf-8", "backslashreplace").decode("utf-8"))
+    name = "".join("_" if unicodedata.category(c) in ("Cc", "Cf", "Cs", "Co", "Cn", "Zl", "Zp") else c for c in name)
+    name = _FORBIDDEN.sub("_", name).strip(" .")
+    if name.split(".")[0].upper().rstrip(" ") in _RESERVED:
+        name = "_" + name
+    while len(name.encode("utf-8")) > MAX_NAME_BYTES:
+        stem, dot, ext = name.rpartition(".")
+        name = (stem[:-1] + dot + ext) if stem and len(ext) < 10 else name[:-1]
+    return name or "_"
+
+
+def flat_item_name(path: str) -> str:
+    """An item path (``masks/sub/a.png``) as one portable name (``masks__sub__a.png``)."""
+    return portable_name("__".join(part for part in path.split("/") if part))
+
+
+class UniqueNames:
+    """Hands out names unique within one folder of an archive: a clash gets `` (2)``, `` (3)``..."""
+
+    def __init__(self):
+        self._taken: set[str] = set()
+
+    def take(self, folder: str, name: str) -> str:
+        stem, dot, ext = name.rpartition(".") if "." in name.strip(".") else (name, "", "")
+        candidate, n = name, 1
+        while f"{folder}/{candidate}".casefold() in self._taken:
+            n += 1
+            candidate = f"{stem} ({n}){dot}{ext}"
+        self._taken.add(f"{folder}/{candidate}".casefold())
+        return candidate
