@@ -13,6 +13,7 @@ from pathlib import Path
 
 # Light at import: the heavy core (torch, transformers) is imported inside the commands that need it.
 from cliplabel_pipeline.core.settings import ENV_VARS, Settings, offline_hub
+from cliplabel_pipeline.core.storage.guarded import shown
 
 
 def _add_model_options(p: argparse.ArgumentParser, env: Settings) -> None:
@@ -83,7 +84,8 @@ def build_parser(env: Settings | None = None) -> argparse.ArgumentParser:
     p.add_argument("job_id")
     _results_root(p, env)
     p.add_argument("--format", required=True, choices=["zip", "csv", "jsonl"])
-    p.add_argument("-o", "--output", type=Path, help="file to write (default <job>/export/<job>.<format>)")
+    p.add_argument("-o", "--output", type=Path,
+                   help="file or folder to write, '-' for standard output (default <job>/export/<job>.<format>)")
     p = sub.add_parser("model", help="model management")
     msub = p.add_subparsers(dest="model_command", required=True)
     pull = msub.add_parser("pull", help="download a model into the local Hugging Face cache (the only download)")
@@ -161,35 +163,42 @@ def _db(args) -> Path:
 
 
 def cmd_cleanup(args) -> int:
-    from cliplabel_pipeline.core.organising.cleanup import apply_cleanup, plan_cleanup
+    from cliplabel_pipeline.core import upkeep
+    from cliplabel_pipeline.core.organising.cleanup import plan_cleanup
 
     job = _job_folder(args)
     if args.purge and not args.apply:
         raise _error("--purge deletes files for good and only works together with --apply")
+    upkeep.recover(job, _db(args))
     plan = plan_cleanup(job, args.min_confidence)
     for rec in plan:
-        print(f"{rec.path}\t{rec.top1}\t{rec.confidence:.3f}")
+        print(f"{shown(rec.path)}\t{rec.top1}\t{rec.confidence:.3f}")
     if not args.apply:
         print(f"dry run: {len(plan)} items below {args.min_confidence} would go (add --apply)", file=sys.stderr)
         return 0
-    apply_cleanup(job, plan, _db(args), purge=args.purge)
+    done = upkeep.cleanup(job, plan, _db(args), purge=args.purge)
     where = "deleted" if args.purge else f"moved to {job.quarantine_dir} (undo: cliplabel restore {args.job_id})"
-    print(f"{len(plan)} items {where}", file=sys.stderr)
+    print(f"{len(done.paths)} items {where}", file=sys.stderr)
     return 0
 
 
 def cmd_restore(args) -> int:
-    from cliplabel_pipeline.core.organising.cleanup import restore
+    from cliplabel_pipeline.core import upkeep
 
-    restored = restore(_job_folder(args), _db(args))
-    print(f"restored {len(restored)} items")
+    done = upkeep.restore(_job_folder(args), _db(args))
+    print(f"restored {len(done.paths)} items")
     return 0
 
 
 def cmd_export(args) -> int:
-    from cliplabel_pipeline.core.pipeline import export_format
+    from cliplabel_pipeline.core.pipeline import export_format, write_export
 
-    print(export_format(_job_folder(args), args.format, args.output))
+    job = _job_folder(args)
+    if str(args.output) == "-":
+        write_export(job, args.format, sys.stdout.buffer)
+        sys.stdout.flush()
+    else:
+        print(export_format(job, args.format, args.output))
     return 0
 
 
@@ -235,8 +244,9 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.command != "model":
         offline_hub()  # only `model pull` may touch the network
-    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
-                        format="%(levelname)s %(name)s: %(message)s")
+    handler = logging.StreamHandler()
+    handler.setFormatter(_PrintableFormatter("%(levelname)s %(name)s: %(message)s"))
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, handlers=[handler])
     from transformers.utils import logging as hf_logging
 
     from cliplabel_pipeline.core.errors import CliplabelError
@@ -245,11 +255,25 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return COMMANDS[args.command](args)
     except CliplabelError as exc:
-        print(f"cliplabel: error: {exc}", file=sys.stderr)
+        print(f"cliplabel: error: {shown(exc)}", file=sys.stderr)
+        return 2
+    except BrokenPipeError:  # the reader went away (`| head`): end quietly, as other tools do
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
+    except OSError as exc:
+        where = f"{exc.filename}: " if exc.filename else ""
+        print(f"cliplabel: error: {shown(where)}{exc.strerror or exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("cliplabel: interrupted", file=sys.stderr)
         return 130
+
+
+class _PrintableFormatter(logging.Formatter):
+    """Log lines with control characters from file names escaped, so they cannot drive the terminal."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        return shown(super().format(record))
 
 
 if __name__ == "__main__":

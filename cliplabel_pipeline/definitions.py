@@ -13,7 +13,7 @@ from cliplabel_pipeline.defs.assets.labels import job_label_assignments  # noqa:
 from cliplabel_pipeline.defs.assets.reports import job_exports, job_groups, job_metrics_report  # noqa: E402
 from cliplabel_pipeline.defs.checks import all_checks  # noqa: E402
 from cliplabel_pipeline.defs.io_managers import ConceptIndexIOManager, JobFolderIOManager  # noqa: E402
-from cliplabel_pipeline.defs.jobs import cleanup_job, label_jobs_job  # noqa: E402
+from cliplabel_pipeline.defs.jobs import cleanup_job, label_jobs_job, restore_job  # noqa: E402
 from cliplabel_pipeline.defs.resources import ClipModelResource, DuckDBResource, ResultsRootResource  # noqa: E402
 from cliplabel_pipeline.defs.schedules import label_backfill_schedule  # noqa: E402
 from cliplabel_pipeline.defs.sensors import new_jobs_sensor  # noqa: E402
@@ -35,7 +35,7 @@ defs = dg.Definitions(
     assets=[concept_text_embeddings, job_image_embeddings, job_label_assignments, job_groups, job_exports,
             job_metrics_report],
     asset_checks=all_checks,
-    jobs=[label_jobs_job, cleanup_job],
+    jobs=[label_jobs_job, cleanup_job, restore_job],
     sensors=[new_jobs_sensor],
     schedules=[label_backfill_schedule],
     resources={

@@ -155,8 +155,14 @@ class JobFolder:
         return self.path / "quarantine"
 
     @property
-    def quarantine_record(self) -> Path:
-        return self.quarantine_dir / "quarantined.json"
+    def actions_json(self) -> Path:
+        """How many cleanups and restores the job has seen (the sensor looks at a job again after each)."""
+        return self.work_dir / "actions.json"
+
+    @property
+    def stale_json(self) -> Path:
+        """Present when the outputs derived from ``labels.jsonl`` could not be rebuilt after a cleanup."""
+        return self.work_dir / "stale.json"
 
     def item(self, rel: str) -> Path:
         """The file of item ``rel`` (a path relative to the job, forward slashes)."""
@@ -223,6 +229,28 @@ class JobFolder:
         return removed
 
     # typed artefacts
+    def action_count(self) -> int:
+        try:
+            return int(self._read_json(self.actions_json)["count"])
+        except (CliplabelError, ValueError, KeyError, TypeError):
+            return 0
+
+    def count_action(self) -> None:
+        self.write_json(self.actions_json, {"count": self.action_count() + 1})
+
+    def stale_reason(self) -> str | None:
+        """Why the derived outputs (groups, exports, report) are stale, or None when they agree with the labels."""
+        try:
+            return str(self._read_json(self.stale_json)["reason"]) if self.is_file(self.stale_json) else None
+        except (CliplabelError, ValueError, KeyError, TypeError):
+            return "unknown"
+
+    def mark_stale(self, reason: str | None) -> None:
+        if reason:
+            self.write_json(self.stale_json, {"reason": reason})
+        else:
+            self.remove(self.stale_json)
+
     def has_labels(self) -> bool:
         return self.is_file(self.labels_jsonl)
 

@@ -165,7 +165,9 @@ def report_exported(exported: Exported) -> JobResult:
     perf = lab.embedded.performance(peak_memory_mb())
     metrics = job_metrics(lab.records, lab.job, lab.provenance.min_confidence, perf)
     lab.job.write_json(lab.job.metrics_json, metrics)
-    return JobResult(exported, metrics, write_report(lab.job, lab.records, metrics, groups))
+    result = JobResult(exported, metrics, write_report(lab.job, lab.records, metrics, groups))
+    lab.job.mark_stale(None)  # every derived output now agrees with labels.jsonl
+    return result
 
 
 def label_job(labeller, job: JobFolder, settings: LabelSettings = LabelSettings(),
@@ -213,6 +215,9 @@ def write_export(job: JobFolder, fmt: str, fh) -> None:
     """The ``fmt`` export of a labelled job into the binary stream ``fh`` (a file, or standard output)."""
     records = job.read_labels()
     if _check_format(fmt) == "zip":
+        if job.stale_reason():
+            raise CliplabelError(f"the groups of job {job.id!r} are stale ({job.stale_reason()}): "
+                                 f"run `cliplabel job {job.id}` to rebuild them, then export")
         _warn_left_out(write_grouped_zip(fh, job, job.read_groups(), records))
     else:
         fh.write(csv_bytes(records) if fmt == "csv" else jsonl_bytes(r.to_json() for r in records))

@@ -2,7 +2,8 @@
 
 import dagster as dg
 
-from cliplabel_pipeline.core.organising.cleanup import apply_cleanup, plan_cleanup
+from cliplabel_pipeline.core import upkeep
+from cliplabel_pipeline.core.organising.cleanup import plan_cleanup
 from cliplabel_pipeline.core.settings import Settings
 from cliplabel_pipeline.defs.assets.common import JOB_GROUP, as_failure
 from cliplabel_pipeline.defs.assets.embeddings import concept_text_embeddings
@@ -24,14 +25,28 @@ class CleanupConfig(dg.Config):
     purge: bool = False
 
 
+# What a cleanup or restore changes: recorded against these assets of the job's partition.
+CHANGED_ASSETS = ("job_label_assignments", "job_groups", "job_exports", "job_metrics_report")
+
+
+def _record_against_assets(context: dg.OpExecutionContext, job_id: str, action: str, done) -> None:
+    metadata = {"action": action, "items": len(done.paths),
+                "outputs": "stale: " + done.stale if done.stale else "rebuilt"}
+    for key in CHANGED_ASSETS:
+        context.log_event(dg.AssetMaterialization(asset_key=key, partition=job_id, metadata=metadata))
+
+
 @dg.op
 def quarantine_low_confidence(context: dg.OpExecutionContext, config: CleanupConfig,
                               results_root: ResultsRootResource, duckdb: DuckDBResource) -> dg.Output:
     with as_failure():
         job = results_root.job(config.job_id)
+        db = duckdb.db_path(results_root.root)
+        upkeep.recover(job, db)
         plan = plan_cleanup(job, config.min_confidence)
-        if config.apply:
-            apply_cleanup(job, plan, duckdb.db_path(results_root.root), purge=config.purge)
+        if config.apply and plan:
+            done = upkeep.cleanup(job, plan, db, purge=config.purge)
+            _record_against_assets(context, job.id, "purge" if config.purge else "quarantine", done)
     listing = "\n".join(f"- `{r.path}` ({r.top1}, {r.confidence:.3f})" for r in plan) or "nothing"
     action = ("deleted" if config.purge else "quarantined") if config.apply else "would go (dry run)"
     context.log.info(f"{len(plan)} items below {config.min_confidence} {action}")
@@ -40,5 +55,25 @@ def quarantine_low_confidence(context: dg.OpExecutionContext, config: CleanupCon
 
 @dg.job
 def cleanup_job():
-    """Quarantine (or purge) a job's items below a threshold; `cliplabel restore` undoes a quarantine."""
+    """Quarantine (or purge) a job's items below a threshold; `restore_job` undoes a quarantine."""
     quarantine_low_confidence()
+
+
+class RestoreConfig(dg.Config):
+    job_id: str
+
+
+@dg.op
+def restore_quarantined(context: dg.OpExecutionContext, config: RestoreConfig, results_root: ResultsRootResource,
+                        duckdb: DuckDBResource) -> dg.Output:
+    with as_failure():
+        job = results_root.job(config.job_id)
+        done = upkeep.restore(job, duckdb.db_path(results_root.root))
+    _record_against_assets(context, job.id, "restore", done)
+    return dg.Output(len(done.paths), metadata={"items": len(done.paths)})
+
+
+@dg.job
+def restore_job():
+    """Put a job's quarantined items back, byte for byte, with their label lines and rows."""
+    restore_quarantined()

@@ -4,7 +4,9 @@ templates changed underneath them, each with the labels, templates and threshold
 import dagster as dg
 
 from cliplabel_pipeline.core.freshness import relabel_reason
-from cliplabel_pipeline.core.job_folder import JobFolder
+from cliplabel_pipeline.core.errors import CliplabelError
+from cliplabel_pipeline.core.job_folder import SOURCE_NAME, JobFolder
+from cliplabel_pipeline.core.storage.guarded import shown
 from cliplabel_pipeline.core.settings import Settings
 from cliplabel_pipeline.core.storage.lineage import RecordedRun, latest_runs
 from cliplabel_pipeline.defs.jobs import label_jobs_job
@@ -30,7 +32,11 @@ def label_backfill_schedule(context: dg.ScheduleEvaluationContext, clip: ClipMod
     requests, missing_keys = [], []
     known = set(context.instance.get_dynamic_partitions(jobs_partitions.name))
     for job_id in results_root.job_ids():
-        if not JobFolder(results_root.root, job_id).source.is_file():
+        try:
+            if not JobFolder(results_root.root, job_id).is_file(SOURCE_NAME):
+                continue
+        except CliplabelError as exc:  # one bad job never stops the others
+            context.log.warning(f"job {shown(job_id)} not looked at: {shown(exc)}")
             continue
         reason = relabel_reason(runs.get(job_id), clip.model)
         if reason is None:

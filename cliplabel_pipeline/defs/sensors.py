@@ -6,9 +6,11 @@ import time
 
 import dagster as dg
 
+from cliplabel_pipeline.core.errors import CliplabelError
 from cliplabel_pipeline.core.job_folder import JobFolder
 from cliplabel_pipeline.core.reading.items import job_readiness
 from cliplabel_pipeline.core.settings import Settings
+from cliplabel_pipeline.core.storage.guarded import shown
 from cliplabel_pipeline.defs.jobs import label_jobs_job
 from cliplabel_pipeline.defs.partitions import jobs_partitions
 from cliplabel_pipeline.defs.resources import ResultsRootResource
@@ -24,8 +26,13 @@ def new_jobs_sensor(context: dg.SensorEvaluationContext, results_root: ResultsRo
     known = set(context.instance.get_dynamic_partitions(jobs_partitions.name))
     requests, new_keys, waiting = [], [], []
     for job_id in results_root.job_ids():
-        ready, detail = job_readiness(JobFolder(results_root.root, job_id), results_root.settle_seconds, time.time(),
-                                      results_root.completion_marker)
+        try:
+            job = JobFolder(results_root.root, job_id)
+            ready, detail = job_readiness(job, results_root.settle_seconds, time.time(), results_root.completion_marker)
+            detail = f"{detail}:a{job.action_count()}" if ready else detail  # a cleanup or restore: look again
+        except (CliplabelError, OSError) as exc:  # one bad job never stops the others
+            context.log.warning(f"job {shown(job_id)} not looked at: {shown(exc)}")
+            ready, detail = False, "unreadable"
         if not ready:
             waiting.append(f"{job_id}: {detail}")
             continue

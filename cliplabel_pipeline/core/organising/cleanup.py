@@ -1,87 +1,236 @@
 """Removing what the model could not name: dry run, quarantine inside the job, restore, or purge.
 
-Quarantine moves a file to ``<job>/quarantine/<its path>`` (a rename on the same disk: bytes untouched) and
-records in the quarantine record its sha256, its label record and its DuckDB rows, so ``restore`` puts
-everything back. ``source.png`` is never removed (masks are read through it). Only regular files inside the
-job folder are touched; a symlink is never followed.
+Each cleanup is an *action* with its own journal, ``quarantine/journal/<action>.json``, written before any
+file or row changes: what goes, each file's sha256, its exact line and position in ``labels.jsonl`` and its
+DuckDB rows. Files move (a rename: bytes untouched) to ``quarantine/<action>/<path>``, so two cleanups of
+the same path never share a name. A process killed at any point leaves a journal that the next cleanup or
+restore completes (``recover``). ``restore`` undoes every action, newest first, putting each file back and
+each line back at its position, so ``labels.jsonl`` is byte-identical to before the cleanup.
+
+The journal lies in a folder the job's producer can write, so it is never trusted: every entry is checked
+(a plain path under ``masks/`` or ``objects/``; its stored file inside this action's folder with the recorded
+sha256; its label line for that path; its rows forced to this job and path) and one that fails is refused.
+``source.png`` is never removed (masks are read through it). Nothing here follows a symbolic link.
 """
 
 from __future__ import annotations
 
 import json
-import os
+import logging
+import secrets
+from contextlib import nullcontext
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
 from pathlib import Path
 
 from cliplabel_pipeline.core.errors import CliplabelError
-from cliplabel_pipeline.core.job_folder import JobFolder, is_inside
-from cliplabel_pipeline.core.storage.lineage import delete_item_rows, file_sha256, insert_item_rows
+from cliplabel_pipeline.core.job_folder import INPUT_DIRS, JobFolder
+from cliplabel_pipeline.core.storage import guarded
+from cliplabel_pipeline.core.storage.guarded import shown
+from cliplabel_pipeline.core.storage.lineage import (
+    ITEM_TABLES, delete_item_rows, item_rows, insert_item_rows, stream_sha256, write_connection,
+)
 from cliplabel_pipeline.core.values import LabelRecord
 
+log = logging.getLogger(__name__)
+PLANNED, APPLIED, RESTORING = "planned", "applied", "restoring"
 
-def _own_file(job: JobFolder, rel: str) -> Path:
-    """The item ``rel`` if it is a regular file of the job (not a symlink, not outside)."""
-    path = job.item(rel)
-    if path.is_symlink() or not is_inside(path, job.path):
-        raise CliplabelError(f"refusing to touch {rel}: it is a symlink or lies outside the job folder")
-    return path
+
+@dataclass
+class Entry:
+    path: str
+    sha256: str
+    position: int
+    line: str
+    rows: dict[str, list[dict]] = field(default_factory=dict)
+
+
+@dataclass
+class Action:
+    id: str
+    state: str
+    purge: bool
+    entries: list[Entry]
+
+    def stored(self, entry: Entry) -> str:
+        return f"quarantine/{self.id}/{entry.path}"
+
+    def to_json(self) -> dict:
+        return {"id": self.id, "state": self.state, "purge": self.purge, "entries": [e.__dict__ for e in self.entries]}
 
 
 def plan_cleanup(job: JobFolder, min_confidence: float) -> list[LabelRecord]:
     """Label records of the items below ``min_confidence`` that cleanup would remove (never ``source.png``)."""
     return [r for r in job.read_labels() if r.confidence < min_confidence and r.kind != "source"
-            and job.item(r.path).is_file() and not job.item(r.path).is_symlink()]
-
-
-def _read_record(job: JobFolder) -> list[dict]:
-    path = job.quarantine_record
-    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else []
+            and job.is_file(r.path)]
 
 
 def apply_cleanup(job: JobFolder, records: list[LabelRecord], db_path: Path | None, purge: bool = False) -> list[str]:
-    """Quarantine (or with ``purge`` delete) the items of ``records``; drop their labels and DuckDB rows."""
-    entries = _read_record(job)
-    paths = [r.path for r in records]
-    rows = delete_item_rows(db_path, job.id, paths) if db_path else {}
+    """Quarantine (or with ``purge`` delete) the items of ``records``, with their label lines and DuckDB rows.
+
+    The database is opened first (a busy one is waited for), then the journal is written, then files move,
+    ``labels.jsonl`` is rewritten and the rows are deleted; the journal is marked applied last."""
+    recover(job, db_path)
+    lines = _label_lines(job)
+    position = {_line_path(line): i for i, line in enumerate(lines)}
+    entries = []
     for rec in records:
-        src = _own_file(job, rec.path)
-        if purge:
-            src.unlink()
+        if rec.path not in position or rec.kind == "source":
             continue
-        entries.append({"path": rec.path, "sha256": file_sha256(src), "record": rec.to_json(),
-                        "rows": rows.get(rec.path, {})})
-        dst = job.quarantine_dir / rec.path
-        dst.parent.mkdir(parents=True, exist_ok=True)
-        os.replace(src, dst)
-    if not purge:
-        job.write_json(job.quarantine_record, entries)
-    removed = set(paths)
-    job.write_labels([r for r in job.read_labels() if r.path not in removed])
-    return paths
+        with job.open_item(rec.path) as fh:
+            entries.append(Entry(rec.path, stream_sha256(fh), position[rec.path], lines[position[rec.path]]))
+    if not entries:
+        return []
+    action = Action(_new_action_id(), PLANNED, purge, entries)
+    with _database(db_path) as con:
+        if con is not None:
+            for entry, rows in zip(entries, item_rows(con, job.id, [e.path for e in entries]).values()):
+                entry.rows = rows
+        _write_journal(job, action)
+        _complete_cleanup(job, action, con)
+    return [e.path for e in entries]
 
 
 def restore(job: JobFolder, db_path: Path | None) -> list[str]:
-    """Put every quarantined file back byte for byte, with its label record and DuckDB rows."""
-    if not job.quarantine_record.is_file():
+    """Undo every quarantine of the job, newest first: files, label lines (at their places) and DuckDB rows."""
+    recover(job, db_path)
+    actions = [a for a in _journals(job) if a.state == APPLIED and not a.purge]
+    if not actions:
         raise CliplabelError(f"job {job.id!r} has nothing in quarantine")
-    entries = _read_record(job)
-    clashes = [e["path"] for e in entries if job.item(e["path"]).exists()]
-    if clashes:
-        raise CliplabelError(f"cannot restore: {', '.join(clashes[:3])} exist again in the job; move them first")
-    for e in entries:
-        if file_sha256(job.quarantine_dir / e["path"]) != e["sha256"]:
-            raise CliplabelError(f"quarantined {e['path']} changed since cleanup (sha256 differs); not restoring it")
-    for e in entries:
-        dst = job.item(e["path"])
-        dst.parent.mkdir(parents=True, exist_ok=True)
-        os.replace(job.quarantine_dir / e["path"], dst)
-    labels = job.read_labels() if job.has_labels() else []
-    job.write_labels(labels + [LabelRecord.from_json(e["record"]) for e in entries])
-    if db_path:
-        insert_item_rows(db_path, job.id, {e["path"]: e["rows"] for e in entries if e["rows"]})
-    job.quarantine_record.unlink()
-    for folder in sorted(job.quarantine_dir.rglob("*"), reverse=True):  # deepest first
-        if folder.is_dir() and not any(folder.iterdir()):
-            folder.rmdir()
-    if not any(job.quarantine_dir.iterdir()):
-        job.quarantine_dir.rmdir()
-    return [e["path"] for e in entries]
+    for action in actions:  # refuse before anything changes
+        for e in action.entries:
+            if job.is_file(e.path) or (job.path / e.path).is_symlink():
+                raise CliplabelError(f"cannot restore: {shown(e.path)} exists again in the job; move it away first")
+            with job.open_item(action.stored(e)) as fh:
+                if stream_sha256(fh) != e.sha256:
+                    raise CliplabelError(f"quarantined {shown(e.path)} changed since cleanup (sha256 differs); "
+                                         f"nothing restored")
+    restored = []
+    with _database(db_path) as con:
+        for action in sorted(actions, key=lambda a: a.id, reverse=True):
+            action.state = RESTORING
+            _write_journal(job, action)
+            _complete_restore(job, action, con)
+            restored += [e.path for e in action.entries]
+    return restored
+
+
+def recover(job: JobFolder, db_path: Path | None) -> list[str]:
+    """Complete what a killed cleanup or restore left half done; returns the ids of the actions completed."""
+    job.sweep_temps()
+    pending = [a for a in _journals(job) if a.state in (PLANNED, RESTORING)]
+    if not pending:
+        return []
+    with _database(db_path) as con:
+        for action in pending:
+            log.warning("completing an interrupted %s of job %s (action %s)",
+                        "cleanup" if action.state == PLANNED else "restore", job.id, action.id)
+            if action.state == PLANNED:
+                _complete_cleanup(job, action, con)
+            else:
+                _complete_restore(job, action, con)
+    return [a.id for a in pending]
+
+
+def _complete_cleanup(job: JobFolder, action: Action, con) -> None:
+    """Every step is idempotent, so it completes an action that was interrupted anywhere."""
+    for e in action.entries:
+        if not job.is_file(e.path):
+            continue  # already moved (or deleted by the purge)
+        if action.purge:
+            job.remove(e.path)
+        else:
+            guarded.move(job.path, e.path, action.stored(e))
+    gone = {e.path for e in action.entries}
+    _write_lines(job, [line for line in _label_lines(job) if _line_path(line) not in gone])
+    if con is not None:
+        delete_item_rows(con, job.id, sorted(gone))
+    action.state = APPLIED
+    _write_journal(job, action)
+    if action.purge:  # nothing to restore: the journal has done its work
+        job.remove(_journal_path(action.id))
+        _prune_quarantine(job, action)
+
+
+def _complete_restore(job: JobFolder, action: Action, con) -> None:
+    for e in action.entries:
+        if job.is_file(action.stored(e)) and not job.is_file(e.path):
+            guarded.move(job.path, action.stored(e), e.path)
+    lines = _label_lines(job)
+    present = {_line_path(line) for line in lines}
+    for e in sorted(action.entries, key=lambda e: e.position):
+        if e.path not in present:
+            lines.insert(min(e.position, len(lines)), e.line)
+    _write_lines(job, lines)
+    if con is not None:
+        insert_item_rows(con, job.id, {e.path: e.rows for e in action.entries if e.rows})
+    job.remove(_journal_path(action.id))
+    _prune_quarantine(job, action)
+
+
+def _prune_quarantine(job: JobFolder, action: Action) -> None:
+    for folder in (f"quarantine/{action.id}", "quarantine/journal", "quarantine"):
+        guarded.remove_empty_folders(job.path, folder)
+
+
+# the journal
+def _new_action_id() -> str:
+    return datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S%f") + "-" + secrets.token_hex(3)
+
+
+def _journal_path(action_id: str) -> str:
+    return f"quarantine/journal/{action_id}.json"
+
+
+def _write_journal(job: JobFolder, action: Action) -> None:
+    job.write_json(_journal_path(action.id), action.to_json())
+
+
+def _journals(job: JobFolder) -> list[Action]:
+    """The job's actions, oldest first; an entry or a journal that fails its checks is left out, said once."""
+    actions = []
+    for name in job.files_under(job.quarantine_dir / "journal"):
+        try:
+            actions.append(_checked_action(job, name, json.loads(job.read_bytes(f"quarantine/journal/{name}"))))
+        except (ValueError, KeyError, TypeError, CliplabelError) as exc:
+            log.warning("ignoring quarantine journal %s: %s", shown(name), exc)
+    return sorted(actions, key=lambda a: a.id)
+
+
+def _checked_action(job: JobFolder, name: str, doc: dict) -> Action:
+    action_id = str(doc["id"])
+    if name != f"{action_id}.json" or "/" in action_id or action_id.startswith("."):
+        raise ValueError("its id does not match its file name")
+    if doc["state"] not in (PLANNED, APPLIED, RESTORING):
+        raise ValueError(f"unknown state {doc['state']!r}")
+    entries = []
+    for raw in doc["entries"]:
+        entry = Entry(str(raw["path"]), str(raw["sha256"]), int(raw["position"]), str(raw["line"]),
+                      {t: list(raw.get("rows", {}).get(t, [])) for t in ITEM_TABLES})
+        guarded.parts_of(entry.path)
+        if entry.path.split("/")[0] not in INPUT_DIRS or _line_path(entry.line) != entry.path or "\n" in entry.line:
+            raise ValueError(f"entry {shown(entry.path)!r} is not an item of this job with its own label line")
+        for rows in entry.rows.values():
+            for row in rows:
+                row.update(job_id=job.id, path=entry.path)  # this job's rows for this item, nothing else
+        entries.append(entry)
+    return Action(action_id, doc["state"], bool(doc["purge"]), entries)
+
+
+# labels.jsonl as lines, so that what is put back is byte for byte what was taken
+def _label_lines(job: JobFolder) -> list[str]:
+    if not job.has_labels():
+        return []
+    return [line for line in job.read_bytes(job.labels_jsonl).decode("utf-8").split("\n") if line.strip()]
+
+
+def _write_lines(job: JobFolder, lines: list[str]) -> None:
+    job.write(job.labels_jsonl, "".join(line + "\n" for line in lines).encode("utf-8"))
+
+
+def _line_path(line: str) -> str:
+    return json.loads(line)["path"]
+
+
+def _database(db_path: Path | None):
+    return write_connection(db_path) if db_path else nullcontext()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import io
 import math
 from collections import Counter
 import numpy as np
@@ -13,11 +14,10 @@ from cliplabel_pipeline.core.values import LabelRecord, Performance
 
 def read_ground_truth(job: JobFolder) -> dict[str, str] | None:
     """``{path: label}`` from ``ground_truth.csv`` (header ``path,label``), or None when there is none."""
-    path = job.ground_truth
-    if not path.is_file():
+    if not job.is_file(job.ground_truth):
         return None
-    with path.open(newline="", encoding="utf-8") as fh:
-        return {row["path"]: row["label"] for row in csv.DictReader(fh) if row.get("path")}
+    text = job.read_bytes(job.ground_truth).decode("utf-8", "replace")
+    return {row["path"]: row["label"] for row in csv.DictReader(io.StringIO(text, newline="")) if row.get("path")}
 
 
 def truth_metrics(records: list[LabelRecord], truth: dict[str, str]) -> dict:

@@ -4,20 +4,22 @@ contact sheet of thumbnails per group, drawn with Pillow."""
 from __future__ import annotations
 
 import functools
+import io
 from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageDraw
 
-from cliplabel_pipeline.core.job_folder import JobFolder
+from cliplabel_pipeline.core.errors import CliplabelError
+from cliplabel_pipeline.core.job_folder import SOURCE_NAME, JobFolder
 from cliplabel_pipeline.core.reading.images import ImageSkipped, crop_source_under_mask, load_rgb
 from cliplabel_pipeline.core.values import Groups, LabelRecord
 
 THUMB = 72
 
 
-def confidence_histogram(confidences: list[float], threshold: float, path: Path, bins: int = 20) -> Path:
+def confidence_histogram(confidences: list[float], threshold: float, bins: int = 20) -> Image.Image:
     counts, _ = np.histogram(confidences, bins=bins, range=(0, 1))
     w, h, pad = 420, 220, 30
     img = Image.new("RGB", (w, h), "white")
@@ -35,11 +37,10 @@ def confidence_histogram(confidences: list[float], threshold: float, path: Path,
     d.text((pad, h - pad + 6), "0", fill="black")
     d.text((w - pad - 6, h - pad + 6), "1", fill="black")
     d.text((pad, 6), f"confidence (n={len(confidences)}, max bin {top}); red line = threshold {threshold}", fill="black")
-    img.save(path)
-    return path
+    return img
 
 
-def confusion_heatmap(labels: list[str], matrix: list[list[int]], path: Path) -> Path:
+def confusion_heatmap(labels: list[str], matrix: list[list[int]]) -> Image.Image:
     n = len(labels)
     cell, left, top = 22, 130, 130
     img = Image.new("RGB", (left + n * cell + 10, top + n * cell + 10), "white")
@@ -57,19 +58,28 @@ def confusion_heatmap(labels: list[str], matrix: list[list[int]], path: Path) ->
             d.rectangle([left + j * cell, top + i * cell, left + (j + 1) * cell - 1, top + (i + 1) * cell - 1], fill=colour)
             if m[i, j]:
                 d.text((left + j * cell + 4, top + i * cell + 5), str(int(m[i, j])), fill="black")
-    img.save(path)
-    return path
+    return img
 
 
 def preview(job: JobFolder, item: str, kind: str, source: Callable[[], Image.Image]) -> Image.Image:
     """What the model saw: a mask shows the region of ``source()`` under it, not its silhouette."""
     if kind == "mask":
-        return crop_source_under_mask(source(), job.item(item))[0]
-    return load_rgb(job.item(item))[0]
+        with _open(job, item) as fh:
+            return crop_source_under_mask(source(), fh)[0]
+    with _open(job, item) as fh:
+        return load_rgb(fh)[0]
+
+
+def _open(job: JobFolder, item: str):
+    """The item as a regular file inside the job (never through a link), or ``ImageSkipped``."""
+    try:
+        return job.open_item(item)
+    except CliplabelError as exc:
+        raise ImageSkipped(str(exc)) from None
 
 
 def contact_sheet(job: JobFolder, items: list[str], kinds: dict[str, str], source: Callable[[], Image.Image],
-                  path: Path, per_row: int = 8, limit: int = 32) -> Path:
+                  per_row: int = 8, limit: int = 32) -> Image.Image:
     """Thumbnails of up to ``limit`` items in a grid."""
     items = items[:limit]
     rows = max(1, -(-len(items) // per_row))
@@ -81,35 +91,44 @@ def contact_sheet(job: JobFolder, items: list[str], kinds: dict[str, str], sourc
             continue
         img.thumbnail((THUMB - 4, THUMB - 4))
         sheet.paste(img, ((i % per_row) * THUMB + 2, (i // per_row) * THUMB + 2))
-    sheet.save(path)
-    return path
+    return sheet
+
+
+def _save(job: JobFolder, path: Path, img: Image.Image) -> Path:
+    buf = io.BytesIO()
+    img.save(buf, format="PNG")
+    return job.write(path, buf.getvalue())
+
+
+def _source(job: JobFolder) -> Image.Image:
+    with _open(job, SOURCE_NAME) as fh:
+        return load_rgb(fh)[0]
 
 
 def write_report(job: JobFolder, records: list[LabelRecord], metrics: dict, groups: Groups) -> Path:
     """Write ``report/report.md`` and its PNG pictures; returns the Markdown file."""
     folder = job.report_dir
-    folder.mkdir(parents=True, exist_ok=True)
     kinds = {r.path: r.kind for r in records}
-    source = functools.cache(lambda: load_rgb(job.source)[0])  # decoded once, if a mask needs it
+    source = functools.cache(lambda: _source(job))  # decoded once, if a mask needs it
     threshold = metrics["threshold"]
     scores = metrics["scores"]
     lines = [f"# Labelling report: {job.id}", "",
              f"{metrics['items']} items labelled; {scores['distinct_labels']} distinct labels; "
              f"{100 * (scores['share_at_or_above_threshold'] or 0):.0f}% at or above the threshold.", ""]
-    if metrics["truth"]:
+    if metrics["truth"] and metrics["truth"]["accuracy"] is not None:
         t = metrics["truth"]
         lines += [f"**Accuracy {100 * t['accuracy']:.1f}%** (top-k {100 * t['top_k_accuracy']:.1f}%) on "
                   f"{t['evaluated']} items with ground truth.", "",
                   "![confusion matrix](confusion.png)", ""]
-        confusion_heatmap(t["confusion"]["labels"], t["confusion"]["matrix"], folder / "confusion.png")
-    confidence_histogram([r.confidence for r in records], threshold, folder / "confidence.png")
+        _save(job, folder / "confusion.png", confusion_heatmap(t["confusion"]["labels"], t["confusion"]["matrix"]))
+    _save(job, folder / "confidence.png", confidence_histogram([r.confidence for r in records], threshold))
     c = scores["confidence"]
     lines += ["## Confidence", "", "![confidence histogram](confidence.png)", "",
               f"mean {c.get('mean', 0):.3f}, std {c.get('std', 0):.3f}, median {c.get('p50', 0):.3f}", "",
               "## Groups", ""]
     for i, g in enumerate(groups.all()):
         name = g.name if g in groups.groups else f"low confidence, nearest concept: {g.name}"
-        sheet = contact_sheet(job, g.items, kinds, source, folder / f"group_{i:02d}.png")
+        sheet = _save(job, folder / f"group_{i:02d}.png", contact_sheet(job, g.items, kinds, source))
         lines += [f"### {name} ({len(g.items)})", "", f"![{name}]({sheet.name})", ""]
     perf = metrics["performance"]
     lines += ["## Performance", "", f"{perf.get('items_per_s', 0):.1f} items/s over {perf.get('seconds', 0):.2f}s"]

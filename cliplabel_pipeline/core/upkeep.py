@@ -1,0 +1,79 @@
+"""Cleanup and restore of a labelled job, with every output derived from ``labels.jsonl`` rebuilt after.
+
+Groups, ``labels.csv``, per-item JSON, ``manifest.json``, ``metrics.json``, the report and the ZIP are
+rebuilt from the labels and embeddings that are there, with the concept index from the cache (the model
+itself is not loaded). When that cannot be done (the index is not cached, or a restored item has no
+embedding because the job was relabelled meanwhile), the job is marked stale: exports refuse with a line
+saying to run ``cliplabel job`` again, which rebuilds everything.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+from cliplabel_pipeline.core.job_folder import JobFolder
+from cliplabel_pipeline.core.labeller import cached_concept_index
+from cliplabel_pipeline.core.organising import cleanup as quarantine
+from cliplabel_pipeline.core.pipeline import JobResult, export_grouped, group_labelled, load_labelled, report_exported
+from cliplabel_pipeline.core.settings import Settings
+from cliplabel_pipeline.core.values import LabelRecord
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Upkeep:
+    """What a cleanup or restore did: the items, and the rebuilt outputs (None when marked stale)."""
+
+    paths: list[str]
+    result: JobResult | None
+    stale: str | None = None
+
+
+def cleanup(job: JobFolder, plan: list[LabelRecord], db_path: Path | None, purge: bool = False,
+            settings: Settings | None = None) -> Upkeep:
+    """Quarantine (or purge) the planned items, then rebuild the job's derived outputs."""
+    paths = quarantine.apply_cleanup(job, plan, db_path, purge)
+    return _rebuilt(job, paths, settings)
+
+
+def restore(job: JobFolder, db_path: Path | None, settings: Settings | None = None) -> Upkeep:
+    """Undo every quarantine of the job, then rebuild the job's derived outputs."""
+    return _rebuilt(job, quarantine.restore(job, db_path), settings)
+
+
+def recover(job: JobFolder, db_path: Path | None, settings: Settings | None = None) -> Upkeep | None:
+    """Complete an interrupted cleanup or restore, if there is one."""
+    done = quarantine.recover(job, db_path)
+    return _rebuilt(job, done, settings) if done else None
+
+
+def _rebuilt(job: JobFolder, paths: list[str], settings: Settings | None) -> Upkeep:
+    if paths:
+        job.count_action()
+    result, stale = rebuild_outputs(job, settings or Settings.from_env())
+    return Upkeep(paths, result, stale)
+
+
+def rebuild_outputs(job: JobFolder, settings: Settings) -> tuple[JobResult | None, str | None]:
+    """Rebuild groups, exports, metrics and report from the job's labels; ``(result, None)`` or
+    ``(None, reason)`` with the job marked stale."""
+    labelled = load_labelled(job)
+    missing = {r.path for r in labelled.records} - {i.path for i in labelled.embedded.items}
+    prov = labelled.provenance
+    index = None
+    if not missing:
+        index = cached_concept_index(settings.with_(model=prov.model, precision=prov.precision, device=prov.device),
+                                     prov.bank)
+    if index is None:
+        reason = (f"{len(missing)} labelled items have no embedding" if missing
+                  else "the concept index of its model is not cached here")
+        job.mark_stale(reason)
+        log.warning("job %s: groups, exports and report not rebuilt (%s); run `cliplabel job %s` to rebuild them",
+                    job.id, reason, job.id)
+        return None, reason
+    result = report_exported(export_grouped(group_labelled(labelled, index)))
+    job.mark_stale(None)
+    return result, None
