@@ -207,7 +207,7 @@ def summarise_job(done) -> str:
     lab = done.labelled
     low = sum(r.low_confidence for r in lab.records)
     truth = done.metrics["truth"]
-    accuracy = f", accuracy {100 * truth['accuracy']:.1f}% on ground truth" if truth else ""
+    accuracy = f", accuracy {100 * truth['accuracy']:.1f}% on ground truth" if truth and truth["evaluated"] else ""
     return (f"{lab.job.id}: {len(lab.records)} labelled ({low} low-confidence), "
             f"{len(lab.skipped)} skipped{accuracy}\n"
             f"  labels: {lab.job.labels_jsonl}\n  report: {done.report}")
@@ -246,7 +246,7 @@ def main(argv: list[str] | None = None) -> int:
         offline_hub()  # only `model pull` may touch the network
     handler = logging.StreamHandler()
     handler.setFormatter(_PrintableFormatter("%(levelname)s %(name)s: %(message)s"))
-    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, handlers=[handler])
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, handlers=[handler], force=True)
     from transformers.utils import logging as hf_logging
 
     from cliplabel_pipeline.core.errors import CliplabelError

@@ -47,7 +47,7 @@ def restore(job: JobFolder, db_path: Path | None, settings: Settings | None = No
 def recover(job: JobFolder, db_path: Path | None, settings: Settings | None = None) -> Upkeep | None:
     """Complete an interrupted cleanup or restore, if there is one."""
     done = quarantine.recover(job, db_path)
-    return _rebuilt(job, done, settings) if done else None
+    return _rebuilt(job, [e.path for a in done for e in a.entries], settings) if done else None
 
 
 def _rebuilt(job: JobFolder, paths: list[str], settings: Settings | None) -> Upkeep:

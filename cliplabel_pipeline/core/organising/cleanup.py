@@ -88,39 +88,64 @@ def apply_cleanup(job: JobFolder, records: list[LabelRecord], db_path: Path | No
                 entry.rows = rows
         _write_journal(job, action)
         _complete_cleanup(job, action, con)
+    _finish_cleanup(job, action)  # only once the rows are committed
     return [e.path for e in entries]
 
 
 def restore(job: JobFolder, db_path: Path | None) -> list[str]:
-    """Undo every quarantine of the job, newest first: files, label lines (at their places) and DuckDB rows."""
-    recover(job, db_path)
-    actions = [a for a in _journals(job) if a.state == APPLIED and not a.purge]
+    """Undo the job's quarantines, newest first: files, label lines (at their places) and DuckDB rows.
+
+    An older quarantined version of an item that a newer action also holds stays in quarantine (its record
+    kept), as does anything behind it; nothing is ever overwritten."""
+    finished = [e.path for a in recover(job, db_path) if a.state == RESTORING for e in a.entries]
+    actions = sorted((a for a in _journals(job) if a.state == APPLIED and not a.purge), key=lambda a: a.id,
+                     reverse=True)
     if not actions:
+        if finished:  # an interrupted restore, now complete
+            return finished
         raise CliplabelError(f"job {job.id!r} has nothing in quarantine")
-    for action in actions:  # refuse before anything changes
+    chosen, claimed = [], set()
+    for action in actions:  # checked before anything changes
+        paths = {e.path for e in action.entries}
+        occupied = [e.path for e in action.entries if _occupied(job, e.path)]
+        if paths & claimed or occupied:
+            if not chosen:
+                raise CliplabelError(f"cannot restore: {shown(occupied[0])} exists again in the job; move it away "
+                                     f"first")
+            log.warning("job %s: %d older quarantined items stay in quarantine (a newer version was restored)",
+                        job.id, sum(len(a.entries) for a in actions[len(chosen):]))
+            break
         for e in action.entries:
-            if job.is_file(e.path) or (job.path / e.path).is_symlink():
-                raise CliplabelError(f"cannot restore: {shown(e.path)} exists again in the job; move it away first")
             with job.open_item(action.stored(e)) as fh:
                 if stream_sha256(fh) != e.sha256:
                     raise CliplabelError(f"quarantined {shown(e.path)} changed since cleanup (sha256 differs); "
                                          f"nothing restored")
-    restored = []
+        chosen.append(action)
+        claimed |= paths
+    restored, outcomes = finished, []
     with _database(db_path) as con:
-        for action in sorted(actions, key=lambda a: a.id, reverse=True):
+        for action in chosen:
             action.state = RESTORING
             _write_journal(job, action)
-            _complete_restore(job, action, con)
-            restored += [e.path for e in action.entries]
+            outcomes.append((action, _complete_restore(job, action, con)))
+    for action, (back, kept) in outcomes:  # only once the rows are committed
+        _finish_restore(job, action, kept)
+        restored += [e.path for e in back]
     return restored
 
 
-def recover(job: JobFolder, db_path: Path | None) -> list[str]:
-    """Complete what a killed cleanup or restore left half done; returns the ids of the actions completed."""
+def _occupied(job: JobFolder, path: str) -> bool:
+    return job.is_file(path) or (job.path / path).is_symlink() or (job.path / path).exists()
+
+
+def recover(job: JobFolder, db_path: Path | None) -> list[Action]:
+    """Complete what a killed cleanup or restore left half done; returns those actions, as they were found."""
     job.sweep_temps()
     pending = [a for a in _journals(job) if a.state in (PLANNED, RESTORING)]
+    found = [Action(a.id, a.state, a.purge, list(a.entries)) for a in pending]
     if not pending:
         return []
+    kept = {}
     with _database(db_path) as con:
         for action in pending:
             log.warning("completing an interrupted %s of job %s (action %s)",
@@ -128,8 +153,13 @@ def recover(job: JobFolder, db_path: Path | None) -> list[str]:
             if action.state == PLANNED:
                 _complete_cleanup(job, action, con)
             else:
-                _complete_restore(job, action, con)
-    return [a.id for a in pending]
+                kept[action.id] = _complete_restore(job, action, con)[1]
+    for action in pending:  # only once the rows are committed
+        if action.id in kept:
+            _finish_restore(job, action, kept[action.id])
+        else:
+            _finish_cleanup(job, action)
+    return found
 
 
 def _complete_cleanup(job: JobFolder, action: Action, con) -> None:
@@ -145,6 +175,9 @@ def _complete_cleanup(job: JobFolder, action: Action, con) -> None:
     _write_lines(job, [line for line in _label_lines(job) if _line_path(line) not in gone])
     if con is not None:
         delete_item_rows(con, job.id, sorted(gone))
+
+
+def _finish_cleanup(job: JobFolder, action: Action) -> None:
     action.state = APPLIED
     _write_journal(job, action)
     if action.purge:  # nothing to restore: the journal has done its work
@@ -152,20 +185,32 @@ def _complete_cleanup(job: JobFolder, action: Action, con) -> None:
         _prune_quarantine(job, action)
 
 
-def _complete_restore(job: JobFolder, action: Action, con) -> None:
+def _complete_restore(job: JobFolder, action: Action, con) -> tuple[list[Entry], list[Entry]]:
+    """Put the action's files, lines and rows back; an entry whose place is taken stays quarantined, recorded."""
+    back, kept = [], []
     for e in action.entries:
-        if job.is_file(action.stored(e)) and not job.is_file(e.path):
+        if job.is_file(action.stored(e)) and not _occupied(job, e.path):
             guarded.move(job.path, action.stored(e), e.path)
+        (back if job.is_file(e.path) and not job.is_file(action.stored(e)) else kept).append(e)
     lines = _label_lines(job)
     present = {_line_path(line) for line in lines}
-    for e in sorted(action.entries, key=lambda e: e.position):
+    for e in sorted(back, key=lambda e: e.position):
         if e.path not in present:
             lines.insert(min(e.position, len(lines)), e.line)
     _write_lines(job, lines)
     if con is not None:
-        insert_item_rows(con, job.id, {e.path: e.rows for e in action.entries if e.rows})
-    job.remove(_journal_path(action.id))
-    _prune_quarantine(job, action)
+        insert_item_rows(con, job.id, {e.path: e.rows for e in back if e.rows})
+    return back, kept
+
+
+def _finish_restore(job: JobFolder, action: Action, kept: list[Entry]) -> None:
+    if kept:
+        log.warning("job %s: %d quarantined items stay in quarantine: their place in the job is taken",
+                    job.id, len(kept))
+        _write_journal(job, Action(action.id, APPLIED, action.purge, kept))
+    else:
+        job.remove(_journal_path(action.id))
+        _prune_quarantine(job, action)
 
 
 def _prune_quarantine(job: JobFolder, action: Action) -> None:

@@ -230,7 +230,7 @@ def remove_empty_folders(root: Path, rel: str) -> None:
             _prune(fd)
         with folder_fd(root, parts_of(rel)[:-1]) as parent:
             os.rmdir(parts_of(rel)[-1], dir_fd=parent)
-    except OSError:
+    except (OSError, NotRegularFile):
         pass  # not empty, or gone: nothing to do
 
 
@@ -255,8 +255,8 @@ def sweep_temps(root: Path, rel: str = "", recursive: bool = True) -> int:
     try:
         with folder_fd(root, parts_of(rel) if rel else ()) as fd:
             removed = _sweep(fd, recursive)
-    except OSError:
-        pass
+    except (OSError, NotRegularFile):
+        pass  # absent, or not a folder: nothing of ours to sweep
     return removed
 
 

@@ -1,0 +1,59 @@
+"""Hostile job folders, built by each test: links planted where cliplabel writes or reads, forged records,
+odd files. Every test runs as whoever runs the suite (root in CI containers), which is the point: root
+would write anywhere a link led."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+
+import pytest
+
+from cliplabel_pipeline.cli import main
+from cliplabel_pipeline.toyworld.jobs import write_toy_job
+
+
+def snapshot(folder: Path) -> dict[str, str]:
+    """{path: sha256, or the link's target} for everything under ``folder``, never following links."""
+    out = {}
+    for dirpath, dirnames, filenames in os.walk(folder):
+        for name in dirnames + filenames:
+            path = Path(dirpath) / name
+            rel = path.relative_to(folder).as_posix()
+            if path.is_symlink():
+                out[rel] = "-> " + os.readlink(path)
+            elif path.is_file():
+                out[rel] = hashlib.sha256(path.read_bytes()).hexdigest()
+    return out
+
+
+@pytest.fixture
+def outside(tmp_path) -> Path:
+    """A folder beside the results root holding a file that must never change."""
+    folder = tmp_path / "outside"
+    folder.mkdir()
+    (folder / "precious.txt").write_text("must stay byte-identical\n")
+    return folder
+
+
+@pytest.fixture
+def job(results_root) -> Path:
+    return write_toy_job(results_root, "job", seed=5, n_objects=4)
+
+
+@pytest.fixture
+def run(results_root, toy_model, tmp_path):
+    """``run("job", "job")`` or ``run("cleanup", "job", "--apply")``: the CLI in-process; returns its exit code."""
+    db = tmp_path / "lineage.duckdb"
+
+    def _run(command: str, job_id: str, *extra: str) -> int:
+        args = [command, job_id, "--results-root", str(results_root), *extra]
+        if command == "job":
+            args += ["--model", toy_model, "--precision", "fp32"]
+        if command != "export":
+            args += ["--db", str(db)]
+        return main(args)
+
+    _run.db = db
+    return _run
