@@ -21,8 +21,9 @@ def evaluate(instance, root, cursor=None, settle=5.0):
 def age(job_dir, seconds=60):
     """Pretend the segmentation service finished writing ``seconds`` ago."""
     past = time.time() - seconds
-    for path in [job_dir, *job_dir.rglob("*")]:
-        os.utime(path, (past, past))
+    for dirpath, dirnames, filenames in os.walk(job_dir):
+        for name in [".", *dirnames, *filenames]:
+            os.utime(os.path.join(dirpath, name), (past, past), follow_symlinks=False)
 
 
 def test_new_finished_job_adds_its_partition_and_requests_a_run(results_root, instance):
@@ -81,3 +82,37 @@ def test_completion_marker_makes_a_job_ready_at_once(results_root, instance):
     (results_root / "job-m" / "_SUCCESS").touch()
     context = dg.build_sensor_context(instance=instance, resources={"results_root": root})
     assert [r.partition_key for r in new_jobs_sensor(context).run_requests] == ["job-m"]
+
+
+def test_one_hostile_job_never_stops_the_sensor_from_serving_the_others(results_root, instance):
+    for job_id in ("good-1", "looped", "good-2"):
+        write_toy_job(results_root, job_id, seed=4)
+    looped = results_root / "looped"
+    (looped / "objects" / "loop").symlink_to(looped / "objects" / "loop")
+    (looped / "masks").rename(looped / "masks-old")
+    (looped / "masks").symlink_to(looped / "masks")  # a loop where a folder should be
+    (results_root / "bad\x1bname").mkdir()
+    for job_dir in results_root.iterdir():
+        age(job_dir)
+    result = evaluate(instance, results_root)
+    assert {r.partition_key for r in result.run_requests} == {"good-1", "looped", "good-2"}
+
+
+def test_a_restored_job_is_looked_at_again(results_root, instance, toy_model, tmp_path):
+    from cliplabel_pipeline.cli import main
+
+    write_toy_job(results_root, "job-r", seed=6)
+    age(results_root / "job-r")
+    first = evaluate(instance, results_root)
+    assert [r.partition_key for r in first.run_requests] == ["job-r"]
+    common = ["--results-root", str(results_root), "--db", str(tmp_path / "x.duckdb")]
+    assert main(["job", "job-r", "--model", toy_model, *common]) == 0
+    assert main(["cleanup", "job-r", "--min-confidence", "1", "--apply", *common]) == 0
+    age(results_root / "job-r")
+    after_cleanup = evaluate(instance, results_root, cursor=first.cursor)
+    assert [r.partition_key for r in after_cleanup.run_requests] == ["job-r"]
+    assert main(["restore", "job-r", *common]) == 0
+    age(results_root / "job-r")
+    after_restore = evaluate(instance, results_root, cursor=after_cleanup.cursor)
+    assert [r.partition_key for r in after_restore.run_requests] == ["job-r"]
+    assert len({r.run_key for r in first.run_requests + after_cleanup.run_requests + after_restore.run_requests}) == 3
