@@ -34,7 +34,7 @@ import torch
 from PIL import Image
 
 from cliplabel_pipeline.core.reading.picture import (
-    EXACT_PIXELS, NEUTRAL_GREY, SIXTEEN_BIT, ALPHA, TRANSPOSE, ImageSkipped, Picture, decoding, one_line,
+    ALPHA, EXACT_PIXELS, NEUTRAL_GREY, SIXTEEN_BIT, TRANSPOSE, ImageSkipped, Picture, decoding, one_line, tiles,
 )
 
 log = logging.getLogger(__name__)
@@ -43,7 +43,7 @@ SUPPORTED_FORMATS = {"JPEG", "MPO", "PNG", "WEBP"}
 MAX_PIXELS = 90_000_000  # above this an image is treated as a decompression bomb
 MAX_DECODE_BYTES = 400_000_000  # what decoding one image may hold at once (a 90 Mpx RGBA frame fits)
 EXACT_ASPECT = 16  # exact CLIP geometry while the resized image is at most 16 crops long (3 MB at 224)
-DRAFT_MIN_SIDE = 1024  # a JPEG decoded reduced keeps this many pixels on its short side (>= 3 x 336)
+DRAFT_MIN_SIDE = 2048  # a JPEG decoded reduced keeps this many pixels on its short side (>= 6 x 336)
 _BYTES_PER_PIXEL = {"1": 1, "L": 1, "P": 1, "I;16": 2, "I;16B": 2, "I;16L": 2}  # Pillow stores the rest in 4
 _AT_LEAST_HALF = [0] * 128 + [255] * 128
 _NONZERO = [0] + [255] * 255
@@ -60,10 +60,15 @@ def _opened(src: Source):
         fd = os.open(src, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0))
     except OSError as exc:
         raise ImageSkipped(f"cannot open: {exc.strerror or one_line(exc)}") from None
-    with os.fdopen(fd, "rb") as fp:
+    try:
         if not stat.S_ISREG(os.fstat(fd).st_mode):
             raise ImageSkipped("not a regular file")
         os.set_blocking(fd, True)
+        fp = os.fdopen(fd, "rb")
+    except BaseException:
+        os.close(fd)
+        raise
+    with fp:
         yield fp
 
 
@@ -162,19 +167,37 @@ def open_image(src: Source, notes: list[str] | None = None) -> Image.Image:
     return pic.image.transpose(TRANSPOSE[pic.orientation]) if pic.orientation != 1 else pic.image
 
 
+def _uses_alpha(img: Image.Image) -> bool:
+    """Whether a mask's alpha channel says where it is on (some pixel is not opaque); read without a copy."""
+    if img.mode in ALPHA:
+        return img.getextrema()[-1][0] < 255
+    if img.mode == "P" and "transparency" in img.info:
+        hist, key = img.histogram(), img.info["transparency"]
+        if isinstance(key, int):
+            return hist[key] > 0
+        return any(n and i < len(key) and key[i] < 255 for i, n in enumerate(hist))
+    return False
+
+
+def _inside_tile(tile: Image.Image, alpha: bool) -> Image.Image:
+    if alpha:
+        return (tile.convert("RGBA") if tile.mode == "P" else tile).getchannel("A").point(_AT_LEAST_HALF)
+    if tile.mode in SIXTEEN_BIT:
+        try:
+            return tile.convert("L").point(_NONZERO)  # Pillow clips to 0..255: non-zero stays non-zero
+        except ValueError:  # a byte order Pillow cannot convert
+            return Image.fromarray((np.asarray(tile) > 0).astype(np.uint8) * 255, "L")
+    return (tile if tile.mode == "L" else tile.convert("L")).point(_AT_LEAST_HALF)
+
+
 def _mask_inside(img: Image.Image) -> Image.Image:
     """``L`` image, 255 where the mask is on: the alpha channel where one is used, else brighter than
-    mid-grey (non-zero for 16-bit masks)."""
-    if img.mode in ALPHA or (img.mode == "P" and "transparency" in img.info):
-        alpha = (img.convert("RGBA") if img.mode == "P" else img).getchannel("A")
-        if alpha.getextrema()[0] < 255:
-            return alpha.point(_AT_LEAST_HALF)
-    if img.mode in SIXTEEN_BIT:
-        try:
-            return img.convert("L").point(_NONZERO)  # Pillow clips to 0..255: non-zero stays non-zero
-        except ValueError:  # a byte order Pillow cannot convert
-            return Image.fromarray((np.asarray(img) > 0).astype(np.uint8) * 255, "L")
-    return (img if img.mode == "L" else img.convert("L")).point(_AT_LEAST_HALF)
+    mid-grey (non-zero for 16-bit masks). Built a tile at a time: one byte a pixel beside the decoded mask."""
+    alpha = _uses_alpha(img)
+    inside = Image.new("L", img.size)
+    for box in tiles((0, 0, *img.size)):
+        inside.paste(_inside_tile(img.crop(box), alpha), box[:2])
+    return inside
 
 
 def crop_source_under_mask(source: Picture | Image.Image, mask_src: Source,
