@@ -11,7 +11,10 @@ from PIL import Image, ImageOps
 from transformers import CLIPImageProcessor
 
 from cliplabel_pipeline.core.reading.images import (
-    crop_source_under_mask, letterbox, load_picture, resize_and_crop,
+    crop_source_under_mask,
+    letterbox,
+    load_picture,
+    resize_and_crop,
 )
 from cliplabel_pipeline.core.reading.picture import to_rgb
 from cliplabel_pipeline_tests import hostile_images as hostile

@@ -53,7 +53,7 @@ def _decode(handle: ClipHandle, job: Job) -> tuple[EmbeddedItem, np.ndarray | No
     except ImageSkipped as exc:
         log.info("skipped %s: %s", item.path, exc)
         return item, None, str(exc)
-    except Exception as exc:  # noqa: BLE001 - whatever one item raises is that item's: a skip, never the job's end
+    except Exception as exc:  # whatever one item raises is that item's: a skip, never the job's end
         log.warning("skipped %s: unexpected %s", item.path, type(exc).__name__, exc_info=True)
         return item, None, f"could not be read: {type(exc).__name__}: {' '.join(str(exc).split())[:200]}"
 

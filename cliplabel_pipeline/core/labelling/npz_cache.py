@@ -56,7 +56,7 @@ def write_npz(path: Path, **arrays: np.ndarray) -> bool:
 def _load(fh) -> Arrays:
     data = np.load(fh, allow_pickle=False)
     if not isinstance(data, np.lib.npyio.NpzFile):
-        raise ValueError("not an npz archive")
+        raise TypeError("not an npz archive")
     with data:
         if sum(info.file_size for info in data.zip.infolist()) > MAX_CACHE_BYTES:
             raise ValueError(f"over {MAX_CACHE_BYTES >> 20} MB unpacked")

@@ -27,14 +27,23 @@ import math
 import os
 import stat
 import warnings
-from typing import BinaryIO, Union
+from typing import BinaryIO
 
 import numpy as np
 import torch
 from PIL import Image
 
 from cliplabel_pipeline.core.reading.picture import (
-    ALPHA, EXACT_PIXELS, NEUTRAL_GREY, SIXTEEN_BIT, TRANSPOSE, ImageSkipped, Picture, decoding, one_line, tiles,
+    ALPHA,
+    EXACT_PIXELS,
+    NEUTRAL_GREY,
+    SIXTEEN_BIT,
+    TRANSPOSE,
+    ImageSkipped,
+    Picture,
+    decoding,
+    one_line,
+    tiles,
 )
 
 log = logging.getLogger(__name__)
@@ -47,7 +56,7 @@ DRAFT_MIN_SIDE = 2048  # a JPEG decoded reduced keeps this many pixels on its sh
 _BYTES_PER_PIXEL = {"1": 1, "L": 1, "P": 1, "I;16": 2, "I;16B": 2, "I;16L": 2}  # Pillow stores the rest in 4
 _AT_LEAST_HALF = [0] * 128 + [255] * 128
 _NONZERO = [0] + [255] * 255
-Source = Union[str, os.PathLike, BinaryIO]
+Source = str | os.PathLike | BinaryIO
 
 
 @contextlib.contextmanager

@@ -107,7 +107,7 @@ class Picture:
         self._area: int | None = None
 
     @classmethod
-    def of(cls, img: "Picture | Image.Image") -> "Picture":
+    def of(cls, img: Picture | Image.Image) -> Picture:
         """``img`` itself, or an upright PIL image wrapped without a copy."""
         return img if isinstance(img, Picture) else cls(img)
 
