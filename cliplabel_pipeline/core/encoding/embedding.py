@@ -28,7 +28,7 @@ from PIL import Image
 
 from cliplabel_pipeline.core.encoding.encode import encode_images
 from cliplabel_pipeline.core.reading.images import (
-    ImageSkipped, crop_source_under_mask, letterbox, load_rgb, normalise_batch, resize_and_crop,
+    ImageSkipped, Picture, crop_source_under_mask, letterbox, load_picture, normalise_batch, resize_and_crop,
 )
 from cliplabel_pipeline.core.encoding.model import ClipHandle
 from cliplabel_pipeline.core.reading.items import JobItems
@@ -36,7 +36,7 @@ from cliplabel_pipeline.core.storage.guarded import NotRegularFile
 from cliplabel_pipeline.core.values import Embedded, EmbeddedItem, SkippedItem
 
 log = logging.getLogger(__name__)
-Loader = Callable[[], tuple[Image.Image, int]]
+Loader = Callable[[], tuple[Picture | Image.Image, int]]
 Job = tuple[EmbeddedItem, Loader]  # the item (area 0 until decoded) and how to decode it
 LETTERBOXED = {"mask", "object"}  # whole objects: letterboxed, never centre-cropped
 
@@ -54,6 +54,9 @@ def _decode(handle: ClipHandle, job: Job) -> tuple[EmbeddedItem, np.ndarray | No
     except ImageSkipped as exc:
         log.info("skipped %s: %s", item.path, exc)
         return item, None, str(exc)
+    except Exception as exc:  # whatever one item raises is that item's: a skip, never the job's end
+        log.warning("skipped %s: unexpected %s", item.path, type(exc).__name__, exc_info=True)
+        return item, None, f"could not be read: {type(exc).__name__}: {' '.join(str(exc).split())[:200]}"
 
 
 def _decoded_chunks(handle: ClipHandle, jobs: Iterable[Job], size: int) -> Iterator[list[tuple]]:
@@ -142,20 +145,21 @@ def embed_images(handle: ClipHandle, jobs: Iterable[Job], batch_size: int = 32,
 
 def job_loaders(manifest: JobItems) -> Iterator[Job]:
     """``(meta, loader)`` for each item of a job; masks are read as the source region under them."""
-    source_cache: dict[str, Image.Image | str] = {}
+    source_cache: dict[str, Picture | str] = {}
     lock = threading.Lock()  # masks are decoded by several threads; the source is read once
 
-    def source_rgb() -> Image.Image:
+    def source_picture() -> Picture:
         with lock:
-            return _source_rgb()
+            return _source_picture()
 
-    def _source_rgb() -> Image.Image:
+    def _source_picture() -> Picture:
         if "img" not in source_cache:
             item = manifest.source
             try:
                 if item is None:
                     raise ImageSkipped("the job has no source.png to cut the mask from")
-                source_cache["img"] = _load(manifest.job, item.path, load_rgb)[0]
+                # masks need every pixel
+                source_cache["img"] = _load(manifest.job, item.path, lambda fh: load_picture(fh, reduced=False))[0]
             except ImageSkipped as exc:
                 source_cache["img"] = f"source.png unreadable ({exc})"
         value = source_cache["img"]
@@ -166,9 +170,9 @@ def job_loaders(manifest: JobItems) -> Iterator[Job]:
     for item in manifest.items:
         meta = EmbeddedItem(item.path, item.kind)
         if item.kind == "mask":
-            yield meta, (lambda p=item.path: _load(manifest.job, p, lambda fh: crop_source_under_mask(source_rgb(), fh)))
+            yield meta, (lambda p=item.path: _load(manifest.job, p, lambda fh: crop_source_under_mask(source_picture(), fh)))
         else:
-            yield meta, (lambda p=item.path: _load(manifest.job, p, load_rgb))
+            yield meta, (lambda p=item.path: _load(manifest.job, p, load_picture))
 
 
 def _load(job, rel: str, decode: Callable):
@@ -184,4 +188,4 @@ def _load(job, rel: str, decode: Callable):
 def path_loaders(paths: Iterable[Path]) -> Iterator[Job]:
     """``(item, loader)`` for loose image files (``cliplabel classify``)."""
     for path in paths:
-        yield EmbeddedItem(Path(path).as_posix(), "image"), (lambda p=Path(path): load_rgb(p))
+        yield EmbeddedItem(Path(path).as_posix(), "image"), (lambda p=Path(path): load_picture(p))

@@ -159,12 +159,57 @@ def load_clip(model: str = DEFAULT_MODEL, device: str = "auto", precision: str =
     return _load(resolve_model_dir(model), model, device, precision, int8_dir)
 
 
-def pull_model(model: str = DEFAULT_MODEL) -> Path:
-    """Download ``model`` into the local Hugging Face cache (the only function that touches the network)."""
-    from huggingface_hub import snapshot_download
+CONNECT_TIMEOUT_S = 10.0  # for `model pull`; reads wait HF_HUB_DOWNLOAD_TIMEOUT (the hub's own setting)
 
+
+def _bound_every_wait(request) -> None:
+    """A request hook: huggingface_hub sends some requests (the repository listing) with no timeout at all, so
+    a server that accepts and never answers would hold ``model pull`` for good. Each unset limit is filled."""
+    from huggingface_hub import constants
+
+    read = float(constants.HF_HUB_DOWNLOAD_TIMEOUT)
+    limits = {"connect": CONNECT_TIMEOUT_S, "read": read, "write": read, "pool": CONNECT_TIMEOUT_S}
+    given = request.extensions.get("timeout") or {}
+    request.extensions = {**request.extensions,
+                          "timeout": {k: given.get(k) if given.get(k) is not None else v for k, v in limits.items()}}
+
+
+def _network_failure(exc: BaseException) -> str | None:
+    """``"timeout"`` or ``"connect"`` when the chain of ``exc`` holds such a network error, else None."""
+    seen: BaseException | None = exc
+    while seen is not None:
+        name = type(seen).__name__
+        if "Timeout" in name or isinstance(seen, TimeoutError):
+            return "timeout"
+        if name in ("ConnectError", "ConnectionError") or isinstance(seen, ConnectionError):
+            return "connect"
+        seen = seen.__cause__ or seen.__context__
+    return None
+
+
+def pull_model(model: str = DEFAULT_MODEL) -> Path:
+    """Download ``model`` into the local Hugging Face cache (the only function that touches the network).
+
+    Every request has connect and read timeouts; a failure ends in one ``CliplabelError`` line naming the fix.
+    """
+    from huggingface_hub import constants, get_session, snapshot_download
+
+    session = get_session()
+    if _bound_every_wait not in session.event_hooks["request"]:
+        session.event_hooks = {**session.event_hooks,
+                               "request": [*session.event_hooks["request"], _bound_every_wait]}
     patterns = ["*.json", "*.txt", "*.safetensors"]
     try:
         return Path(snapshot_download(model, allow_patterns=patterns))
     except Exception as exc:  # network, auth and hub errors come in many classes; all end the same way
-        raise CliplabelError(f"could not download {model!r}: {type(exc).__name__}: {str(exc).splitlines()[0]}") from None
+        failure = _network_failure(exc)
+        if failure == "timeout":
+            raise CliplabelError(
+                f"could not download {model!r}: {constants.ENDPOINT} did not answer within "
+                f"{float(constants.HF_HUB_DOWNLOAD_TIMEOUT):g} s; check the network, proxy or HF_ENDPOINT, or allow "
+                f"longer with HF_HUB_DOWNLOAD_TIMEOUT=<seconds>") from None
+        if failure == "connect":
+            raise CliplabelError(f"could not download {model!r}: cannot connect to {constants.ENDPOINT}; check the "
+                                 f"network, proxy or HF_ENDPOINT") from None
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        raise CliplabelError(f"could not download {model!r}: {type(exc).__name__}: {first}") from None

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 from pathlib import Path
 
 from cliplabel_pipeline.core.errors import CliplabelError
@@ -42,3 +43,13 @@ def model_identity(model_dir: Path) -> str:
             fh.seek(max(0, size - (1 << 20)))
             digest.update(fh.read())
     return digest.hexdigest()[:16]
+
+
+def embedding_width(model_dir: Path) -> int | None:
+    """The width of the model's projected embeddings, from its ``config.json`` (None when it does not say)."""
+    try:
+        config = json.loads((Path(model_dir) / "config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    width = config.get("projection_dim")
+    return int(width) if isinstance(width, int) else None

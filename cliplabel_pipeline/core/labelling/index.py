@@ -1,8 +1,9 @@
 """The concept index: a bank's text embeddings and the model's logit scale, cached on disk.
 
 Computed once per (model weights, text precision, templates, concept list) with the model's text tower, and
-kept as ``text-<key>.npz`` under the cache folder. Loading it back needs neither tower, so labelling from
-stored image embeddings, grouping and reporting never load the image model.
+kept as ``text-<key>.npz`` under the cache folder with a checksum (a file that fails its checks is rebuilt).
+Loading it back needs neither tower, so labelling from stored image embeddings, grouping and reporting never
+load the image model.
 """
 
 from __future__ import annotations
@@ -10,8 +11,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,6 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from cliplabel_pipeline.core.labelling.concepts import ConceptBank
+from cliplabel_pipeline.core.labelling.npz_cache import read_npz, write_npz
 
 log = logging.getLogger(__name__)
 
@@ -49,16 +49,34 @@ def index_cache_path(cache_dir: Path, model_identity: str, text_precision: str, 
     return Path(cache_dir) / f"text-{cache_key(model_identity, text_precision, bank)}.npz"
 
 
+def _read_verified_cache(path: Path, n_concepts: int, width: int | None) -> dict[str, np.ndarray] | None:
+    """The cache's arrays if its checksum matches and ``text_emb`` is ``[n_concepts, width]`` of finite unit rows
+    with a finite positive ``logit_scale``; None otherwise (a failing file is removed with one warning)."""
+    def problem(arrays: dict[str, np.ndarray]) -> str | None:
+        emb, scale = arrays.get("text_emb"), arrays.get("logit_scale")
+        if emb is None or scale is None:
+            return "text_emb or logit_scale missing"
+        if emb.dtype.kind != "f" or emb.ndim != 2:
+            return f"text_emb is {emb.dtype} of shape {emb.shape}, not a float matrix"
+        if emb.shape[0] != n_concepts or (width is not None and emb.shape[1] != width):
+            return f"text_emb is {emb.shape[0]} x {emb.shape[1]}, not {n_concepts} x {width or 'any'}"
+        if not np.isfinite(emb).all() or not np.allclose(np.linalg.norm(emb, axis=1), 1.0, atol=1e-3):
+            return "text_emb rows are not finite unit vectors"
+        if scale.size != 1 or scale.dtype.kind not in "fiu" or not np.isfinite(scale).all() or scale.item() <= 0:
+            return f"logit_scale {scale!r} is not a finite positive number"
+        return None
+
+    return read_npz(path, problem)
+
+
 def load_cached_index(cache_dir: Path, model_identity: str, text_precision: str,
-                      bank: ConceptBank) -> ConceptIndex | None:
-    """The cached index, or None when there is none (or it does not fit the bank)."""
+                      bank: ConceptBank, width: int | None = None) -> ConceptIndex | None:
+    """The cached index, or None when there is none or it fails a check (``width``: the model's, when known)."""
     path = index_cache_path(cache_dir, model_identity, text_precision, bank)
-    if not path.is_file():
+    arrays = _read_verified_cache(path, len(bank.names), width)
+    if arrays is None:
         return None
-    with np.load(path, allow_pickle=False) as data:
-        emb, scale = data["text_emb"], float(data["logit_scale"])
-    if emb.ndim != 2 or emb.shape[0] != len(bank.names):
-        return None
+    emb, scale = arrays["text_emb"].astype(np.float32, copy=False), float(arrays["logit_scale"].item())
     return ConceptIndex(bank, emb, scale, model_identity, text_precision, cache_hit=True)
 
 
@@ -67,7 +85,8 @@ def build_concept_index(handle, bank: ConceptBank, cache_dir: Path) -> ConceptIn
 
     Each concept's embedding is the re-normalised mean over the prompt templates.
     """
-    cached = load_cached_index(cache_dir, handle.identity, handle.text_precision, bank)
+    width = handle.model.config.projection_dim
+    cached = load_cached_index(cache_dir, handle.identity, handle.text_precision, bank, width)
     if cached is not None:
         return cached
     from cliplabel_pipeline.core.encoding.encode import encode_texts
@@ -81,8 +100,5 @@ def build_concept_index(handle, bank: ConceptBank, cache_dir: Path) -> ConceptIn
     log.info("encoded %d prompts for %d concepts in %.1fs", len(prompts), len(bank.names),
              time.perf_counter() - start)
     path = index_cache_path(cache_dir, handle.identity, handle.text_precision, bank)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.NamedTemporaryFile(dir=path.parent, suffix=".npz", delete=False) as tmp:
-        np.savez(tmp, text_emb=emb, logit_scale=np.float64(handle.logit_scale))
-    os.replace(tmp.name, path)
+    write_npz(path, text_emb=emb, logit_scale=np.float64(handle.logit_scale))
     return ConceptIndex(bank, emb, handle.logit_scale, handle.identity, handle.text_precision, cache_hit=False)

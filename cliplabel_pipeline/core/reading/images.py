@@ -1,151 +1,276 @@
-"""Reading images safely and preprocessing them exactly as CLIP's image processor does.
+"""Reading untrusted images safely, in bounded memory, and preprocessing them exactly as CLIP's processor does.
 
 Rules:
-- the format is recognised by content (JPEG, PNG, WEBP); the extension is ignored;
-- EXIF orientation is applied; every mode becomes 8-bit RGB; transparency is composited on neutral grey;
+- the format is recognised by content (JPEG, MPO - the multi-picture JPEG phones write -, PNG, WEBP); the
+  extension is ignored; a source is a path or an already-open, seekable binary file (read, left open);
+- an image is refused, before its pixels are decoded, when it has more than ``MAX_PIXELS`` pixels or decoding
+  it would hold more than ``MAX_DECODE_BYTES`` (Pillow's 8 bytes a row count: a 1 x 50,000,000 strip);
+- EXIF orientation is applied; when it cannot be read or is not 1-8 the image is used as stored and a note
+  says so (appended to ``notes``, and a warning in the log naming the file);
+- every mode becomes 8-bit RGB; transparency is composited on neutral grey;
+- memory: decoding is the one full-size cost (a JPEG over ``EXACT_PIXELS`` is decoded reduced, with
+  ``draft``); then only the region that survives is converted and rotated (see ``picture.py``);
+- CLIP's geometry equals Transformers' ``CLIPImageProcessor`` exactly up to ``EXACT_PIXELS`` and an
+  ``EXACT_ASPECT`` ratio; beyond, the centre crop is placed before the resize and only the source region
+  under it is resampled (box-averaged first when large): within a level or two of 255;
 - a mask is classified as the region of ``source.png`` under it: the source cropped to the mask's bounding
-  box, with pixels outside the mask painted neutral grey (the same look as an RGBA cut-out);
-- masks and cut-outs are letterboxed: scaled so the longer side fits the model's input and centred on
-  neutral grey, so CLIP's centre crop never cuts the object (a 40,000 x 400 strip stays cheap);
-- anything unreadable raises ``ImageSkipped`` with a one-line reason; callers record it and carry on.
+  box, pixels outside the mask painted neutral grey (the same look as an RGBA cut-out); masks and cut-outs
+  are letterboxed: scaled so the longer side fits the model's input and centred on neutral grey;
+- anything that cannot be decoded raises ``ImageSkipped`` with a one-line reason; callers record it and go on.
 """
 
 from __future__ import annotations
 
+import contextlib
+import logging
+import math
 import os
+import stat
 import warnings
-from pathlib import Path
 from typing import BinaryIO
 
 import numpy as np
 import torch
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image
 
-SUPPORTED_FORMATS = {"JPEG", "PNG", "WEBP"}
-NEUTRAL_GREY = (128, 128, 128)
+from cliplabel_pipeline.core.reading.picture import (
+    ALPHA,
+    EXACT_PIXELS,
+    NEUTRAL_GREY,
+    SIXTEEN_BIT,
+    TRANSPOSE,
+    ImageSkipped,
+    Picture,
+    decoding,
+    one_line,
+    tiles,
+)
+
+log = logging.getLogger(__name__)
+
+SUPPORTED_FORMATS = {"JPEG", "MPO", "PNG", "WEBP"}
 MAX_PIXELS = 90_000_000  # above this an image is treated as a decompression bomb
+MAX_DECODE_BYTES = 400_000_000  # what decoding one image may hold at once (a 90 Mpx RGBA frame fits)
+EXACT_ASPECT = 16  # exact CLIP geometry while the resized image is at most 16 crops long (3 MB at 224)
+DRAFT_MIN_SIDE = 2048  # a JPEG decoded reduced keeps this many pixels on its short side (>= 6 x 336)
+_BYTES_PER_PIXEL = {"1": 1, "L": 1, "P": 1, "I;16": 2, "I;16B": 2, "I;16L": 2}  # Pillow stores the rest in 4
+_AT_LEAST_HALF = [0] * 128 + [255] * 128
+_NONZERO = [0] + [255] * 255
+Source = str | os.PathLike | BinaryIO
 
 
-class ImageSkipped(Exception):
-    """An item that cannot be labelled; ``str()`` is the reason a person reads."""
-
-
-def to_rgb(img: Image.Image) -> Image.Image:
-    """8-bit RGB from any PIL mode; transparency composited on neutral grey, 16-bit scaled, CMYK converted."""
-    if img.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
-        arr = np.asarray(img, dtype=np.float64)
-        peak = arr.max() if arr.size else 0
-        scale = 255.0 / 65535.0 if peak > 255 else 1.0
-        img = Image.fromarray(np.clip(arr * scale, 0, 255).astype(np.uint8), "L")
-    if img.mode == "P":
-        img = img.convert("RGBA")
-    if img.mode in ("RGBA", "LA", "PA", "La", "RGBa"):
-        rgba = img.convert("RGBA")
-        base = Image.new("RGBA", rgba.size, NEUTRAL_GREY + (255,))
-        return Image.alpha_composite(base, rgba).convert("RGB")
-    return img.convert("RGB")
-
-
-def _size(src: Path | BinaryIO) -> int:
-    if isinstance(src, Path):
-        return src.stat().st_size
-    here = src.tell()
-    size = src.seek(0, os.SEEK_END)
-    src.seek(here)
-    return size
-
-
-def open_image(path: Path | BinaryIO) -> Image.Image:
-    """Decode ``path`` (a path or an open binary file) to an upright PIL image in its own mode; raises
-    ``ImageSkipped`` with the reason."""
-    path = path if hasattr(path, "read") else Path(path)
+@contextlib.contextmanager
+def _opened(src: Source):
+    """A binary file for ``src``; a path is opened here (never waiting on a FIFO) and closed after."""
+    if not isinstance(src, (str, os.PathLike)):
+        yield src
+        return
     try:
-        if _size(path) == 0:
+        fd = os.open(src, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0))
+    except OSError as exc:
+        raise ImageSkipped(f"cannot open: {exc.strerror or one_line(exc)}") from None
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise ImageSkipped("not a regular file")
+        os.set_blocking(fd, True)
+        fp = os.fdopen(fd, "rb")
+    except BaseException:
+        os.close(fd)
+        raise
+    with fp:
+        yield fp
+
+
+def _byte_size(fp: BinaryIO) -> int:
+    try:
+        return os.fstat(fp.fileno()).st_size
+    except (AttributeError, OSError):  # io.UnsupportedOperation is an OSError: an in-memory file
+        size = fp.seek(0, os.SEEK_END)
+        fp.seek(0)
+        return size
+
+
+def _orientation(img: Image.Image, notes: list[str]) -> int:
+    """EXIF orientation 1-8, read without rewriting the EXIF block (``exif_transpose`` raises on some)."""
+    try:
+        value = img.getexif().get(0x0112, 1)
+    except Exception as exc:  # noqa: BLE001 - a damaged EXIF block is metadata, not a reason to skip
+        notes.append(f"EXIF block unreadable ({one_line(exc)}); labelled as stored, not rotated")
+        return 1
+    if value == 1 or value in TRANSPOSE:
+        return int(value)
+    notes.append(f"EXIF orientation {str(value)[:40]!r} is not one of 1-8; labelled as stored, not rotated")
+    return 1
+
+
+def _decode_bytes(img: Image.Image, file_size: tuple[int, int]) -> int:
+    """What decoding ``img`` holds at its peak (each measured): the frame with Pillow's 8 bytes a row; a PNG's two
+    raw rows; four frames for WEBP (libwebp's canvases and Pillow's copy); a progressive JPEG's coefficients."""
+    w, h = img.size
+    frame = w * h * _BYTES_PER_PIXEL.get(img.mode, 4) + 8 * h
+    if img.format == "WEBP":
+        return 4 * frame
+    if img.format == "PNG":
+        rawmode = str(img.tile[0][3]) if img.tile else ""
+        frame += 2 * w * len(img.getbands()) * (2 if "16" in rawmode else 1)
+    if img.format in ("JPEG", "MPO") and img.info.get("progressive"):
+        layers = getattr(img, "layer", None) or [("", 1, 1, 0)] * len(img.getbands())
+        hmax, vmax = max(c[1] for c in layers), max(c[2] for c in layers)
+        frame += sum(2 * file_size[0] * file_size[1] * c[1] * c[2] // (hmax * vmax) for c in layers)
+    return frame
+
+
+def _decode(src: Source, notes: list[str] | None, reduced: bool) -> Picture:
+    """``src`` decoded once (a JPEG over ``EXACT_PIXELS`` decoded reduced when ``reduced``)."""
+    found: list[str] = []
+    with _opened(src) as fp, decoding():
+        if _byte_size(fp) == 0:
             raise ImageSkipped("empty file (0 bytes)")
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            img = Image.open(path)
+            img = Image.open(fp, formats=("JPEG", "PNG", "WEBP"))  # Pillow's JPEG opener reads MPO too
         if img.format not in SUPPORTED_FORMATS:
             raise ImageSkipped(f"unsupported image format {img.format} (JPEG, PNG or WEBP expected)")
-        if img.width * img.height > MAX_PIXELS:
-            raise ImageSkipped(f"decompression bomb: {img.width}x{img.height} pixels is over the {MAX_PIXELS:,} limit")
-        img.load()
-        return ImageOps.exif_transpose(img)
-    except ImageSkipped:
-        raise
-    except Image.DecompressionBombError as exc:
-        raise ImageSkipped(f"decompression bomb: {exc}") from None
-    except UnidentifiedImageError:
-        raise ImageSkipped("not an image (content is not JPEG, PNG or WEBP)") from None
-    except (OSError, SyntaxError, ValueError) as exc:
-        raise ImageSkipped(f"corrupt or truncated image: {exc}") from None
+        w, h = img.size
+        if w <= 0 or h <= 0:
+            raise ImageSkipped(f"image has no pixels ({w}x{h})")
+        if w * h > MAX_PIXELS:
+            raise ImageSkipped(f"decompression bomb: {w}x{h} pixels is over the {MAX_PIXELS:,} limit")
+        scale = next((s for s in (8, 4, 2) if min(w, h) // s >= DRAFT_MIN_SIDE), 1)
+        if reduced and img.format in ("JPEG", "MPO") and w * h > EXACT_PIXELS and scale > 1:
+            img.draft(None, (w // scale, h // scale))
+        if (cost := _decode_bytes(img, (w, h))) > MAX_DECODE_BYTES:
+            raise ImageSkipped(f"decompression bomb: decoding this {w}x{h} {img.format} would take "
+                               f"{cost / 1e6:,.0f} MB, over the {MAX_DECODE_BYTES / 1e6:,.0f} MB limit")
+        img.load()  # then a new image on the same pixels lets the decoder's buffers and the file go
+        orientation = _orientation(img, found)  # after loading: a PNG's EXIF may follow its pixels
+        pic = Picture(img._new(img.im), (h, w) if orientation >= 5 else (w, h), orientation, tuple(found))
+    name = os.fspath(src) if isinstance(src, (str, os.PathLike)) else getattr(src, "name", None)
+    name = name if isinstance(name, (str, bytes)) else "an image file"  # an fd-opened file is named by number
+    for note in found:
+        log.warning("%s: %s", name, note)
+    if notes is not None:
+        notes.extend(found)
+    return pic
 
 
-def load_rgb(path: Path) -> tuple[Image.Image, int]:
-    """The image as RGB, and its object area in pixels (opaque pixels for a cut-out, all pixels otherwise)."""
-    img = open_image(path)
-    area = img.width * img.height
-    if img.mode in ("RGBA", "LA", "PA") or (img.mode == "P" and "transparency" in img.info):
-        alpha = np.asarray(img.convert("RGBA"))[..., 3]
-        area = int((alpha > 0).sum())
-        if area == 0:
-            raise ImageSkipped("fully transparent cut-out")
-    return to_rgb(img), area
+def load_picture(src: Source, notes: list[str] | None = None, reduced: bool = True) -> tuple[Picture, int]:
+    """``src`` decoded once, as a ``Picture`` that converts only the regions asked of it, and its opaque area in
+    pixels. Raises ``ImageSkipped`` with the reason. A JPEG over ``EXACT_PIXELS`` is decoded reduced unless
+    ``reduced`` is False (a source that masks are cut from). What was tolerated (EXIF) goes to ``notes``."""
+    pic = _decode(src, notes, reduced)
+    if pic.area == 0:
+        raise ImageSkipped("fully transparent cut-out")
+    return pic, pic.area
 
 
-def mask_to_bool(mask: Image.Image) -> np.ndarray:
-    """Boolean mask: the alpha channel where one is used, else pixels brighter than mid-grey."""
-    if mask.mode in ("RGBA", "LA", "PA") or (mask.mode == "P" and "transparency" in mask.info):
-        alpha = np.asarray(mask.convert("RGBA"))[..., 3]
-        if alpha.min() < 255:
-            return alpha >= 128
-    if mask.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
-        return np.asarray(mask) > 0
-    return np.asarray(mask.convert("L")) >= 128
+def load_rgb(src: Source, notes: list[str] | None = None) -> tuple[Image.Image, int]:
+    """The whole image, upright RGB at full size, and its object area in pixels (opaque pixels of a cut-out)."""
+    pic, area = load_picture(src, notes, reduced=False)
+    return pic.rgb(), area
 
 
-def crop_source_under_mask(source: Image.Image, mask_path: Path) -> tuple[Image.Image, int]:
-    """The region of ``source`` (RGB) under the mask, cropped to its bounding box, outside painted grey."""
-    mask_img = open_image(mask_path)
-    if mask_img.size != source.size:
-        sw, sh = source.size
-        mw, mh = mask_img.size
-        if abs(mw / mh - sw / sh) > 0.01:
-            raise ImageSkipped(f"mask is {mw}x{mh} but source.png is {sw}x{sh} (different aspect ratio)")
-        mask_img = mask_img.convert("L").resize(source.size, Image.NEAREST)
-    mask = mask_to_bool(mask_img)
-    ys, xs = np.nonzero(mask)
-    if len(xs) == 0:
-        raise ImageSkipped("empty mask (no foreground pixels)")
-    box = (int(xs.min()), int(ys.min()), int(xs.max()) + 1, int(ys.max()) + 1)
-    region = np.asarray(source.crop(box)).copy()
-    region[~mask[box[1]:box[3], box[0]:box[2]]] = NEUTRAL_GREY
-    return Image.fromarray(region, "RGB"), int(len(xs))
+def open_image(src: Source, notes: list[str] | None = None) -> Image.Image:
+    """``src`` decoded upright at full size, in its own mode."""
+    pic = _decode(src, notes, reduced=False)
+    return pic.image.transpose(TRANSPOSE[pic.orientation]) if pic.orientation != 1 else pic.image
 
 
-def resize_and_crop(img: Image.Image, size: int, crop: int) -> np.ndarray:
-    """CLIP's geometry on an RGB image: shortest side to ``size`` (bicubic), centre crop; uint8 ``[crop, crop, 3]``."""
-    w, h = img.size
+def _uses_alpha(img: Image.Image) -> bool:
+    """Whether a mask's alpha channel says where it is on (some pixel is not opaque); read without a copy."""
+    if img.mode in ALPHA:
+        return img.getextrema()[-1][0] < 255
+    if img.mode == "P" and "transparency" in img.info:
+        hist, key = img.histogram(), img.info["transparency"]
+        if isinstance(key, int):
+            return hist[key] > 0
+        return any(n and i < len(key) and key[i] < 255 for i, n in enumerate(hist))
+    return False
+
+
+def _inside_tile(tile: Image.Image, alpha: bool) -> Image.Image:
+    if alpha:
+        return (tile.convert("RGBA") if tile.mode == "P" else tile).getchannel("A").point(_AT_LEAST_HALF)
+    if tile.mode in SIXTEEN_BIT:
+        try:
+            return tile.convert("L").point(_NONZERO)  # Pillow clips to 0..255: non-zero stays non-zero
+        except ValueError:  # a byte order Pillow cannot convert
+            return Image.fromarray((np.asarray(tile) > 0).astype(np.uint8) * 255, "L")
+    return (tile if tile.mode == "L" else tile.convert("L")).point(_AT_LEAST_HALF)
+
+
+def _mask_inside(img: Image.Image) -> Image.Image:
+    """``L`` image, 255 where the mask is on: the alpha channel where one is used, else brighter than
+    mid-grey (non-zero for 16-bit masks). Built a tile at a time: one byte a pixel beside the decoded mask."""
+    alpha = _uses_alpha(img)
+    inside = Image.new("L", img.size)
+    for box in tiles((0, 0, *img.size)):
+        inside.paste(_inside_tile(img.crop(box), alpha), box[:2])
+    return inside
+
+
+def crop_source_under_mask(source: Picture | Image.Image, mask_src: Source,
+                           notes: list[str] | None = None) -> tuple[Image.Image, int]:
+    """The region of ``source`` under the mask as RGB, cropped to its bounding box, outside painted grey; and
+    the mask's area in source pixels. Only the box is converted; a box over ``EXACT_PIXELS`` is box-averaged
+    down on the way (it is only ever shown small)."""
+    source = Picture.of(source)
+    mask = _decode(mask_src, notes, reduced=False)
+    orientation = mask.orientation
+    with decoding():
+        inside = _mask_inside(mask.image)
+        del mask  # the decoded mask goes; its one-byte form stays
+        if orientation != 1:
+            inside = inside.transpose(TRANSPOSE[orientation])
+        if inside.size != source.size:
+            (sw, sh), (mw, mh) = source.size, inside.size
+            if abs(mw / mh - sw / sh) > 0.01:
+                raise ImageSkipped(f"mask is {mw}x{mh} but source.png is {sw}x{sh} (different aspect ratio)")
+            inside = inside.resize(source.size, Image.NEAREST)
+        box = inside.getbbox()
+        if box is None:
+            raise ImageSkipped("empty mask (no foreground pixels)")
+        area = inside.histogram()[255]
+        f = max(1, math.ceil(math.sqrt((box[2] - box[0]) * (box[3] - box[1]) / EXACT_PIXELS)))
+        region = source.region(box, (f, f))
+        inside = inside.reduce(f, box) if f > 1 else inside.crop(box)
+        region.paste(NEUTRAL_GREY, mask=inside.point(_AT_LEAST_HALF[::-1]))
+    return region, int(area)
+
+
+def resize_and_crop(img: Picture | Image.Image, size: int, crop: int) -> np.ndarray:
+    """CLIP's geometry: shortest side to ``size`` (bicubic), centre crop; uint8 ``[crop, crop, 3]``.
+
+    Exactly ``CLIPImageProcessor``'s pixels for images up to ``EXACT_PIXELS`` whose resized form is at most
+    ``EXACT_ASPECT`` crops long. Beyond, the crop is placed first and only the source region under it is
+    resampled (within a level or two), so a ``1 x N`` image never becomes ``224 x 224·N``.
+    """
+    pic = Picture.of(img)
+    w, h = pic.size
     short, long = (w, h) if w <= h else (h, w)
     new_long = int(size * long / short)
     new_w, new_h = (size, new_long) if w <= h else (new_long, size)
-    if (new_w, new_h) != (w, h):
-        img = img.resize((new_w, new_h), Image.BICUBIC)
     top, left = (new_h - crop) // 2, (new_w - crop) // 2
     if top < 0 or left < 0:
         raise ImageSkipped(f"image of {w}x{h} is too small to crop to {crop}")
-    return np.asarray(img.crop((left, top, left + crop, top + crop)))
+    if w * h <= EXACT_PIXELS and new_long <= EXACT_ASPECT * size:
+        rgb = pic.rgb()
+        with decoding():
+            if (new_w, new_h) != (w, h):
+                rgb = rgb.resize((new_w, new_h), Image.BICUBIC)
+            return np.asarray(rgb.crop((left, top, left + crop, top + crop)))
+    sx, sy = w / new_w, h / new_h
+    return np.asarray(pic.resized((crop, crop), (left * sx, top * sy, (left + crop) * sx, (top + crop) * sy)))
 
 
-def letterbox(img: Image.Image, side: int) -> np.ndarray:
+def letterbox(img: Picture | Image.Image, side: int) -> np.ndarray:
     """``img`` scaled (bicubic) so its longer side is ``side``, centred on a neutral grey square; uint8."""
-    w, h = img.size
+    pic = Picture.of(img)
+    w, h = pic.size
     scale = side / max(w, h)
     new_w, new_h = max(1, round(w * scale)), max(1, round(h * scale))
-    if (new_w, new_h) != (w, h):
-        img = img.resize((new_w, new_h), Image.BICUBIC)
     canvas = Image.new("RGB", (side, side), NEUTRAL_GREY)
-    canvas.paste(img, ((side - new_w) // 2, (side - new_h) // 2))
+    canvas.paste(pic.resized((new_w, new_h)), ((side - new_w) // 2, (side - new_h) // 2))
     return np.asarray(canvas)
 
 
@@ -162,7 +287,7 @@ def normalise_batch(pixels: np.ndarray, mean, std) -> torch.Tensor:
     return x.mul_(scale).sub_(shift)
 
 
-def preprocess(img: Image.Image, size: int, crop: int, mean, std) -> np.ndarray:
+def preprocess(img: Picture | Image.Image, size: int, crop: int, mean, std) -> np.ndarray:
     """CLIP preprocessing of an RGB image: shortest side to ``size`` (bicubic), centre crop, mean/std.
 
     Returns float32 ``[3, crop, crop]``; equals Transformers' ``CLIPImageProcessor`` output.

@@ -1,0 +1,87 @@
+"""Cache files of numpy arrays that are checked before use: written atomically with a checksum of every
+array, read without pickles, and removed with one warning when they fail a check (so they are rebuilt)."""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import logging
+import os
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+
+from cliplabel_pipeline.core.errors import CliplabelError
+from cliplabel_pipeline.core.storage.guarded import atomic_writer
+
+log = logging.getLogger(__name__)
+
+MAX_CACHE_BYTES = 1 << 28  # 256 MB unpacked: far above any bank, far below a zip bomb
+Arrays = dict[str, np.ndarray]
+
+
+def checksum(arrays: Arrays) -> str:
+    """SHA-256 over every array's name, dtype, shape and bytes, except the ``checksum`` entry itself."""
+    digest = hashlib.sha256()
+    for name in sorted(k for k in arrays if k != "checksum"):
+        value = np.ascontiguousarray(arrays[name])
+        digest.update(f"{name}|{value.dtype.str}|{value.shape}|".encode())
+        digest.update(value.tobytes())
+    return digest.hexdigest()
+
+
+def write_npz(path: Path, **arrays: np.ndarray) -> bool:
+    """Write ``arrays`` and their checksum to ``path`` atomically (a temporary file beside it, then a rename).
+
+    A cache that cannot be written is not an error: one warning, False, and the caller goes on without it.
+    """
+    arrays = {name: np.asarray(value) for name, value in arrays.items()}
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with atomic_writer(path.parent.resolve(), path.name) as fh:  # the umask's mode, a temp file renamed
+            np.savez(fh, checksum=np.array(checksum(arrays)), **arrays)
+        return True
+    except (OSError, CliplabelError) as exc:
+        log.warning("could not write the cache file %s (%s); going on without it", path,
+                    getattr(exc, "strerror", None) or exc)
+        return False
+
+
+def _load(fh) -> Arrays:
+    data = np.load(fh, allow_pickle=False)
+    if not isinstance(data, np.lib.npyio.NpzFile):
+        raise TypeError("not an npz archive")
+    with data:
+        if sum(info.file_size for info in data.zip.infolist()) > MAX_CACHE_BYTES:
+            raise ValueError(f"over {MAX_CACHE_BYTES >> 20} MB unpacked")
+        return {name: data[name] for name in data.files}
+
+
+def read_npz(path: Path, problem: Callable[[Arrays], str | None]) -> Arrays | None:
+    """The arrays of the cache file at ``path`` when it is readable, its checksum matches and ``problem``
+    finds nothing wrong; None when there is no file. A file that fails is removed, with one warning line
+    naming it and why, so it is rebuilt and never used."""
+    inode = None
+    try:
+        with open(path, "rb") as fh:
+            inode = os.fstat(fh.fileno()).st_ino
+            arrays = _load(fh)
+    except (FileNotFoundError, NotADirectoryError):  # no file (or no folder) there yet
+        return None
+    except Exception as exc:  # noqa: BLE001 - empty, truncated, not an archive, object arrays: numpy and zipfile
+        why = f"unreadable: {type(exc).__name__}: {' '.join(str(exc).split())[:120]}"  # raise many types
+    else:
+        if "checksum" not in arrays:
+            why = "no checksum"
+        elif str(arrays["checksum"]) != checksum(arrays):
+            why = "checksum mismatch"
+        else:
+            why = problem(arrays)
+    if why is None:
+        return arrays
+    log.warning("cache file %s is unusable (%s); removed, it will be rebuilt", path, why)
+    with contextlib.suppress(OSError):
+        if inode is not None and os.stat(path).st_ino == inode:  # not a good file another process just wrote
+            os.unlink(path)
+    return None
