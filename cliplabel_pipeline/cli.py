@@ -90,6 +90,12 @@ def build_parser(env: Settings | None = None) -> argparse.ArgumentParser:
     msub = p.add_subparsers(dest="model_command", required=True)
     pull = msub.add_parser("pull", help="download a model into the local Hugging Face cache (the only download)")
     pull.add_argument("--model", default=env.model)
+    p = sub.add_parser("serve", help="run the HTTP service (FastAPI on uvicorn) over a results root")
+    _results_root(p, env)
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine only)")
+    p.add_argument("--port", type=int, default=8000)
+    _add_model_options(p, env)
+    _db_option(p, env)
     p = sub.add_parser("demo", help="write toy jobs and label them with the bundled toy model")
     p.add_argument("--results-root", type=Path, default=None, help="where to write the toy jobs (a temp folder if not given)")
     p.add_argument("--jobs", type=_positive_int, default=3)
@@ -220,6 +226,32 @@ def cmd_model_pull(args) -> int:
     return 0
 
 
+def cmd_serve(args) -> int:
+    if args.results_root is None:
+        raise _error("no results root: pass --results-root or set CLIPLABEL_RESULTS_ROOT")
+    if not args.results_root.is_dir():
+        raise _error(f"results root {args.results_root} does not exist")
+    try:
+        import uvicorn
+    except ImportError:
+        raise _error("the HTTP service needs its extra: pip install 'cliplabel_pipeline[serve]'") from None
+    settings = _settings(args)
+    if settings.labels:
+        raise _error("serve takes no --labels: the bank is the server's; a request may send its own labels")
+    # the service reads its settings from the environment, as under any ASGI server
+    for name, value in (("results_root", settings.results_root.resolve()), ("model", settings.model),
+                        ("device", settings.device), ("precision", settings.precision),
+                        ("batch_size", settings.batch_size), ("top_k", settings.top_k),
+                        ("min_confidence", settings.min_confidence), ("labels_file", settings.labels_file),
+                        ("templates_file", settings.templates_file), ("db", settings.db)):
+        if value is not None:
+            os.environ[ENV_VARS[name]] = str(value)
+    # by name, so the CLI and the HTTP face stay independent of each other
+    uvicorn.run("cliplabel_pipeline.service.app:create_app", factory=True, host=args.host, port=args.port,
+                log_level="info", access_log=args.verbose)
+    return 0
+
+
 def cmd_demo(args) -> int:
     from cliplabel_pipeline.toyworld.demo import run_demo
 
@@ -236,7 +268,7 @@ def _error(message: str):
     return CliplabelError(message)
 
 
-COMMANDS = {"classify": cmd_classify, "job": cmd_job, "model": cmd_model_pull, "demo": cmd_demo,
+COMMANDS = {"classify": cmd_classify, "job": cmd_job, "model": cmd_model_pull, "demo": cmd_demo, "serve": cmd_serve,
             "cleanup": cmd_cleanup, "restore": cmd_restore, "export": cmd_export}
 
 

@@ -32,6 +32,12 @@ ENV_VARS = {
     "sensor_interval_s": "CLIPLABEL_SENSOR_INTERVAL_S",
     "heartbeat_s": "CLIPLABEL_HEARTBEAT_S",
     "backfill_cron": "CLIPLABEL_BACKFILL_CRON",
+    "api_token": "CLIPLABEL_API_TOKEN",
+    "batch_wait_ms": "CLIPLABEL_BATCH_WAIT_MS",
+    "max_upload_bytes": "CLIPLABEL_MAX_UPLOAD_BYTES",
+    "max_upload_pixels": "CLIPLABEL_MAX_UPLOAD_PIXELS",
+    "max_upload_files": "CLIPLABEL_MAX_UPLOAD_FILES",
+    "service_runs": "CLIPLABEL_SERVICE_RUNS",
 }
 
 
@@ -66,6 +72,13 @@ class Settings:
     sensor_interval_s: int = 30
     heartbeat_s: float = 30.0
     backfill_cron: str = "0 3 * * *"
+    # the HTTP service
+    api_token: str | None = field(default=None, repr=False)  # when set, every endpoint but the health checks needs it
+    batch_wait_ms: float = 5.0  # how long the encoding loop waits for more requests to join a batch
+    max_upload_bytes: int = 20_000_000  # per uploaded file
+    max_upload_pixels: int = 40_000_000  # per uploaded image
+    max_upload_files: int = 256  # per request
+    service_runs: str = "auto"  # where POST /classify/job runs: "dagster", "local", or "auto" (dagster when DAGSTER_HOME is set)
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides) -> "Settings":

@@ -41,7 +41,7 @@ Job = tuple[EmbeddedItem, Loader]  # the item (area 0 until decoded) and how to 
 LETTERBOXED = {"mask", "object"}  # whole objects: letterboxed, never centre-cropped
 
 
-def _decode(handle: ClipHandle, job: Job) -> tuple[EmbeddedItem, np.ndarray | None, str | None]:
+def decode_item(handle: ClipHandle, job: Job) -> tuple[EmbeddedItem, np.ndarray | None, str | None]:
     """``(item with area, uint8 crop, None)``, or ``(item, None, reason)`` for an item that is skipped."""
     item, loader = job
     try:
@@ -67,7 +67,7 @@ def _decoded_chunks(handle: ClipHandle, jobs: Iterable[Job], size: int) -> Itera
     with ThreadPoolExecutor(workers, thread_name_prefix="decode") as pool, \
             ThreadPoolExecutor(1, thread_name_prefix="prefetch") as ahead:
         def decode(chunk: list) -> list[tuple]:
-            return list(pool.map(functools.partial(_decode, handle), chunk))
+            return list(pool.map(functools.partial(decode_item, handle), chunk))
 
         pending = None
         while chunk := list(itertools.islice(jobs, size)):

@@ -1,0 +1,1 @@
+"""The HTTP face: a FastAPI application over the core, served by uvicorn (``cliplabel serve``)."""

@@ -1,0 +1,44 @@
+"""The FastAPI application: ``create_app(settings)``; ``cliplabel serve`` runs it with uvicorn.
+
+The model loads in a thread at start-up, so ``/healthz`` answers at once and ``/readyz`` says when the model
+and the concept bank's text embeddings are in memory.
+"""
+
+from __future__ import annotations
+
+import threading
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+
+from cliplabel_pipeline.core.settings import Settings, offline_hub
+from cliplabel_pipeline.service.errors import install_error_handlers
+from cliplabel_pipeline.service.limits import BodyLimit
+from cliplabel_pipeline.service.routes import health, images, jobs
+from cliplabel_pipeline.service.state import ServiceState, uses_dagster
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    """The service over ``settings`` (``Settings.from_env()`` when None, as uvicorn's factory calls it)."""
+    settings = settings or Settings.from_env()
+    uses_dagster(settings)  # a bad CLIPLABEL_SERVICE_RUNS fails here, before the server starts
+    state = ServiceState(settings)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        offline_hub()  # the service never downloads: `cliplabel model pull` does
+        threading.Thread(target=state.load, name="load-model", daemon=True).start()
+        yield
+        state.loaded.wait()
+        state.close()
+
+    app = FastAPI(title="cliplabel", summary="Zero-shot CLIP labels for images and segmentation jobs",
+                  version="0.1.0", lifespan=lifespan)
+    app.state.settings = settings
+    app.state.service = state
+    install_error_handlers(app)
+    for module in (health, images, jobs):
+        app.include_router(module.router)
+    # the largest request: as many files as allowed, each at the byte limit, plus form overhead
+    app.add_middleware(BodyLimit, max_bytes=settings.max_upload_bytes * min(settings.max_upload_files, 8) + 65536)
+    return app

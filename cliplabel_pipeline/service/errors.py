@@ -1,0 +1,71 @@
+"""Every error the service answers is a JSON body ``{"detail": "<one line>"}``, never a traceback."""
+
+from __future__ import annotations
+
+import logging
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from cliplabel_pipeline.core.errors import CliplabelError
+from cliplabel_pipeline.core.reading.uploads import UnsupportedUpload, UploadTooLarge
+from cliplabel_pipeline.core.serving.runner import JobBusy
+from cliplabel_pipeline.core.storage.guarded import shown
+
+log = logging.getLogger(__name__)
+
+
+class ApiError(Exception):
+    """An answer other than success: its status, one readable line, and extra fields for the body."""
+
+    def __init__(self, status: int, detail: str, **extra):
+        super().__init__(detail)
+        self.status, self.detail, self.extra = status, detail, extra
+
+
+def _body(status: int, detail: str, **extra) -> JSONResponse:
+    return JSONResponse({"detail": shown(" ".join(str(detail).split())), **extra}, status_code=status)
+
+
+def status_of(exc: CliplabelError) -> int:
+    """The HTTP status of a core error: limits 413, formats 415, a busy job 409, an unknown job 404, the rest 400."""
+    if isinstance(exc, JobBusy):
+        return 409
+    if isinstance(exc, UploadTooLarge):
+        return 413
+    if isinstance(exc, UnsupportedUpload):
+        return 415
+    return 404 if str(exc).startswith("unknown job") else 400
+
+
+def _validation_line(exc: RequestValidationError) -> str:
+    parts = []
+    for err in exc.errors():
+        where = ".".join(str(x) for x in err.get("loc", ()) if x not in ("body", "query", "path", "form"))
+        parts.append(f"{where}: {err.get('msg', 'invalid')}" if where else str(err.get("msg", "invalid")))
+    return "invalid request: " + "; ".join(parts)
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(ApiError)
+    async def _api(request: Request, exc: ApiError) -> JSONResponse:
+        return _body(exc.status, exc.detail, **exc.extra)
+
+    @app.exception_handler(CliplabelError)
+    async def _core(request: Request, exc: CliplabelError) -> JSONResponse:
+        return _body(status_of(exc), str(exc))
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
+        return _body(422, _validation_line(exc))
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        return _body(exc.status_code, str(exc.detail))
+
+    @app.exception_handler(Exception)
+    async def _internal(request: Request, exc: Exception) -> JSONResponse:
+        log.exception("unhandled error on %s %s", request.method, shown(request.url.path))
+        return _body(500, f"internal error ({type(exc).__name__}); the service log has the details")

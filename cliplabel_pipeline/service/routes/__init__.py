@@ -1,0 +1,1 @@
+"""The service's endpoints, grouped by what they serve."""

@@ -1,0 +1,65 @@
+"""``POST /classify/image``: label uploaded images with the warm model, batched with other callers'."""
+
+from __future__ import annotations
+
+import asyncio
+
+from fastapi import APIRouter, Depends, File, Form, Request, UploadFile
+from starlette.concurrency import run_in_threadpool
+
+from cliplabel_pipeline.core.reading.uploads import Upload, UploadTooLarge
+from cliplabel_pipeline.core.storage.guarded import shown
+from cliplabel_pipeline.service.auth import require_token
+from cliplabel_pipeline.service.errors import ApiError
+from cliplabel_pipeline.service.params import LabelOptions, label_options
+from cliplabel_pipeline.service.schemas import ClassifyResponse
+from cliplabel_pipeline.service.state import ServiceState, ready
+
+router = APIRouter(tags=["images"], dependencies=[Depends(require_token)])
+
+
+async def read_uploads(files: list[UploadFile], max_bytes: int) -> list[Upload]:
+    """The uploads' bytes, each read no further than one byte past the limit."""
+    uploads = []
+    for i, f in enumerate(files):
+        data = await f.read(max_bytes + 1)
+        name = shown(f.filename or f"upload-{i + 1}")
+        if len(data) > max_bytes:
+            raise UploadTooLarge(f"{name}: over the {max_bytes:,}-byte limit")
+        uploads.append(Upload(name, data))
+    return uploads
+
+
+async def classify_uploads(state: ServiceState, uploads: list[Upload], options: LabelOptions) -> dict:
+    """Check, decode (off the event loop), encode (in a shared batch) and score the uploads."""
+    classifier = state.classifier
+
+    def prepare():
+        classifier.check(uploads)
+        return classifier.labeller_for(options.labels), classifier.decode(uploads)
+
+    labeller, decoded = await run_in_threadpool(prepare)
+    if not decoded.items:
+        reasons = "; ".join(f"{s.path}: {s.reason}" for s in decoded.skipped)
+        raise ApiError(422, f"no image could be read: {reasons}")
+    embeddings = await asyncio.wrap_future(classifier.encode(decoded))
+    records = classifier.score(decoded, embeddings, labeller, options.settings)
+    return {
+        "results": [{"filename": r.path, **{k: v for k, v in r.to_json().items() if k not in ("path", "kind")}}
+                    for r in records],
+        "skipped": [{"filename": s.path, "reason": s.reason} for s in decoded.skipped],
+        "model": labeller.encoder.name,
+        "bank_version": labeller.index.bank.version,
+    }
+
+
+@router.post("/classify/image", response_model=ClassifyResponse, response_model_exclude_none=True,
+             summary="Label one or more uploaded images")
+async def classify_image(request: Request, files: list[UploadFile] = File(..., description="one or more images"),
+                         top_k: int | None = Form(None, description="labels kept per image (also a query parameter)"),
+                         min_confidence: float | None = Form(None, description="below it an image is flagged"),
+                         labels: str | None = Form(None, description="comma-separated labels replacing the bank"),
+                         state: ServiceState = Depends(ready)) -> dict:
+    """The same numbers as `cliplabel classify` on the same files. JPEG, PNG and WEBP, checked by content."""
+    options = label_options(request, state.settings, top_k, min_confidence, labels)
+    return await classify_uploads(state, await read_uploads(files, state.settings.max_upload_bytes), options)

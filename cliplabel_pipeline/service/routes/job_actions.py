@@ -1,0 +1,52 @@
+"""The work behind cleanup, restore and export: core calls under the job's hold, run on a worker thread."""
+
+from __future__ import annotations
+
+import os
+
+from cliplabel_pipeline.core import upkeep
+from cliplabel_pipeline.core.job_folder import JobFolder
+from cliplabel_pipeline.core.organising.cleanup import plan_cleanup
+from cliplabel_pipeline.core.pipeline import export_format
+from cliplabel_pipeline.service.errors import ApiError
+from cliplabel_pipeline.service.state import ServiceState
+
+
+def _outputs(done: upkeep.Upkeep) -> str:
+    return f"stale: {done.stale}" if done.stale else "rebuilt"
+
+
+def cleanup_job(state: ServiceState, job: JobFolder, threshold: float, apply: bool, purge: bool) -> dict:
+    """The items below ``threshold``; with ``apply`` quarantined (or purged) and the outputs rebuilt."""
+    db = state.settings.db_path
+    with state.runner.hold(job.id):
+        upkeep.recover(job, db, state.settings)
+        plan = plan_cleanup(job, threshold)
+        body = {"job_id": job.id, "min_confidence": threshold, "dry_run": not apply, "count": len(plan),
+                "items": [{"path": r.path, "top1": r.top1, "confidence": r.confidence} for r in plan]}
+        if apply and plan:
+            done = upkeep.cleanup(job, plan, db, purge=purge, settings=state.settings)
+            body.update(action="purged" if purge else "quarantined", outputs=_outputs(done))
+    return body
+
+
+def restore_job(state: ServiceState, job: JobFolder) -> dict:
+    with state.runner.hold(job.id):
+        done = upkeep.restore(job, state.settings.db_path, state.settings)
+    return {"job_id": job.id, "restored": len(done.paths), "items": done.paths, "outputs": _outputs(done)}
+
+
+def export_file(state: ServiceState, job: JobFolder, fmt: str):
+    """``(open file, size)`` of the job's ``fmt`` export: the ZIP every run makes, or one written now."""
+    if state.runner.busy(job.id):
+        raise ApiError(409, f"job {job.id!r} is being labelled: download its export when its status is done")
+    if not job.has_labels():
+        raise ApiError(409, f"job {job.id!r} has no labels yet: POST /classify/job/{job.id} first")
+    stale = job.stale_reason()
+    if fmt == "zip" and stale:
+        raise ApiError(409, f"the groups of job {job.id!r} are stale ({stale}): label the job again, then export")
+    path = job.export_file(fmt)
+    if fmt != "zip" or not job.is_file(path):
+        export_format(job, fmt)
+    fh = job.open_item(job.rel(path))
+    return fh, os.fstat(fh.fileno()).st_size

@@ -1,0 +1,170 @@
+"""Jobs under the results root: label (in the background), status, batch, cleanup, restore, export, files.
+
+Every job is reached through the core's ``JobFolder``: the id is validated once (400), an unknown job is 404,
+and nothing is read or written outside the results root or through a link planted in a job.
+"""
+
+from __future__ import annotations
+
+import json
+
+from fastapi import APIRouter, Depends, Query, Request
+from fastapi.responses import JSONResponse, StreamingResponse
+from starlette.concurrency import run_in_threadpool
+
+from cliplabel_pipeline.core.errors import CliplabelError
+from cliplabel_pipeline.core.job_folder import JobFolder
+from cliplabel_pipeline.core.organising.export import EXPORT_FORMATS
+from cliplabel_pipeline.core.serving.files import job_files
+from cliplabel_pipeline.core.serving.runner import JobRequest
+from cliplabel_pipeline.core.storage.guarded import shown
+from cliplabel_pipeline.service.auth import require_token
+from cliplabel_pipeline.service.errors import ApiError, status_of
+from cliplabel_pipeline.service.params import label_options
+from cliplabel_pipeline.service.routes.images import classify_uploads, read_uploads
+from cliplabel_pipeline.service.routes.job_actions import cleanup_job, export_file, restore_job
+from cliplabel_pipeline.service.schemas import JobAccepted, JobStatusOut
+from cliplabel_pipeline.service.state import ServiceState, ready
+
+router = APIRouter(dependencies=[Depends(require_token)])
+MAX_BATCH_JOBS = 1000
+CHUNK = 1 << 20
+
+
+def open_job(state: ServiceState, job_id: str) -> JobFolder:
+    return JobFolder.open(state.settings.results_root, job_id)
+
+
+def _status_url(request: Request, job_id: str) -> str:
+    return str(request.url_for("job_status", job_id=job_id))
+
+
+def _exports(text: str | None) -> tuple[str, ...]:
+    formats = tuple(dict.fromkeys(x.strip() for x in (text or "").split(",") if x.strip()))
+    unknown = [f for f in formats if f not in EXPORT_FORMATS]
+    if unknown:
+        raise ApiError(422, f"export: unknown format {shown(unknown[0])!r} (use {', '.join(EXPORT_FORMATS)})")
+    return formats
+
+
+def _submit(request: Request, state: ServiceState, job_id: str, job_request: JobRequest) -> tuple[dict, bool]:
+    job = open_job(state, job_id)
+    status, created = state.runner.submit(job, job_request)
+    return {"job_id": job.id, "state": status.state, "status_url": _status_url(request, job.id)}, created
+
+
+@router.post("/classify/job/{job_id}", status_code=202, response_model=JobAccepted, tags=["jobs"],
+             summary="Label a job folder in the background")
+def classify_job(request: Request, job_id: str, top_k: int | None = Query(None), min_confidence: float | None = Query(None),
+                 export: str | None = Query(None, description="extra export formats to write: csv,jsonl (the ZIP is always made)"),
+                 state: ServiceState = Depends(ready)):
+    """202 with the status URL; 409 (with the same URL) while the job is already queued or running."""
+    options = label_options(request, state.settings, top_k, min_confidence)
+    body, created = _submit(request, state, job_id, JobRequest(options.settings, _exports(export)))
+    if not created:
+        raise ApiError(409, f"job {shown(job_id)!r} is already {body['state']}: poll its status URL",
+                       status_url=body["status_url"], state=body["state"])
+    return JSONResponse(body, status_code=202, headers={"Location": body["status_url"]})
+
+
+@router.get("/classify/job/{job_id}", name="job_status", response_model=JobStatusOut,
+            response_model_exclude_none=True, tags=["jobs"], summary="A job's state, with counts and files when done")
+def job_status(request: Request, job_id: str, state: ServiceState = Depends(ready)) -> dict:
+    job = open_job(state, job_id)
+    return {**state.runner.status(job).to_json(), "status_url": _status_url(request, job.id)}
+
+
+@router.post("/classify/batch", status_code=202, tags=["jobs"], summary="Label many jobs, or many uploaded images",
+             openapi_extra={"requestBody": {"content": {
+                 "application/json": {"schema": {"type": "object", "properties": {
+                     "job_ids": {"type": "array", "items": {"type": "string"}},
+                     "top_k": {"type": "integer"}, "min_confidence": {"type": "number"},
+                     "export": {"type": "string"}}}},
+                 "multipart/form-data": {"schema": {"type": "object", "properties": {
+                     "files": {"type": "array", "items": {"type": "string", "format": "binary"}},
+                     "top_k": {"type": "integer"}, "min_confidence": {"type": "number"},
+                     "labels": {"type": "string"}}}}}}})
+async def classify_batch(request: Request, state: ServiceState = Depends(ready)):
+    """JSON ``{"job_ids": [...]}``: 202 with one status URL each (or that job's error). Multipart ``files``:
+    200 with the labels, as ``POST /classify/image``."""
+    if request.headers.get("content-type", "").startswith("multipart/form-data"):
+        async with request.form(max_files=state.settings.max_upload_files + 1) as form:
+            files = [f for f in form.getlist("files") if hasattr(f, "read")]
+            options = label_options(request, state.settings, form.get("top_k"), form.get("min_confidence"),
+                                    form.get("labels"))
+            uploads = await read_uploads(files, state.settings.max_upload_bytes)
+        return JSONResponse(await classify_uploads(state, uploads, options))
+    payload = await _json(request)
+    ids = payload.get("job_ids")
+    if not isinstance(ids, list) or not ids or not all(isinstance(i, str) for i in ids):
+        raise ApiError(422, 'send {"job_ids": ["<job id>", ...]} as JSON, or images as multipart field "files"')
+    if len(ids) > MAX_BATCH_JOBS:
+        raise ApiError(413, f"{len(ids)} jobs in one batch is over the {MAX_BATCH_JOBS}-job limit")
+    options = label_options(request, state.settings, payload.get("top_k"), payload.get("min_confidence"))
+    job_request = JobRequest(options.settings, _exports(payload.get("export")))
+    jobs = []
+    for job_id in dict.fromkeys(ids):
+        try:
+            body, created = _submit(request, state, job_id, job_request)
+            jobs.append({**body, "accepted": created})
+        except CliplabelError as exc:
+            jobs.append({"job_id": shown(job_id), "error": shown(exc), "status": status_of(exc)})
+    return JSONResponse({"jobs": jobs}, status_code=202)
+
+
+async def _json(request: Request) -> dict:
+    try:
+        payload = json.loads(await request.body() or b"null")
+    except (ValueError, UnicodeDecodeError):
+        raise ApiError(400, "the body is not valid JSON") from None
+    if not isinstance(payload, dict):
+        raise ApiError(422, 'send a JSON object: {"job_ids": ["<job id>", ...]}')
+    return payload
+
+
+@router.post("/classify/cleanup/{job_id}", tags=["actions"], summary="List, quarantine or purge low-confidence items")
+def classify_cleanup(job_id: str, min_confidence: float | None = Query(None, ge=0, le=1),
+                     apply: bool = Query(False, description="move them to quarantine/ (default: a dry run)"),
+                     purge: bool = Query(False, description="with apply: delete them for good"),
+                     state: ServiceState = Depends(ready)) -> dict:
+    if purge and not apply:
+        raise ApiError(422, "purge deletes files for good and only works together with apply=true")
+    threshold = state.settings.min_confidence if min_confidence is None else min_confidence
+    return cleanup_job(state, open_job(state, job_id), threshold, apply, purge)
+
+
+@router.post("/classify/restore/{job_id}", tags=["actions"], summary="Put quarantined items back, byte for byte")
+def classify_restore(job_id: str, state: ServiceState = Depends(ready)) -> dict:
+    return restore_job(state, open_job(state, job_id))
+
+
+@router.get("/classify/export/{job_id}", tags=["exports"], summary="Download an export, streamed from disk")
+async def classify_export(job_id: str, format: str = Query("zip", description="zip, csv or jsonl"),
+                          state: ServiceState = Depends(ready)) -> StreamingResponse:
+    job = open_job(state, job_id)
+    if format not in EXPORT_FORMATS:
+        raise ApiError(422, f"format must be one of {', '.join(EXPORT_FORMATS)}, got {shown(format)[:20]!r}")
+    fh, size = await run_in_threadpool(export_file, state, job, format)
+    media = {"zip": "application/zip", "csv": "text/csv; charset=utf-8", "jsonl": "application/x-ndjson"}[format]
+
+    def chunks():
+        with fh:
+            while block := fh.read(CHUNK):
+                yield block
+
+    name = job.export_file(format).name
+    return StreamingResponse(chunks(), media_type=media, headers={
+        "Content-Length": str(size), "Content-Disposition": _attachment(name)})
+
+
+def _attachment(name: str) -> str:
+    from urllib.parse import quote
+
+    ascii_name = "".join(c if c.isascii() and c.isprintable() and c not in '"\\' else "_" for c in name)
+    return f'attachment; filename="{ascii_name}"; filename*=UTF-8\'\'{quote(name)}'
+
+
+@router.get("/jobs/{job_id}/files", tags=["exports"], summary="Every file of a job, with sizes")
+def list_files(job_id: str, state: ServiceState = Depends(ready)) -> dict:
+    job = open_job(state, job_id)
+    return {"job_id": job.id, "files": [f.to_json() for f in job_files(job)]}
