@@ -10,7 +10,7 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install -q -e ".[dev]"
 	touch $(STAMP)
 
-.PHONY: install demo test dev benchmark
+.PHONY: install demo test dev benchmark serve
 install: $(STAMP)
 
 demo: $(STAMP)
@@ -25,3 +25,9 @@ dev: $(STAMP)
 
 benchmark: $(STAMP)
 	$(PY) benchmarks/benchmark.py
+
+# The HTTP service on 127.0.0.1:8000: the demo's jobs with the toy model, unless CLIPLABEL_RESULTS_ROOT and
+# CLIPLABEL_MODEL say otherwise.
+serve: $(STAMP)
+	$(VENV)/bin/cliplabel serve --results-root $${CLIPLABEL_RESULTS_ROOT:-results-demo} \
+		--model $${CLIPLABEL_MODEL:-cliplabel_pipeline/toyworld/model}

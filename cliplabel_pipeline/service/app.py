@@ -12,6 +12,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from cliplabel_pipeline.core.settings import Settings, offline_hub
+from cliplabel_pipeline.service.arrivals import AnnounceUploads
 from cliplabel_pipeline.service.errors import install_error_handlers
 from cliplabel_pipeline.service.limits import BodyLimit
 from cliplabel_pipeline.service.routes import health, images, jobs
@@ -39,6 +40,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     install_error_handlers(app)
     for module in (health, images, jobs):
         app.include_router(module.router)
+    app.add_middleware(AnnounceUploads, state=state)
     # the largest request: as many files as allowed, each at the byte limit, plus form overhead
     app.add_middleware(BodyLimit, max_bytes=settings.max_upload_bytes * min(settings.max_upload_files, 8) + 65536)
     return app

@@ -1,46 +1,69 @@
-"""Dynamic batching: concurrent callers' crops merged into batches by one encoding thread.
+"""Dynamic batching: concurrent callers' images merged into batches by one encoding thread.
 
-Each caller submits the uint8 crops of its request and gets a future of their embeddings. The encoding
-thread takes the first waiting crop, gathers whatever else arrives within ``max_wait_s`` (or until
-``max_batch`` crops), encodes them in one forward pass and hands every caller its rows. A lone request
-waits ``max_wait_s`` at most; under load the queue fills while a batch is encoded, so batches are full and
-the model runs as it does on a job. Batches are padded to a power of two, so the model sees at most
-``log2(max_batch) + 1`` shapes (oneDNN keeps a kernel plan per shape) and pads at most twice over.
+Each caller submits its items (name and loader, as for a job) and gets a future of their ``Embedded``. The
+encoding thread takes every request waiting (up to ``max_batch`` images); while callers have announced
+requests that are not submitted yet (a server announces each upload as it starts to arrive), it waits for
+them, ``max_wait_s`` at most. Nobody announced: the batch starts at once, so a lone request never waits,
+and under load the requests that queue while a batch is encoded make the next one full. Then it decodes the whole batch on every core and encodes it in one forward pass, in turn, as ``cliplabel
+job`` does: on a small CPU, decoding beside a running forward pass slows both, and callers that decode on
+their own threads while the model runs arrive one by one, so batches stay small.
+
+Batches are padded to a power of two, so the model sees at
+most ``log2(max_batch) + 1`` shapes (oneDNN keeps a kernel plan per shape) and pads at most twice over.
 """
 
 from __future__ import annotations
 
+import functools
 import logging
 import queue
 import threading
 import time
-from concurrent.futures import Future
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import numpy as np
+import torch
 
+from cliplabel_pipeline.core.encoding.embedding import Job, decode_item
 from cliplabel_pipeline.core.encoding.encode import encode_images
 from cliplabel_pipeline.core.encoding.model import ClipHandle
 from cliplabel_pipeline.core.reading.images import normalise_batch
+from cliplabel_pipeline.core.values import Embedded, SkippedItem
 
 log = logging.getLogger(__name__)
+POLL_S = 0.001  # how often the gathering looks for announced requests
 
 
 @dataclass
 class _Request:
-    crops: np.ndarray  # [n, H, W, 3] uint8
+    jobs: list[Job]
     future: Future = field(default_factory=Future)
-    rows: list[np.ndarray] = field(default_factory=list)
-    taken: int = 0  # crops already put in a batch
+
+
+class Arrival:
+    """A request announced to the batcher before it is submitted; ``withdraw`` when it never will be."""
+
+    def __init__(self, batcher: "ImageBatcher"):
+        self._batcher, self._open = batcher, True
+        with batcher._lock:
+            batcher._announced += 1
+
+    def withdraw(self) -> None:
+        with self._batcher._lock:
+            if self._open:
+                self._open = False
+                self._batcher._announced -= 1
 
 
 @dataclass
 class BatchStats:
-    """What the encoding thread has done: for logs, readiness and the benchmark."""
+    """What the encoding thread has done: for logs and the benchmark."""
 
     batches: int = 0
     images: int = 0
-    busy_s: float = 0.0
+    decode_s: float = 0.0
+    encode_s: float = 0.0
 
     @property
     def mean_batch(self) -> float:
@@ -52,7 +75,7 @@ def padded_size(n: int, max_batch: int) -> int:
     size = 1
     while size < n:
         size *= 2
-    return min(max(size, n), max(max_batch, n))
+    return min(size, max(max_batch, n))
 
 
 class ImageBatcher:
@@ -63,23 +86,37 @@ class ImageBatcher:
         self.max_batch = max(1, max_batch)
         self.max_wait_s = max(0.0, max_wait_s)
         self.stats = BatchStats()
+        self._lock = threading.Lock()
+        self._announced = 0
         self._queue: queue.Queue[_Request | None] = queue.Queue()
-        self._thread = threading.Thread(target=self._loop, name="encode-batches", daemon=True)
-        self._thread.start()
+        self._decoders = ThreadPoolExecutor(max(1, torch.get_num_threads()), thread_name_prefix="decode-batch")
+        self._handoff: queue.Queue[tuple | None] = queue.Queue(maxsize=1)  # one decoded batch waits at most
+        self._gather_thread = threading.Thread(target=self._gather_loop, name="gather-batches", daemon=True)
+        self._encode_thread = threading.Thread(target=self._encode_loop, name="encode-batches", daemon=True)
+        self._gather_thread.start()
+        self._encode_thread.start()
 
-    def submit(self, crops: np.ndarray) -> Future:
-        """A future of the unit-norm embeddings ``[n, d]`` of ``crops`` ``[n, H, W, 3]`` (uint8)."""
-        request = _Request(np.asarray(crops, np.uint8))
-        if len(request.crops) == 0:
-            request.future.set_result(np.zeros((0, self.encoder.model.config.projection_dim), np.float32))
+    def announce(self) -> Arrival:
+        """Say that a request is on its way (its body is arriving), so the next batch waits for it."""
+        return Arrival(self)
+
+    def submit(self, jobs: list[Job], arrival: Arrival | None = None) -> Future:
+        """A future of the ``Embedded`` of ``jobs`` (items that could not be decoded are in its ``skipped``)."""
+        request = _Request(list(jobs))
+        if arrival is not None:
+            arrival.withdraw()
+        if not request.jobs:
+            request.future.set_result(self._embedded([], [], []))
         else:
             self._queue.put(request)
         return request.future
 
     def close(self) -> None:
-        """Finish what was submitted, then stop the thread."""
+        """Finish what was submitted, then stop the threads."""
         self._queue.put(None)
-        self._thread.join()
+        self._gather_thread.join()
+        self._encode_thread.join()
+        self._decoders.shutdown()
 
     def __enter__(self) -> "ImageBatcher":
         return self
@@ -87,53 +124,97 @@ class ImageBatcher:
     def __exit__(self, *exc) -> None:
         self.close()
 
-    def _loop(self) -> None:
-        carry: _Request | None = None  # a request the previous batch could only take part of
+    def _gather_loop(self) -> None:
+        """Gather and decode batches, one ahead of the encoding thread (which the hand-off's size bounds)."""
+        carry: _Request | None = None  # a request that did not fit in the previous batch
         closing = False
         while True:
-            req = carry if carry is not None else (None if closing else self._queue.get())
-            if req is None:
+            first = carry if carry is not None else (None if closing else self._queue.get())
+            if first is None:
+                self._handoff.put(None)
                 return
-            parts, count, carry = [], 0, None
-            deadline = time.perf_counter() + self.max_wait_s
-            while True:
-                take = min(len(req.crops) - req.taken, self.max_batch - count)
-                parts.append((req, req.taken, req.taken + take))
-                req.taken += take
-                count += take
-                if req.taken < len(req.crops):
-                    carry = req  # the rest goes first into the next batch
-                    break
-                if count >= self.max_batch:
-                    break
-                remaining = deadline - time.perf_counter()
-                try:
-                    req = self._queue.get(timeout=remaining) if remaining > 0 else self._queue.get_nowait()
-                except queue.Empty:
-                    break
-                if req is None:
-                    closing = True
-                    break
-            self._encode(parts)
-
-    def _encode(self, parts: list[tuple[_Request, int, int]]) -> None:
-        t0 = time.perf_counter()
-        crops = np.concatenate([req.crops[start:stop] for req, start, stop in parts])
-        try:
-            pixels = normalise_batch(crops, self.encoder.mean, self.encoder.std)
-            emb = encode_images(self.encoder, pixels, padded_size(len(crops), self.max_batch))
-        except Exception as exc:  # the callers of this batch get the error; the loop serves the next one
-            log.exception("encoding a batch of %d failed", len(crops))
-            for req, _, _ in parts:
-                if not req.future.done():
+            batch, carry, closed = self._gather(first)
+            closing = closing or closed
+            try:
+                decoded = self._decode(batch)
+            except Exception as exc:  # each item's own failure is a skip; this is a broken request
+                log.exception("decoding a batch of %d requests failed", len(batch))
+                for req in batch:
                     req.future.set_exception(exc)
+                continue
+            self._handoff.put(decoded)
+
+    def _encode_loop(self) -> None:
+        while (decoded := self._handoff.get()) is not None:
+            self._deliver(*decoded)
+
+    def _gather(self, first: _Request) -> tuple[list[_Request], _Request | None, bool]:
+        """The requests of one batch, a request left for the next, and whether ``close`` was called."""
+        batch, count = [first], len(first.jobs)
+        deadline = time.perf_counter() + self.max_wait_s
+        while count < self.max_batch:
+            try:
+                req = self._queue.get_nowait()
+            except queue.Empty:
+                if self._announced <= 0 or time.perf_counter() >= deadline:
+                    break
+                try:
+                    req = self._queue.get(timeout=POLL_S)
+                except queue.Empty:
+                    continue
+            if req is None:
+                return batch, None, True
+            if count + len(req.jobs) > self.max_batch:
+                return batch, req, False
+            batch.append(req)
+            count += len(req.jobs)
+        return batch, None, False
+
+    def _decode(self, batch: list[_Request]) -> tuple[list[_Request], list[tuple], float]:
+        t0 = time.perf_counter()
+        jobs = [job for req in batch for job in req.jobs]
+        decoded = list(self._decoders.map(functools.partial(decode_item, self.encoder), jobs))
+        return batch, decoded, time.perf_counter() - t0
+
+    def _deliver(self, batch: list[_Request], decoded: list[tuple], decode_s: float) -> None:
+        """Encode the decoded crops in one forward pass and hand every caller its own rows."""
+        t0 = time.perf_counter()
+        crops = [pixels for _, pixels, reason in decoded if reason is None]
+        try:
+            emb = self._encode(crops)
+        except Exception as exc:  # the callers of this batch get the error; the loop serves the next one
+            log.exception("encoding a batch of %d requests failed", len(batch))
+            for req in batch:
+                req.future.set_exception(exc)
             return
         self.stats.batches += 1
         self.stats.images += len(crops)
-        self.stats.busy_s += time.perf_counter() - t0
-        offset = 0
-        for req, start, stop in parts:
-            req.rows.append(emb[offset:offset + stop - start])
-            offset += stop - start
-            if stop == len(req.crops) and not req.future.done():
-                req.future.set_result(np.concatenate(req.rows))
+        self.stats.decode_s += decode_s
+        self.stats.encode_s += time.perf_counter() - t0
+        start, row = 0, 0
+        for req in batch:
+            mine = decoded[start:start + len(req.jobs)]
+            start += len(req.jobs)
+            items, rows, skipped = [], [], []
+            for item, pixels, reason in mine:
+                if reason is None:
+                    items.append(item)
+                    rows.append(emb[row])
+                    row += 1
+                else:
+                    skipped.append(SkippedItem(item.path, item.kind, reason))
+            req.future.set_result(self._embedded(items, rows, skipped))
+
+    def _encode(self, crops: list[np.ndarray]) -> np.ndarray:
+        dim = self.encoder.model.config.projection_dim
+        out = np.empty((len(crops), dim), np.float32)
+        for i in range(0, len(crops), self.max_batch):  # a request larger than a batch: several passes
+            chunk = np.stack(crops[i:i + self.max_batch])
+            pixels = normalise_batch(chunk, self.encoder.mean, self.encoder.std)
+            out[i:i + len(chunk)] = encode_images(self.encoder, pixels, padded_size(len(chunk), self.max_batch))
+        return out
+
+    def _embedded(self, items, rows, skipped) -> Embedded:
+        dim = self.encoder.model.config.projection_dim
+        emb = np.stack(rows) if rows else np.zeros((0, dim), np.float32)
+        return Embedded(items, emb, skipped, self.encoder.info)

@@ -23,7 +23,10 @@ def readyz(request: Request) -> JSONResponse:
     if state.classifier is None or state.runner is None:
         return JSONResponse({"status": "loading", "detail": "the model and the concept bank are still loading"},
                             status_code=503, headers={"Retry-After": "5"})
-    labeller = state.classifier.labeller
+    labeller, stats = state.classifier.labeller, state.classifier.batcher.stats
     return JSONResponse({"status": "ready", "model": labeller.encoder.name, "precision": labeller.encoder.precision,
                          "device": labeller.encoder.device, "bank_version": labeller.index.bank.version,
-                         "concepts": len(labeller.index.names)})
+                         "concepts": len(labeller.index.names),
+                         "batches": {"count": stats.batches, "images": stats.images,
+                                     "mean_size": round(stats.mean_batch, 2), "decode_s": round(stats.decode_s, 3),
+                                     "encode_s": round(stats.encode_s, 3)}})

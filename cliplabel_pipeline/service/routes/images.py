@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 
 from fastapi import APIRouter, Depends, File, Form, Request, UploadFile
+from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 
 from cliplabel_pipeline.core.reading.uploads import Upload, UploadTooLarge
@@ -30,24 +31,25 @@ async def read_uploads(files: list[UploadFile], max_bytes: int) -> list[Upload]:
     return uploads
 
 
-async def classify_uploads(state: ServiceState, uploads: list[Upload], options: LabelOptions) -> dict:
-    """Check, decode (off the event loop), encode (in a shared batch) and score the uploads."""
+async def classify_uploads(state: ServiceState, uploads: list[Upload], options: LabelOptions,
+                           arrival=None) -> dict:
+    """Check the headers, then decode and encode (in a batch shared with other callers, off the event loop)."""
     classifier = state.classifier
 
     def prepare():
         classifier.check(uploads)
-        return classifier.labeller_for(options.labels), classifier.decode(uploads)
+        return classifier.labeller_for(options.labels)
 
-    labeller, decoded = await run_in_threadpool(prepare)
-    if not decoded.items:
-        reasons = "; ".join(f"{s.path}: {s.reason}" for s in decoded.skipped)
+    labeller = await run_in_threadpool(prepare)
+    embedded = await asyncio.wrap_future(classifier.encode(uploads, arrival))
+    if not embedded.items:
+        reasons = "; ".join(f"{s.path}: {s.reason}" for s in embedded.skipped)
         raise ApiError(422, f"no image could be read: {reasons}")
-    embeddings = await asyncio.wrap_future(classifier.encode(decoded))
-    records = classifier.score(decoded, embeddings, labeller, options.settings)
+    records = classifier.score(embedded, labeller, options.settings)
     return {
         "results": [{"filename": r.path, **{k: v for k, v in r.to_json().items() if k not in ("path", "kind")}}
                     for r in records],
-        "skipped": [{"filename": s.path, "reason": s.reason} for s in decoded.skipped],
+        "skipped": [{"filename": s.path, "reason": s.reason} for s in embedded.skipped],
         "model": labeller.encoder.name,
         "bank_version": labeller.index.bank.version,
     }
@@ -59,7 +61,8 @@ async def classify_image(request: Request, files: list[UploadFile] = File(..., d
                          top_k: int | None = Form(None, description="labels kept per image (also a query parameter)"),
                          min_confidence: float | None = Form(None, description="below it an image is flagged"),
                          labels: str | None = Form(None, description="comma-separated labels replacing the bank"),
-                         state: ServiceState = Depends(ready)) -> dict:
+                         state: ServiceState = Depends(ready)) -> JSONResponse:
     """The same numbers as `cliplabel classify` on the same files. JPEG, PNG and WEBP, checked by content."""
     options = label_options(request, state.settings, top_k, min_confidence, labels)
-    return await classify_uploads(state, await read_uploads(files, state.settings.max_upload_bytes), options)
+    uploads = await read_uploads(files, state.settings.max_upload_bytes)
+    return JSONResponse(await classify_uploads(state, uploads, options, getattr(request.state, "arrival", None)))

@@ -93,7 +93,7 @@ async def classify_batch(request: Request, state: ServiceState = Depends(ready))
             options = label_options(request, state.settings, form.get("top_k"), form.get("min_confidence"),
                                     form.get("labels"))
             uploads = await read_uploads(files, state.settings.max_upload_bytes)
-        return JSONResponse(await classify_uploads(state, uploads, options))
+        return JSONResponse(await classify_uploads(state, uploads, options, getattr(request.state, "arrival", None)))
     payload = await _json(request)
     ids = payload.get("job_ids")
     if not isinstance(ids, list) or not ids or not all(isinstance(i, str) for i in ids):
