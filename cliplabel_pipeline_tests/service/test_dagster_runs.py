@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import os
 import shutil
+import signal
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 from dagster import DagsterInstance, DagsterRunStatus
 
+from cliplabel_pipeline.core.storage.lineage import query
 from cliplabel_pipeline.definitions import defs
 from cliplabel_pipeline.service import dagster_runs
 from cliplabel_pipeline_tests.service.conftest import RunningServer, service_settings, wait_done
@@ -26,22 +31,36 @@ def test_a_job_posted_to_the_service_is_labelled_by_a_run_on_the_instance(tmp_pa
                                                                           text_cache):
     from cliplabel_pipeline.toyworld.jobs import write_toy_job
 
-    home = tmp_path / "dagster_home"
+    home, root, db = tmp_path / "dagster_home", tmp_path / "results", tmp_path / "lineage.duckdb"
     home.mkdir()
-    shutil.copy(REPO / "dagster.yaml", home / "dagster.yaml")
-    root = tmp_path / "results"
+    shutil.copy(REPO / "dagster.yaml", home / "dagster.yaml")  # a run queue, served by the daemon
     write_toy_job(root, "via-dagster", seed=4)
-    for name, value in {"DAGSTER_HOME": str(home), "CLIPLABEL_MODEL": toy_model, "CLIPLABEL_PRECISION": "fp32",
-                        "CLIPLABEL_DEVICE": "cpu"}.items():
+    env = {"DAGSTER_HOME": str(home), "CLIPLABEL_RESULTS_ROOT": str(root), "CLIPLABEL_MODEL": toy_model,
+           "CLIPLABEL_DB": str(db), "CLIPLABEL_CACHE": str(text_cache), "CLIPLABEL_PRECISION": "fp32",
+           "CLIPLABEL_SETTLE_S": "3600"}  # the sensor leaves the job alone: the service asks for it
+    for name, value in env.items():
         monkeypatch.setenv(name, value)
-    settings = service_settings(root, toy_model, text_cache, service_runs="auto")
-    with RunningServer(settings) as server, server.client() as client:
-        accepted = client.post("/classify/job/via-dagster?top_k=2")
-        assert accepted.status_code == 202, accepted.text
-        done = wait_done(client, "via-dagster", timeout=300)
+    daemon = subprocess.Popen([Path(sys.executable).parent / "dagster-daemon", "run", "-w", str(REPO / "workspace.yaml")],
+                              cwd=REPO, env=dict(os.environ), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                              start_new_session=True)
+    try:
+        settings = service_settings(root, toy_model, text_cache, service_runs="auto", db=db)
+        with RunningServer(settings) as server, server.client() as client:
+            accepted = client.post("/classify/job/via-dagster?top_k=2")
+            assert accepted.status_code == 202, accepted.text
+            again = client.post("/classify/job/via-dagster")
+            assert again.status_code == 409  # queued on the instance: not launched twice
+            done = wait_done(client, "via-dagster", timeout=300)
+    finally:
+        os.killpg(daemon.pid, signal.SIGTERM)
+        try:
+            daemon.wait(30)
+        except subprocess.TimeoutExpired:
+            os.killpg(daemon.pid, signal.SIGKILL)
     assert done["state"] == "done", done
     assert done["counts"]["labelled"] == 9 and "labels.jsonl" in {f["path"] for f in done["files"]}
     with DagsterInstance.get() as instance:
         assert instance.get_dynamic_partitions(dagster_runs.PARTITIONS) == ["via-dagster"]
         run = instance.get_run_by_id(done["run_id"])
         assert run.status == DagsterRunStatus.SUCCESS and run.tags["dagster/partition"] == "via-dagster"
+    assert query(db, "SELECT count(*) FROM labels WHERE job_id = 'via-dagster'") == [(9,)]
