@@ -5,6 +5,7 @@ import dagster as dg
 from cliplabel_pipeline.core import upkeep
 from cliplabel_pipeline.core.organising.cleanup import plan_cleanup
 from cliplabel_pipeline.core.settings import Settings
+from cliplabel_pipeline.core.storage.lineage import RecordedRun
 from cliplabel_pipeline.defs.assets.common import JOB_GROUP, as_failure
 from cliplabel_pipeline.defs.assets.embeddings import concept_text_embeddings
 from cliplabel_pipeline.defs.partitions import jobs_partitions
@@ -14,6 +15,17 @@ from cliplabel_pipeline.defs.resources import DuckDBResource, ResultsRootResourc
 label_jobs_job = dg.define_asset_job(
     "label_jobs_job", selection=dg.AssetSelection.groups(JOB_GROUP) | dg.AssetSelection.assets(concept_text_embeddings),
     partitions_def=jobs_partitions)
+
+
+def own_choices_config(previous: RecordedRun | None) -> dict:
+    """Run config that relabels a job with its own labels, templates, top-k and threshold (those recorded with
+    its last run in DuckDB); the defaults for a job never labelled. The sensor and the schedule use it."""
+    if previous is None:
+        return {}
+    bank = previous.bank
+    config = {"top_k": previous.top_k, "min_confidence": previous.min_confidence, "labels": list(bank.labels),
+              "labels_file": bank.labels_file, "templates_file": bank.templates_file}
+    return {"ops": {"job_label_assignments": {"config": config}}}
 
 
 class CleanupConfig(dg.Config):

@@ -9,19 +9,9 @@ from cliplabel_pipeline.core.job_folder import SOURCE_NAME, JobFolder
 from cliplabel_pipeline.core.storage.guarded import shown
 from cliplabel_pipeline.core.settings import Settings
 from cliplabel_pipeline.core.storage.lineage import RecordedRun, latest_runs
-from cliplabel_pipeline.defs.jobs import label_jobs_job
+from cliplabel_pipeline.defs.jobs import label_jobs_job, own_choices_config
 from cliplabel_pipeline.defs.partitions import jobs_partitions
 from cliplabel_pipeline.defs.resources import ClipModelResource, DuckDBResource, ResultsRootResource
-
-
-def _run_config(previous: RecordedRun | None) -> dict:
-    """The job's own choices for the labelling step (defaults for a job never labelled)."""
-    if previous is None:
-        return {}
-    bank = previous.bank
-    config = {"top_k": previous.top_k, "min_confidence": previous.min_confidence, "labels": list(bank.labels),
-              "labels_file": bank.labels_file, "templates_file": bank.templates_file}
-    return {"ops": {"job_label_assignments": {"config": config}}}
 
 
 @dg.schedule(job=label_jobs_job, cron_schedule=Settings.from_env().backfill_cron)
@@ -44,7 +34,7 @@ def label_backfill_schedule(context: dg.ScheduleEvaluationContext, clip: ClipMod
         if job_id not in known:
             missing_keys.append(job_id)
         requests.append(dg.RunRequest(partition_key=job_id, run_key=f"backfill:{job_id}:{tick}",
-                                      run_config=_run_config(runs.get(job_id)),
+                                      run_config=own_choices_config(runs.get(job_id)),
                                       tags={"cliplabel/backfill_reason": reason}))
     if missing_keys:
         context.instance.add_dynamic_partitions(jobs_partitions.name, missing_keys)

@@ -11,20 +11,22 @@ from cliplabel_pipeline.core.job_folder import JobFolder
 from cliplabel_pipeline.core.reading.items import job_readiness
 from cliplabel_pipeline.core.settings import Settings
 from cliplabel_pipeline.core.storage.guarded import shown
-from cliplabel_pipeline.defs.jobs import label_jobs_job
+from cliplabel_pipeline.core.storage.lineage import latest_runs
+from cliplabel_pipeline.defs.jobs import label_jobs_job, own_choices_config
 from cliplabel_pipeline.defs.partitions import jobs_partitions
-from cliplabel_pipeline.defs.resources import ResultsRootResource
+from cliplabel_pipeline.defs.resources import DuckDBResource, ResultsRootResource
 
 INTERVAL_S = Settings.from_env().sensor_interval_s
 
 
 @dg.sensor(job=label_jobs_job, minimum_interval_seconds=INTERVAL_S, default_status=dg.DefaultSensorStatus.RUNNING)
-def new_jobs_sensor(context: dg.SensorEvaluationContext, results_root: ResultsRootResource):
+def new_jobs_sensor(context: dg.SensorEvaluationContext, results_root: ResultsRootResource, duckdb: DuckDBResource):
     """Cursor: ``{job_id: input fingerprint}`` of jobs already requested. A job is requested when it is
-    ready (see ``job_readiness``) and its fingerprint differs from the cursor's."""
+    ready (see ``job_readiness``) and its fingerprint differs from the cursor's; a job labelled before is
+    relabelled with its own labels, templates and thresholds, never the defaults."""
     seen: dict[str, str] = json.loads(context.cursor) if context.cursor else {}
     known = set(context.instance.get_dynamic_partitions(jobs_partitions.name))
-    requests, new_keys, waiting = [], [], []
+    requests, new_keys, waiting, runs = [], [], [], None
     for job_id in results_root.job_ids():
         try:
             job = JobFolder(results_root.root, job_id)
@@ -40,7 +42,14 @@ def new_jobs_sensor(context: dg.SensorEvaluationContext, results_root: ResultsRo
             continue
         if job_id not in known:
             new_keys.append(job_id)
-        requests.append(dg.RunRequest(partition_key=job_id, run_key=f"{job_id}:{detail}"))
+        if runs is None:  # read once, and only when some job is to be requested
+            try:
+                runs = latest_runs(duckdb.db_path(results_root.root))
+            except CliplabelError as exc:  # a busy database: look again next tick, with the cursor unchanged
+                return dg.SensorResult(skip_reason=dg.SkipReason(f"lineage not readable now ({shown(exc)})"),
+                                       cursor=context.cursor)
+        requests.append(dg.RunRequest(partition_key=job_id, run_key=f"{job_id}:{detail}",
+                                      run_config=own_choices_config(runs.get(job_id))))
         seen[job_id] = detail
     cursor = json.dumps(seen, sort_keys=True)
     if not requests:

@@ -7,14 +7,15 @@ import time
 
 import dagster as dg
 
-from cliplabel_pipeline.defs.resources import ResultsRootResource
+from cliplabel_pipeline.defs.resources import DuckDBResource, ResultsRootResource
 from cliplabel_pipeline.defs.sensors import new_jobs_sensor
 from cliplabel_pipeline.toyworld.jobs import write_toy_job
 
 
-def evaluate(instance, root, cursor=None, settle=5.0):
+def evaluate(instance, root, cursor=None, settle=5.0, db=None):
     context = dg.build_sensor_context(instance=instance, cursor=cursor, resources={
-        "results_root": ResultsRootResource(path=str(root), settle_seconds=settle)})
+        "results_root": ResultsRootResource(path=str(root), settle_seconds=settle),
+        "duckdb": DuckDBResource(path=str(db) if db else None)})
     return new_jobs_sensor(context)
 
 
@@ -77,10 +78,10 @@ def test_outputs_written_by_the_pipeline_do_not_count_as_a_change(results_root, 
 def test_completion_marker_makes_a_job_ready_at_once(results_root, instance):
     write_toy_job(results_root, "job-m", seed=3)
     root = ResultsRootResource(path=str(results_root), settle_seconds=3600, completion_marker="_SUCCESS")
-    context = dg.build_sensor_context(instance=instance, resources={"results_root": root})
+    context = dg.build_sensor_context(instance=instance, resources={"results_root": root, "duckdb": DuckDBResource()})
     assert new_jobs_sensor(context).run_requests == []
     (results_root / "job-m" / "_SUCCESS").touch()
-    context = dg.build_sensor_context(instance=instance, resources={"results_root": root})
+    context = dg.build_sensor_context(instance=instance, resources={"results_root": root, "duckdb": DuckDBResource()})
     assert [r.partition_key for r in new_jobs_sensor(context).run_requests] == ["job-m"]
 
 
@@ -116,3 +117,22 @@ def test_a_restored_job_is_looked_at_again(results_root, instance, toy_model, tm
     after_restore = evaluate(instance, results_root, cursor=after_cleanup.cursor)
     assert [r.partition_key for r in after_restore.run_requests] == ["job-r"]
     assert len({r.run_key for r in first.run_requests + after_cleanup.run_requests + after_restore.run_requests}) == 3
+
+
+def test_a_changed_job_is_relabelled_with_its_own_labels_and_threshold_not_the_defaults(results_root, instance,
+                                                                                      toy_model, tmp_path):
+    from cliplabel_pipeline.cli import main
+
+    db = tmp_path / "own.duckdb"
+    write_toy_job(results_root, "job-own", seed=8)
+    assert main(["job", "job-own", "--model", toy_model, "--results-root", str(results_root), "--db", str(db),
+                 "--labels", "red star,blue circle", "--min-confidence", "0.6", "--top-k", "2"]) == 0
+    age(results_root / "job-own")
+    first = evaluate(instance, results_root, db=db)
+    (results_root / "job-own" / "objects" / "obj_00.png").write_bytes(
+        (results_root / "job-own" / "objects" / "obj_01.png").read_bytes())  # the segmentation redid an object
+    age(results_root / "job-own")
+    again = evaluate(instance, results_root, cursor=first.cursor, db=db)
+    config = again.run_requests[0].run_config["ops"]["job_label_assignments"]["config"]
+    assert config["labels"] == ["red star", "blue circle"]
+    assert config["min_confidence"] == 0.6 and config["top_k"] == 2

@@ -60,7 +60,7 @@ def job_metrics_report(context: dg.AssetExecutionContext, job_exports: Exported)
         "items_per_s": dg.MetadataValue.float(perf["items_per_s"]),
         "peak_rss_mb": dg.MetadataValue.int(perf["peak_rss_mb"]),
         "report": path_md(result.report),
-        "report_preview": dg.MetadataValue.md(_inline_pictures(result.report)),
+        "report_preview": dg.MetadataValue.md(_inline_pictures(result.labelled.job)),
     }
     if truth:
         meta["accuracy"] = dg.MetadataValue.float(truth["accuracy"])
@@ -68,11 +68,14 @@ def job_metrics_report(context: dg.AssetExecutionContext, job_exports: Exported)
     return dg.MaterializeResult(metadata=meta)
 
 
-def _inline_pictures(report, limit: int = 8) -> str:
+def _inline_pictures(job, limit: int = 8) -> str:
     """The report's Markdown with its first pictures inlined as data URIs, so the Dagster UI shows them
-    (the histogram, the confusion matrix and the first groups; the rest stay links to keep metadata small)."""
-    text = report.read_text(encoding="utf-8")
-    for png in sorted(report.parent.glob("*.png"))[:limit]:
-        uri = "data:image/png;base64," + base64.b64encode(png.read_bytes()).decode()
-        text = text.replace(f"]({png.name})", f"]({uri})")
+    (the histogram, the confusion matrix and the first groups; the rest stay links to keep metadata small).
+    Read through the job folder: a link planted in ``report/`` is never followed."""
+    text = job.read_bytes(job.report_md).decode("utf-8")
+    pictures = [name for name in job.files_under(job.report_dir)
+                if name.endswith(".png") and "/" not in name and job.is_file(job.report_dir / name)]
+    for name in pictures[:limit]:
+        uri = "data:image/png;base64," + base64.b64encode(job.read_bytes(job.report_dir / name)).decode()
+        text = text.replace(f"]({name})", f"]({uri})")
     return text

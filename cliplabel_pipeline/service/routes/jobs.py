@@ -32,7 +32,12 @@ CHUNK = 1 << 20
 
 
 def open_job(state: ServiceState, job_id: str) -> JobFolder:
-    return JobFolder.open(state.settings.results_root, job_id)
+    """The job's folder: 400 for an id that is not a single folder name, 404 when there is no such job (the
+    server's own paths are not named to the client)."""
+    job = JobFolder(state.settings.results_root, job_id)
+    if not job.path.is_dir() or job.path.is_symlink():
+        raise ApiError(404, f"unknown job {shown(job_id)!r}: no such folder under the results root")
+    return job
 
 
 def _status_url(request: Request, job_id: str) -> str:
