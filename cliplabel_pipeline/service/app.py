@@ -13,10 +13,17 @@ from fastapi import FastAPI
 
 from cliplabel_pipeline.core.settings import Settings, offline_hub
 from cliplabel_pipeline.service.arrivals import AnnounceUploads
+from cliplabel_pipeline.service.auth import BearerToken
 from cliplabel_pipeline.service.errors import install_error_handlers
 from cliplabel_pipeline.service.limits import BodyLimit
 from cliplabel_pipeline.service.routes import health, images, jobs
 from cliplabel_pipeline.service.state import ServiceState, uses_dagster
+
+
+def max_request_bytes(settings: Settings) -> int:
+    """The largest body a request may have: eight files at the byte limit (or as many as allowed, when fewer),
+    plus the form's own overhead. Bounds what one request can spool while it arrives."""
+    return settings.max_upload_bytes * min(settings.max_upload_files, 8) + 65536
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -40,7 +47,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     install_error_handlers(app)
     for module in (health, images, jobs):
         app.include_router(module.router)
+    # the last added runs first: the token, then the body's size, then the announcement to the batcher
     app.add_middleware(AnnounceUploads, state=state)
-    # the largest request: as many files as allowed, each at the byte limit, plus form overhead
-    app.add_middleware(BodyLimit, max_bytes=settings.max_upload_bytes * min(settings.max_upload_files, 8) + 65536)
+    app.add_middleware(BodyLimit, max_bytes=max_request_bytes(settings))
+    app.add_middleware(BearerToken, token=settings.api_token)
     return app

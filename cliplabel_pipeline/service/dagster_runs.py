@@ -46,9 +46,9 @@ class DagsterJobRunner:
     def __init__(self, settings: Settings):
         self.settings = settings
         self.instance = DagsterInstance.get()
-        self._holds = JobHolds()
         self._pending: dict[str, JobStatus] = {}  # jobs whose launch this process started, by job id
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()
+        self._holds = JobHolds(self._lock)
 
     def close(self) -> None:
         self.instance.dispose()
@@ -59,10 +59,13 @@ class DagsterJobRunner:
     def busy(self, job_id: str) -> bool:
         return self._known(job_id).active if self._has_run(job_id) else False
 
+    def held(self, job_id: str) -> bool:
+        return self._holds.held(job_id)
+
     def submit(self, job: JobFolder, request: JobRequest) -> tuple[JobStatus, bool]:
-        if self._holds.held(job.id):
-            raise JobBusy(f"job {shown(job.id)!r} is being cleaned up or restored: submit it when that is done")
         with self._lock:
+            if self._holds.held(job.id):
+                raise JobBusy(f"job {shown(job.id)!r} is being cleaned up or restored: submit it when that is done")
             current = self._known(job.id) if self._has_run(job.id) else None
             if current is not None and current.active:
                 return current, False

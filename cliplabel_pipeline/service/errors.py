@@ -26,7 +26,9 @@ class ApiError(Exception):
 
 
 def _body(status: int, detail: str, **extra) -> JSONResponse:
-    return JSONResponse({"detail": shown(" ".join(str(detail).split())), **extra}, status_code=status)
+    headers = {"Retry-After": str(extra.pop("retry_after"))} if "retry_after" in extra else None
+    return JSONResponse({"detail": shown(" ".join(str(detail).split())), **extra}, status_code=status,
+                        headers=headers)
 
 
 def status_of(exc: CliplabelError) -> int:
@@ -63,7 +65,10 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
-        return _body(exc.status_code, str(exc.detail))
+        detail = str(exc.detail)
+        # the form parser's own limits (files, fields) are limits: 413, as the service's are
+        status = 413 if exc.status_code == 400 and detail.startswith("Too many") else exc.status_code
+        return _body(status, detail)
 
     @app.exception_handler(Exception)
     async def _internal(request: Request, exc: Exception) -> JSONResponse:

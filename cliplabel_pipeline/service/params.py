@@ -21,7 +21,10 @@ class LabelOptions:
 
 
 def _pick(request: Request, name: str, form_value):
-    return form_value if form_value not in (None, "") else request.query_params.get(name)
+    value = form_value if form_value not in (None, "") else request.query_params.get(name)
+    if value is not None and (isinstance(value, bool) or not isinstance(value, (str, int, float))):
+        raise ApiError(422, f"{name} must be a plain value (a form field or query parameter), not a file or a list")
+    return value
 
 
 def label_options(request: Request, defaults: Settings, top_k=None, min_confidence=None, labels=None) -> LabelOptions:
@@ -45,6 +48,9 @@ def label_options(request: Request, defaults: Settings, top_k=None, min_confiden
 
 def _number(kind, name: str, text):
     try:
-        return kind(text)
-    except (TypeError, ValueError):
+        value = kind(text)
+        if kind is int and isinstance(text, float) and value != text:
+            raise ValueError(text)
+        return value
+    except (TypeError, ValueError, OverflowError):
         raise ApiError(422, f"{name} must be a number, got {str(text)[:40]!r}") from None

@@ -32,3 +32,10 @@ def test_health_checks_answer_without_the_token(guarded):
     with guarded.client() as c:
         assert c.get("/healthz").status_code == 200
         assert c.get("/readyz").status_code == 200
+
+
+def test_an_upload_without_the_token_is_refused_before_its_body_is_read(guarded):
+    with guarded.client() as c:
+        answer = c.post("/classify/image", content=b"--broken multipart", headers={
+            "content-type": "multipart/form-data; boundary=nothing"})
+    assert answer.status_code == 401 and answer.headers["www-authenticate"] == "Bearer"

@@ -156,3 +156,33 @@ def test_the_batch_endpoint_takes_many_images_as_multipart(client, new_job, serv
     results = answer.json()["results"]
     assert [r["filename"] for r in results] == [p.name for p in paths]
     assert all(len(r["labels"]) == 1 for r in results)
+
+
+def _bomb_png(width: int, height: int) -> bytes:
+    """A tiny PNG whose header claims ``width`` x ``height`` pixels (its data is a few bytes)."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"\0" * 16)) + chunk(b"IEND", b"")
+
+
+@pytest.mark.parametrize("size", [(100_000, 100_000), (1, 2**31 - 1)])
+def test_a_decompression_bomb_is_413_before_a_pixel_is_decoded(client, size):
+    answer = client.post("/classify/image", files={"files": ("bomb.png", _bomb_png(*size), "image/png")})
+    assert answer.status_code == 413 and "pixel" in answer.json()["detail"]
+
+
+def test_more_form_parts_than_the_parser_allows_is_413(client):
+    files = [("files", (f"{i}.png", b"x", "image/png")) for i in range(1001)]
+    answer = client.post("/classify/image", files=files)
+    assert answer.status_code == 413 and answer.json()["detail"].startswith("Too many")
+
+
+def test_an_option_sent_as_a_file_part_is_refused_not_read_as_text(client):
+    files = [("files", ("a.png", _png(), "image/png")), ("labels", ("l.txt", b"cat,dog", "text/plain"))]
+    answer = client.post("/classify/batch", files=files)
+    assert answer.status_code == 422 and "labels must be a plain value" in answer.json()["detail"]

@@ -143,3 +143,13 @@ def test_a_link_planted_in_a_job_leaks_nothing_into_its_export_or_listing(client
     body = client.get(f"/classify/export/{job_id}?format=zip").content
     assert b"top secret bytes" not in body
     assert secret.read_bytes() == b"top secret bytes"
+
+
+@pytest.mark.parametrize("body, status", [
+    (b'{"job_ids": ["a"], "top_k": Infinity}', 422), (b'{"job_ids": ["a"], "top_k": 2.5}', 422),
+    (b'{"job_ids": ["a"], "top_k": true}', 422), (b'{"job_ids": ["a"], "export": ["csv"]}', 422),
+    (b"[" * 100_000 + b"]" * 100_000, 400)])
+def test_odd_json_in_a_batch_is_a_one_line_4xx_never_a_500(client, body, status):
+    answer = client.post("/classify/batch", content=body, headers={"content-type": "application/json"})
+    assert answer.status_code == status, answer.text
+    assert "\n" not in answer.json()["detail"]

@@ -166,3 +166,23 @@ def test_outputs_are_marked_stale_when_they_cannot_be_rebuilt(labelled, run, mon
     assert run("export", "job", "--format", "csv") == 0  # the CSV comes from labels.jsonl itself
     assert run("job", "job") == 0
     assert JobFolder.open(labelled.parent, "job").stale_reason() is None
+
+
+def test_a_forged_label_line_cannot_make_cleanup_remove_an_input_or_an_output(results_root, toy_model, tmp_path):
+    import json
+
+    from cliplabel_pipeline.cli import main
+
+    from cliplabel_pipeline.toyworld.jobs import write_toy_job
+
+    write_toy_job(results_root, "forged", seed=12)
+    job = results_root / "forged"
+    common = ["--results-root", str(results_root), "--db", str(tmp_path / "f.duckdb")]
+    assert main(["job", "forged", "--model", toy_model, *common]) == 0
+    keep = {name: (job / name).read_bytes() for name in ("source.png", "ground_truth.csv", "labels.csv")}
+    with (job / "labels.jsonl").open("a") as fh:
+        for name in keep:
+            fh.write(json.dumps({"path": name, "kind": "object", "labels": [], "top1": "x", "confidence": 0.0,
+                                 "cosine": 0.0, "margin": 0.0, "low_confidence": True}) + "\n")
+    assert main(["cleanup", "forged", "--min-confidence", "0.01", "--apply", "--purge", *common]) == 0
+    assert {name: (job / name).read_bytes() for name in keep} == keep

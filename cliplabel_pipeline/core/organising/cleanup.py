@@ -59,10 +59,16 @@ class Action:
         return {"id": self.id, "state": self.state, "purge": self.purge, "entries": [e.__dict__ for e in self.entries]}
 
 
+def removable(rec: LabelRecord) -> bool:
+    """Whether cleanup may move ``rec``'s file: a mask or a cut-out, by where it lies (``labels.jsonl`` is a
+    file of the job folder and may be edited: its ``kind`` never decides, so no input or output of the job
+    outside ``masks/`` and ``objects/`` can be quarantined or purged)."""
+    return rec.kind != "source" and "/" in rec.path and rec.path.split("/")[0] in INPUT_DIRS
+
+
 def plan_cleanup(job: JobFolder, min_confidence: float) -> list[LabelRecord]:
-    """Label records of the items below ``min_confidence`` that cleanup would remove (never ``source.png``)."""
-    return [r for r in job.read_labels() if r.confidence < min_confidence and r.kind != "source"
-            and job.is_file(r.path)]
+    """Label records of the items below ``min_confidence`` that cleanup would remove (only masks and cut-outs)."""
+    return [r for r in job.read_labels() if r.confidence < min_confidence and removable(r) and job.is_file(r.path)]
 
 
 def apply_cleanup(job: JobFolder, records: list[LabelRecord], db_path: Path | None, purge: bool = False) -> list[str]:
@@ -75,7 +81,7 @@ def apply_cleanup(job: JobFolder, records: list[LabelRecord], db_path: Path | No
     position = {_line_path(line): i for i, line in enumerate(lines)}
     entries = []
     for rec in records:
-        if rec.path not in position or rec.kind == "source":
+        if rec.path not in position or not removable(rec):
             continue
         with job.open_item(rec.path) as fh:
             entries.append(Entry(rec.path, stream_sha256(fh), position[rec.path], lines[position[rec.path]]))

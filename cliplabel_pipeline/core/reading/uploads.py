@@ -55,7 +55,10 @@ def check_upload(upload: Upload, limits: UploadLimits) -> str:
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             with Image.open(io.BytesIO(upload.data), formats=("JPEG", "PNG", "WEBP")) as img:
                 fmt, (w, h) = img.format, img.size
-    except (UnidentifiedImageError, Image.DecompressionBombError):
+    except Image.DecompressionBombError as exc:
+        raise UploadTooLarge(f"{name}: a decompression bomb ({one_line(exc)[:120]}); the limit is "
+                             f"{limits.max_pixels:,} pixels") from None
+    except UnidentifiedImageError:
         raise UnsupportedUpload(f"{name}: not a JPEG, PNG or WEBP image (checked by content)") from None
     except Exception as exc:  # noqa: BLE001 - a damaged header is the upload's fault: refuse it with the reason
         raise UnsupportedUpload(f"{name}: unreadable image header ({one_line(exc)})") from None

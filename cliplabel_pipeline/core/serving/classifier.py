@@ -63,11 +63,12 @@ class UploadClassifier:
             if spec in self._banks:
                 self._banks.move_to_end(spec)
                 return self._banks[spec]
-            built = self.labeller.with_bank(spec)
+        built = self.labeller.with_bank(spec)  # outside the lock: one caller's new labels never stall another's
+        with self._banks_lock:
             self._banks[spec] = built
             while len(self._banks) > BANKS_KEPT:
                 self._banks.popitem(last=False)
-            return built
+        return built
 
     def score(self, embedded: Embedded, labeller: Labeller, settings: LabelSettings) -> list[LabelRecord]:
         """One record per encoded upload, as ``cliplabel classify`` writes it."""

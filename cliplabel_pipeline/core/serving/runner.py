@@ -72,11 +72,12 @@ class JobBusy(CliplabelError):
 
 
 class JobHolds:
-    """Jobs an action (cleanup, restore) holds: no labelling starts on them meanwhile, nor a second action."""
+    """Jobs an action (cleanup, restore) holds: no labelling starts on them meanwhile, nor a second action.
+    ``lock`` is the runner's own (re-entrant), so a hold and a submit can never both see the job free."""
 
-    def __init__(self):
+    def __init__(self, lock: threading.RLock):
         self._held: set[str] = set()
-        self._lock = threading.Lock()
+        self._lock = lock
 
     @contextmanager
     def hold(self, job_id: str, busy: Callable[[str], bool]) -> Iterator[None]:
@@ -108,8 +109,8 @@ class LocalJobRunner:
         self.settings = settings
         self._pool = ThreadPoolExecutor(1, thread_name_prefix="label-jobs")
         self._status: dict[str, JobStatus] = {}
-        self._lock = threading.Lock()
-        self._holds = JobHolds()
+        self._lock = threading.RLock()
+        self._holds = JobHolds(self._lock)
 
     def hold(self, job_id: str):
         """``with runner.hold(job_id):`` an action on the job; ``JobBusy`` while it is queued or running."""
@@ -117,9 +118,9 @@ class LocalJobRunner:
 
     def submit(self, job: JobFolder, request: JobRequest) -> tuple[JobStatus, bool]:
         """Queue ``job``; returns its status and True, or the status of the run already queued and False."""
-        if self._holds.held(job.id):
-            raise JobBusy(f"job {shown(job.id)!r} is being cleaned up or restored: submit it when that is done")
         with self._lock:
+            if self._holds.held(job.id):
+                raise JobBusy(f"job {shown(job.id)!r} is being cleaned up or restored: submit it when that is done")
             current = self._status.get(job.id)
             if current is not None and current.active:
                 return current, False
@@ -134,9 +135,13 @@ class LocalJobRunner:
         return current if current is not None and current.state != "done" else folder_status(job)
 
     def busy(self, job_id: str) -> bool:
+        """Queued or running here (an action's hold aside: see ``held``)."""
         with self._lock:
             current = self._status.get(job_id)
             return current is not None and current.active
+
+    def held(self, job_id: str) -> bool:
+        return self._holds.held(job_id)
 
     def close(self) -> None:
         self._pool.shutdown(wait=True, cancel_futures=True)

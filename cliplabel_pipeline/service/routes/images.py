@@ -10,13 +10,12 @@ from starlette.concurrency import run_in_threadpool
 
 from cliplabel_pipeline.core.reading.uploads import Upload, UploadTooLarge
 from cliplabel_pipeline.core.storage.guarded import shown
-from cliplabel_pipeline.service.auth import require_token
 from cliplabel_pipeline.service.errors import ApiError
 from cliplabel_pipeline.service.params import LabelOptions, label_options
 from cliplabel_pipeline.service.schemas import ClassifyResponse
 from cliplabel_pipeline.service.state import ServiceState, ready
 
-router = APIRouter(tags=["images"], dependencies=[Depends(require_token)])
+router = APIRouter(tags=["images"])
 
 
 async def read_uploads(files: list[UploadFile], max_bytes: int) -> list[Upload]:

@@ -38,8 +38,9 @@ def restore_job(state: ServiceState, job: JobFolder) -> dict:
 
 def export_file(state: ServiceState, job: JobFolder, fmt: str):
     """``(open file, size)`` of the job's ``fmt`` export: the ZIP every run makes, or one written now."""
-    if state.runner.busy(job.id):
-        raise ApiError(409, f"job {job.id!r} is being labelled: download its export when its status is done")
+    if state.runner.busy(job.id) or state.runner.held(job.id):
+        raise ApiError(409, f"job {job.id!r} is being labelled, cleaned up or restored: download its export "
+                            "when that is done")
     if not job.has_labels():
         raise ApiError(409, f"job {job.id!r} has no labels yet: POST /classify/job/{job.id} first")
     stale = job.stale_reason()
