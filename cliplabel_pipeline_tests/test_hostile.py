@@ -140,9 +140,16 @@ def test_a_run_killed_midway_and_restarted_ends_like_an_uninterrupted_one(result
     assert not [p for p in (results_root / "big").iterdir() if p.name.endswith(".tmp")]
 
 
+# The one module that starts a program: the service's Dagster route runs `dagster job launch` with an
+# argument list (the job id inside a JSON argument), never through a shell.
+STARTS_A_PROGRAM = {"dagster_runs.py"}
+
+
 def test_the_pipeline_never_runs_shell_commands():
     offenders = [source.name for source in PACKAGE.rglob("*.py")
-                 if re.search(r"\bsubprocess\b|os\.system|os\.popen|shell=True", source.read_text(encoding="utf-8"))]
+                 if re.search(r"os\.system|os\.popen|shell=True", source.read_text(encoding="utf-8"))
+                 or (re.search(r"\bsubprocess\b", source.read_text(encoding="utf-8"))
+                     and source.name not in STARTS_A_PROGRAM)]
     assert offenders == []
 
 
