@@ -6,7 +6,8 @@ Starts the real server (``cliplabel serve``) on a free local port with a full-si
 weights (``CLIPConfig()`` defaults: the real model's compute), then, from this process:
 
 - the encoder alone at batch 32 on preprocessed images, and one single-image forward pass plus the decode of
-  one upload (the floor a lone request cannot beat), measured while the server is idle;
+  one upload (the floor a lone request cannot beat, measured at the start and again just before the lone
+  client), measured while the server is idle;
 - single-image ``POST /classify/image`` requests from 1, 16 and 64 concurrent async clients (aiohttp): images/s
   and p50/p95 latency; each load is bracketed by encoder measurements, as this shared machine drifts;
 - with ``--soak N``: N requests from 64 clients, the server's RSS sampled every N/10 requests.
@@ -189,6 +190,9 @@ def main() -> None:
         encoder = [encoder_alone(handle, args.workdir, args.seconds)]
         loads = []
         for clients in (int(c) for c in args.clients.split(",")):
+            if clients == 1:  # the floor, measured again just before the lone client: the machine drifts
+                floor = single_floor(handle, images)
+                out["single"] = {k: (out["single"][k] + floor[k]) / 2 for k in floor}
             before = wait_ready(url, server)["batches"]
             loads.append(asyncio.run(load(url, images, clients, seconds=args.seconds, server_pid=server.pid)))
             after = wait_ready(url, server)["batches"]

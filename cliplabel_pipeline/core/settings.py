@@ -74,7 +74,7 @@ class Settings:
     backfill_cron: str = "0 3 * * *"
     # the HTTP service
     api_token: str | None = field(default=None, repr=False)  # when set, every endpoint but the health checks needs it
-    batch_wait_ms: float = 20.0  # the longest a batch waits for uploads that are still arriving (none: no wait)
+    batch_wait_ms: float = 50.0  # the longest a batch waits for uploads still arriving or decoding (none: no wait)
     max_upload_bytes: int = 20_000_000  # per uploaded file
     max_upload_pixels: int = 40_000_000  # per uploaded image
     max_upload_files: int = 256  # per request

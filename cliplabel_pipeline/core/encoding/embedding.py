@@ -100,6 +100,12 @@ def _malloc_trim() -> Callable[[], object]:
     return lambda: None
 
 
+def trim_heap() -> None:
+    """Hand the heap's free pages back to the system (glibc; a no-op elsewhere): once a batch, as
+    per-image buffers fragment the heap."""
+    _malloc_trim()()
+
+
 def embed_images(handle: ClipHandle, jobs: Iterable[Job], batch_size: int = 32,
                  progress: Callable[[int], None] | None = None) -> Embedded:
     """Decode, preprocess and encode every ``(meta, loader)``; unreadable ones land in ``skipped`` with reasons.
