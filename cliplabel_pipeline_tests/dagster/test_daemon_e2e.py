@@ -6,15 +6,13 @@ import pytest
 
 import os
 import shutil
-import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 from cliplabel_pipeline.core.storage.files import read_jsonl
 from cliplabel_pipeline.core.storage.lineage import query
 from cliplabel_pipeline.toyworld.jobs import write_toy_job
+from cliplabel_pipeline_tests.daemon import running_daemon
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -29,10 +27,7 @@ def test_daemon_labels_a_new_job_without_anyone_asking(tmp_path, toy_model, text
            "CLIPLABEL_MODEL": toy_model, "CLIPLABEL_DB": str(tmp_path / "lineage.duckdb"),
            "CLIPLABEL_CACHE": str(text_cache), "CLIPLABEL_SETTLE_S": "1", "CLIPLABEL_SENSOR_INTERVAL_S": "2",
            "CLIPLABEL_HEARTBEAT_S": "5"}
-    daemon = subprocess.Popen([Path(sys.executable).parent / "dagster-daemon", "run", "-w", str(REPO / "workspace.yaml")],
-                              cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                              start_new_session=True)
-    try:
+    with running_daemon(env) as daemon:
         write_toy_job(root, "dropped-in", seed=77, labels=["purple circle", "yellow star"])
         job = root / "dropped-in"
         deadline = time.time() + 240
@@ -43,9 +38,3 @@ def test_daemon_labels_a_new_job_without_anyone_asking(tmp_path, toy_model, text
         labels = {r["path"]: r["top1"] for r in read_jsonl(job / "labels.jsonl")}
         assert labels["objects/obj_00.png"] == "purple circle" and labels["masks/obj_01.png"] == "yellow star"
         assert query(tmp_path / "lineage.duckdb", "SELECT count(*) FROM labels WHERE job_id = 'dropped-in'") == [(5,)]
-    finally:
-        os.killpg(daemon.pid, signal.SIGTERM)
-        try:
-            daemon.wait(30)
-        except subprocess.TimeoutExpired:
-            os.killpg(daemon.pid, signal.SIGKILL)

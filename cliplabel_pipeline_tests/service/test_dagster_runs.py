@@ -4,10 +4,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import signal
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 from dagster import DagsterInstance, DagsterRunStatus
@@ -15,10 +11,8 @@ from dagster import DagsterInstance, DagsterRunStatus
 from cliplabel_pipeline.core.storage.lineage import query
 from cliplabel_pipeline.definitions import defs
 from cliplabel_pipeline.service import dagster_runs
+from cliplabel_pipeline_tests.daemon import REPO, running_daemon
 from cliplabel_pipeline_tests.service.conftest import RunningServer, service_settings, wait_done
-
-REPO = Path(__file__).resolve().parents[2]
-
 
 def test_the_names_the_service_launches_by_are_those_of_the_definitions():
     job = defs.resolve_job_def(dagster_runs.LABEL_JOB)
@@ -40,10 +34,9 @@ def test_a_job_posted_to_the_service_is_labelled_by_a_run_on_the_instance(tmp_pa
            "CLIPLABEL_SETTLE_S": "3600"}  # the sensor leaves the job alone: the service asks for it
     for name, value in env.items():
         monkeypatch.setenv(name, value)
-    daemon = subprocess.Popen([Path(sys.executable).parent / "dagster-daemon", "run", "-w", str(REPO / "workspace.yaml")],
-                              cwd=REPO, env=dict(os.environ), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                              start_new_session=True)
-    try:
+    with DagsterInstance.get() as instance:  # the instance's storage made once, before three processes open it
+        instance.get_runs(limit=1)
+    with running_daemon(dict(os.environ)):
         settings = service_settings(root, toy_model, text_cache, service_runs="auto", db=db)
         with RunningServer(settings) as server, server.client() as client:
             accepted = client.post("/classify/job/via-dagster?top_k=2")
@@ -51,12 +44,6 @@ def test_a_job_posted_to_the_service_is_labelled_by_a_run_on_the_instance(tmp_pa
             again = client.post("/classify/job/via-dagster")
             assert again.status_code == 409  # queued on the instance: not launched twice
             done = wait_done(client, "via-dagster", timeout=300)
-    finally:
-        os.killpg(daemon.pid, signal.SIGTERM)
-        try:
-            daemon.wait(30)
-        except subprocess.TimeoutExpired:
-            os.killpg(daemon.pid, signal.SIGKILL)
     assert done["state"] == "done", done
     assert done["counts"]["labelled"] == 9 and "labels.jsonl" in {f["path"] for f in done["files"]}
     with DagsterInstance.get() as instance:
