@@ -7,6 +7,7 @@ import os
 import shutil
 import subprocess
 import sys
+import sysconfig
 from pathlib import Path
 
 import pytest
@@ -22,25 +23,31 @@ def test_the_layering_contracts_hold():
 
 
 @pytest.mark.slow
-def test_a_wheel_installed_outside_the_checkout_runs_the_demo(tmp_path):
+def test_a_wheel_installed_in_a_fresh_environment_outside_the_checkout_runs_the_demo(tmp_path):
     wheels = tmp_path / "wheels"
     subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w",
                     str(wheels), str(REPO)], check=True)
     [wheel] = wheels.glob("cliplabel_pipeline-*.whl")
-    site = tmp_path / "site"
-    subprocess.run([sys.executable, "-m", "pip", "install", "--no-deps", "-q", "--target", str(site), str(wheel)],
+    venv = tmp_path / "venv"
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)
+    python, cliplabel = venv / "bin" / "python", venv / "bin" / "cliplabel"
+    site = Path(subprocess.run([python, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+                               capture_output=True, text=True, check=True).stdout.strip())
+    # the dependencies come from this environment (nothing to download); cliplabel itself only from the wheel
+    (site / "dependencies.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
+    subprocess.run([sys.executable, "-m", "pip", "--python", str(python), "install", "--no-deps", "-q", str(wheel)],
                    check=True)
-    env = {**os.environ, "PYTHONPATH": str(site), "CLIPLABEL_CACHE": str(tmp_path / "cache")}
-    where = subprocess.run([sys.executable, "-c", "import cliplabel_pipeline; print(cliplabel_pipeline.__file__)"],
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")}
+    env["CLIPLABEL_CACHE"] = str(tmp_path / "cache")
+    where = subprocess.run([python, "-c", "import cliplabel_pipeline; print(cliplabel_pipeline.__file__)"],
                            cwd=tmp_path, env=env, capture_output=True, text=True, check=True).stdout
-    assert where.startswith(str(site)), where  # the installed copy, not the checkout
-    done = subprocess.run([sys.executable, "-m", "cliplabel_pipeline.cli", "demo", "--results-root",
-                           str(tmp_path / "results"), "--jobs", "1"], cwd=tmp_path, env=env, capture_output=True,
-                          text=True, timeout=300)
+    assert Path(where.strip()).is_relative_to(site), where  # the installed copy, not the checkout
+    done = subprocess.run([cliplabel, "demo", "--results-root", str(tmp_path / "results"), "--jobs", "1"],
+                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
-    assert "demo-000: 9 labelled" in done.stdout or "labelled" in done.stdout
+    assert "labelled" in done.stdout
     assert (tmp_path / "results" / "demo-000" / "labels.jsonl").stat().st_size > 0
-    bank = subprocess.run([sys.executable, "-c", "from cliplabel_pipeline.core.labelling.concepts import load_bank; "
+    bank = subprocess.run([python, "-c", "from cliplabel_pipeline.core.labelling.concepts import load_bank; "
                            "print(len(load_bank().names))"], cwd=tmp_path, env=env, capture_output=True, text=True,
                           check=True).stdout
     assert int(bank) > 2000

@@ -29,7 +29,6 @@ from cliplabel_pipeline.core.values import (
 
 SOURCE_NAME = "source.png"
 INPUT_DIRS = {"masks": "mask", "objects": "object"}  # folder -> item kind
-OUTPUT_DIRS = ("labels", "export", "report", "_cliplabel", "quarantine")  # cliplabel's own folders
 GROUND_TRUTH = "ground_truth.csv"
 MAX_JOB_ID_BYTES = 200  # leaves room for "<job>.zip" and temp names within a 255-byte file name
 
@@ -155,6 +154,23 @@ class JobFolder:
         return self.path / "quarantine"
 
     @property
+    def journal_dir(self) -> Path:
+        """``quarantine/journal/``: one journal per cleanup, written before anything moves."""
+        return self.quarantine_dir / "journal"
+
+    def journal_file(self, action_id: str) -> Path:
+        return self.journal_dir / f"{action_id}.json"
+
+    def quarantined(self, action_id: str, rel: str) -> Path:
+        """Where cleanup ``action_id`` keeps item ``rel``: each action its own folder, so nothing clashes."""
+        return self.quarantine_dir / action_id / rel
+
+    @property
+    def output_dirs(self) -> tuple[Path, ...]:
+        """cliplabel's own folders inside the job."""
+        return (self.item_labels_dir, self.export_dir, self.report_dir, self.work_dir, self.quarantine_dir)
+
+    @property
     def actions_json(self) -> Path:
         """How many cleanups and restores the job has seen (the sensor looks at a job again after each)."""
         return self.work_dir / "actions.json"
@@ -224,8 +240,8 @@ class JobFolder:
     def sweep_temps(self) -> int:
         """Remove temp files left by a cliplabel process killed mid-write (never a running writer's)."""
         removed = guarded.sweep_temps(self.path, recursive=False)
-        for folder in OUTPUT_DIRS:
-            removed += guarded.sweep_temps(self.path, folder)
+        for folder in self.output_dirs:
+            removed += guarded.sweep_temps(self.path, self.rel(folder))
         return removed
 
     # typed artefacts

@@ -27,7 +27,7 @@ from cliplabel_pipeline.core.organising.export import (
     EXPORT_FORMATS, build_manifest, csv_bytes, write_asset_jsons, write_grouped_zip,
 )
 from cliplabel_pipeline.core.organising.grouping import group_items
-from cliplabel_pipeline.core.reporting.metrics import job_metrics
+from cliplabel_pipeline.core.reporting.metrics import JobMetrics, job_metrics
 from cliplabel_pipeline.core.reporting.report import write_report
 from cliplabel_pipeline.core.storage import guarded
 from cliplabel_pipeline.core.storage.files import jsonl_bytes
@@ -66,10 +66,24 @@ class Grouped:
     groups: Groups
 
 
+@dataclass(frozen=True)
+class ExportFiles:
+    """Where a job's exports lie."""
+
+    csv: Path
+    per_item_json: Path
+    zip: Path
+    manifest: Path
+
+    @classmethod
+    def of(cls, job: JobFolder) -> "ExportFiles":
+        return cls(job.labels_csv, job.item_labels_dir, job.export_file("zip"), job.manifest_json)
+
+
 @dataclass
 class Exported:
     grouped: Grouped
-    files: dict[str, Path]
+    files: ExportFiles
 
 
 @dataclass
@@ -77,7 +91,7 @@ class JobResult:
     """Everything ``cliplabel job`` produced for one job."""
 
     exported: Exported
-    metrics: dict
+    metrics: JobMetrics
     report: Path
 
     @property
@@ -142,14 +156,13 @@ def export_grouped(grouped: Grouped) -> Exported:
     """``labels.csv``, ``labels/<path>.json``, ``export/<job>.zip`` and ``manifest.json``."""
     lab, job = grouped.labelled, grouped.labelled.job
     manifest = build_manifest(job.id, lab.provenance, lab.records, lab.skipped, grouped.groups)
-    with job.writer(job.export_file("zip")) as fh:
+    files = ExportFiles.of(job)
+    with job.writer(files.zip) as fh:
         _warn_left_out(write_grouped_zip(fh, job, grouped.groups, lab.records))
-    return Exported(grouped, {
-        "csv": job.write(job.labels_csv, csv_bytes(lab.records)),
-        "per_item_json": write_asset_jsons(job, lab.records),
-        "zip": job.export_file("zip"),
-        "manifest": job.write_json(job.manifest_json, manifest),
-    })
+    job.write(files.csv, csv_bytes(lab.records))
+    write_asset_jsons(job, lab.records)
+    job.write_json(files.manifest, manifest)
+    return Exported(grouped, files)
 
 
 def _warn_left_out(left_out: list[SkippedItem]) -> None:
@@ -164,7 +177,7 @@ def report_exported(exported: Exported) -> JobResult:
     lab, groups = exported.grouped.labelled, exported.grouped.groups
     perf = lab.embedded.performance(peak_memory_mb())
     metrics = job_metrics(lab.records, lab.job, lab.provenance.min_confidence, perf)
-    lab.job.write_json(lab.job.metrics_json, metrics)
+    lab.job.write_json(lab.job.metrics_json, metrics.to_json())
     result = JobResult(exported, metrics, write_report(lab.job, lab.records, metrics, groups))
     lab.job.mark_stale(None)  # every derived output now agrees with labels.jsonl
     return result
@@ -194,9 +207,7 @@ def load_grouped(job: JobFolder) -> Grouped:
 
 
 def load_exported(job: JobFolder) -> Exported:
-    files = {"csv": job.labels_csv, "per_item_json": job.item_labels_dir, "zip": job.export_file("zip"),
-             "manifest": job.manifest_json}
-    return Exported(load_grouped(job), files)
+    return Exported(load_grouped(job), ExportFiles.of(job))
 
 
 def export_format(job: JobFolder, fmt: str, out: Path | None = None) -> Path:

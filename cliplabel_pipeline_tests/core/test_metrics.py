@@ -22,25 +22,25 @@ TRUTH = {"a": "cat", "b": "dog", "c": "dog", "d": "cat"}
 
 def test_truth_metrics_by_hand():
     m = truth_metrics(RECORDS, TRUTH)
-    assert m["evaluated"] == 4
-    assert m["accuracy"] == 0.5                   # a and c right
-    assert m["top_k_accuracy"] == 1.0             # b has dog second, d has cat second
-    assert m["confusion"] == {"labels": ["cat", "dog"], "matrix": [[1, 1], [1, 1]]}
-    assert m["per_class"]["cat"] == {"precision": 0.5, "recall": 0.5, "support": 2}
+    assert m.evaluated == 4
+    assert m.accuracy == 0.5                   # a and c right
+    assert m.top_k_accuracy == 1.0             # b has dog second, d has cat second
+    assert (m.confusion_labels, m.confusion_matrix) == (["cat", "dog"], [[1, 1], [1, 1]])
+    assert m.per_class["cat"] == {"precision": 0.5, "recall": 0.5, "support": 2}
 
 
 def test_score_metrics_by_hand():
     m = score_metrics(RECORDS, min_confidence=0.5)
-    assert m["confidence"]["mean"] == pytest.approx(0.625)
-    assert m["confidence"]["p50"] == pytest.approx(0.7)
-    assert m["share_at_or_above_threshold"] == 0.75
-    assert m["distinct_labels"] == 2 and m["label_entropy_bits"] == pytest.approx(1.0)
-    assert m["label_counts"] == {"cat": 2, "dog": 2}
+    assert m.confidence["mean"] == pytest.approx(0.625)
+    assert m.confidence["p50"] == pytest.approx(0.7)
+    assert m.share_at_or_above_threshold == 0.75
+    assert m.distinct_labels == 2 and m.label_entropy_bits == pytest.approx(1.0)
+    assert m.label_counts == {"cat": 2, "dog": 2}
 
 
 def test_without_ground_truth_there_are_only_score_metrics(tmp_path):
     m = job_metrics(RECORDS, JobFolder(tmp_path.parent, tmp_path.name), 0.5, Performance(1.0, 4.0))
-    assert m["truth"] is None and m["scores"]["distinct_labels"] == 2 and m["performance"]["items_per_s"] == 1.0
+    assert m.truth is None and m.scores.distinct_labels == 2 and m.performance.items_per_s == 1.0
     (tmp_path / "ground_truth.csv").write_text("path,label\na,cat\nb,dog\nc,dog\nd,cat\n")
-    assert job_metrics(RECORDS, JobFolder(tmp_path.parent, tmp_path.name), 0.5, Performance(1.0, 4.0))["truth"]["accuracy"] == 0.5
-    assert not math.isnan(m["scores"]["cosine"]["std"])
+    assert job_metrics(RECORDS, JobFolder(tmp_path.parent, tmp_path.name), 0.5, Performance(1.0, 4.0)).truth.accuracy == 0.5
+    assert not math.isnan(m.scores.cosine["std"])

@@ -145,3 +145,22 @@ def test_a_locked_database_fails_the_label_step_with_one_line(toy_job, resources
     failure = next(e for e in result.all_events if e.is_step_failure)
     message = failure.step_failure_data.error.message
     assert f"cannot open DuckDB file {db_path}" in message and "Traceback" not in message
+
+
+def test_cleanup_and_restore_are_recorded_against_the_jobs_assets(toy_job, resources, instance, db_path):
+    from cliplabel_pipeline.defs.jobs import CHANGED_ASSETS, cleanup_job, restore_job
+
+    root, job_id = toy_job
+    assert materialize_job(job_id, resources, instance).success
+    labels = (root / job_id / "labels.jsonl").read_bytes()
+    config = {"ops": {"quarantine_low_confidence": {"config": {"job_id": job_id, "min_confidence": 0.9999,
+                                                                 "apply": True}}}}
+    assert cleanup_job.execute_in_process(run_config=config, instance=instance, resources=resources).success
+    restore = {"ops": {"restore_quarantined": {"config": {"job_id": job_id}}}}
+    assert restore_job.execute_in_process(run_config=restore, instance=instance, resources=resources).success
+    assert (root / job_id / "labels.jsonl").read_bytes() == labels
+    for key in CHANGED_ASSETS:
+        events = instance.fetch_materializations(dg.AssetKey(key), limit=10).records
+        actions = [e.asset_materialization.metadata.get("action") for e in events
+                   if e.asset_materialization.partition == job_id]
+        assert [a.value for a in actions if a is not None][:2] == ["restore", "quarantine"], key

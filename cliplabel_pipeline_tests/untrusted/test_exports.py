@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import os
+import stat
 import subprocess
 import sys
 import threading
@@ -122,3 +123,12 @@ def test_concurrent_exports_of_one_job_never_collide(labelled, results_root):
         assert proc.returncode == 0, err
     assert zipfile.ZipFile(labelled / "export" / "job.zip").testzip() is None
     assert not [p for p in (labelled / "export").iterdir() if p.name.endswith(".tmp")]
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="making a device node needs root")
+def test_output_onto_a_device_node_is_refused_and_it_stays_a_device(labelled, run, tmp_path, capsys):
+    node = tmp_path / "null"
+    os.mknod(node, stat.S_IFCHR | 0o666, os.makedev(1, 3))
+    assert run("export", "job", "--format", "csv", "-o", str(node)) == 2
+    assert "not a regular file" in capsys.readouterr().err
+    assert stat.S_ISCHR(node.lstat().st_mode)

@@ -186,3 +186,16 @@ def test_a_forged_label_line_cannot_make_cleanup_remove_an_input_or_an_output(re
                                  "cosine": 0.0, "margin": 0.0, "low_confidence": True}) + "\n")
     assert main(["cleanup", "forged", "--min-confidence", "0.01", "--apply", "--purge", *common]) == 0
     assert {name: (job / name).read_bytes() for name in keep} == keep
+
+
+def test_a_quarantined_file_changed_since_cleanup_is_never_restored(labelled, run, capsys):
+    assert run("cleanup", "job", "--min-confidence", ALL_BUT_SOURCE, "--apply") == 0
+    labels, rows = (labelled / "labels.jsonl").read_bytes(), _rows(run.db)
+    [kept] = [p for p in (labelled / "quarantine").rglob("*.png")][:1]
+    kept.write_bytes(kept.read_bytes() + b"tampered")
+    capsys.readouterr()
+    assert run("restore", "job") != 0
+    err = capsys.readouterr().err
+    assert "changed since cleanup (sha256 differs)" in err and len(err.strip().splitlines()) == 1
+    assert (labelled / "labels.jsonl").read_bytes() == labels and _rows(run.db) == rows
+    assert kept.exists()  # still in quarantine, nothing half restored

@@ -7,12 +7,12 @@ import stat
 
 import pytest
 
-from cliplabel_pipeline.core.job_folder import JobFolder, OUTPUT_DIRS
+from cliplabel_pipeline.core.job_folder import JobFolder
 from cliplabel_pipeline.core.storage import guarded
 from cliplabel_pipeline_tests.untrusted.conftest import snapshot
 
 
-@pytest.mark.parametrize("folder", OUTPUT_DIRS)
+@pytest.mark.parametrize("folder", ["labels", "export", "report", "_cliplabel", "quarantine"])
 def test_a_link_planted_as_an_output_folder_is_replaced_and_its_target_untouched(job, run, outside, folder):
     (job / folder).symlink_to(outside, target_is_directory=True)
     before = snapshot(outside)
@@ -80,3 +80,18 @@ def test_job_folder_refuses_paths_that_leave_the_job(job):
         with pytest.raises(Exception, match="refusing|outside"):
             folder.write(folder.path / bad if not bad.startswith("/") else bad, b"x")
     assert not (job.parent / "escape.txt").exists()
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="the point is a writer that file modes cannot stop")
+def test_as_root_a_read_only_file_outside_behind_a_link_stays_byte_identical(job, run, outside):
+    precious = outside / "precious.txt"
+    precious.chmod(0o444)  # no protection from root: only never following the link keeps it safe
+    before = snapshot(outside)
+    for name in ("labels.jsonl", "labels.csv", "export/job.zip", "quarantine"):
+        (job / name).parent.mkdir(parents=True, exist_ok=True)
+        (job / name).symlink_to(precious if name != "quarantine" else outside)
+    assert run("job", "job") == 0
+    assert run("cleanup", "job", "--min-confidence", "0.99999", "--apply") == 0
+    assert run("export", "job", "--format", "zip") == 0
+    assert run("restore", "job") == 0
+    assert snapshot(outside) == before

@@ -52,8 +52,8 @@ class Action:
     purge: bool
     entries: list[Entry]
 
-    def stored(self, entry: Entry) -> str:
-        return f"quarantine/{self.id}/{entry.path}"
+    def stored(self, job: JobFolder, entry: Entry) -> str:
+        return job.rel(job.quarantined(self.id, entry.path))
 
     def to_json(self) -> dict:
         return {"id": self.id, "state": self.state, "purge": self.purge, "entries": [e.__dict__ for e in self.entries]}
@@ -122,7 +122,7 @@ def restore(job: JobFolder, db_path: Path | None) -> list[str]:
                         job.id, sum(len(a.entries) for a in actions[len(chosen):]))
             break
         for e in action.entries:
-            with job.open_item(action.stored(e)) as fh:
+            with job.open_item(action.stored(job, e)) as fh:
                 if stream_sha256(fh) != e.sha256:
                     raise CliplabelError(f"quarantined {shown(e.path)} changed since cleanup (sha256 differs); "
                                          f"nothing restored")
@@ -176,7 +176,7 @@ def _complete_cleanup(job: JobFolder, action: Action, con) -> None:
         if action.purge:
             job.remove(e.path)
         else:
-            guarded.move(job.path, e.path, action.stored(e))
+            guarded.move(job.path, e.path, action.stored(job, e))
     gone = {e.path for e in action.entries}
     _write_lines(job, [line for line in _label_lines(job) if _line_path(line) not in gone])
     if con is not None:
@@ -187,7 +187,7 @@ def _finish_cleanup(job: JobFolder, action: Action) -> None:
     action.state = APPLIED
     _write_journal(job, action)
     if action.purge:  # nothing to restore: the journal has done its work
-        job.remove(_journal_path(action.id))
+        job.remove(job.journal_file(action.id))
         _prune_quarantine(job, action)
 
 
@@ -195,9 +195,9 @@ def _complete_restore(job: JobFolder, action: Action, con) -> tuple[list[Entry],
     """Put the action's files, lines and rows back; an entry whose place is taken stays quarantined, recorded."""
     back, kept = [], []
     for e in action.entries:
-        if job.is_file(action.stored(e)) and not _occupied(job, e.path):
-            guarded.move(job.path, action.stored(e), e.path)
-        (back if job.is_file(e.path) and not job.is_file(action.stored(e)) else kept).append(e)
+        if job.is_file(action.stored(job, e)) and not _occupied(job, e.path):
+            guarded.move(job.path, action.stored(job, e), e.path)
+        (back if job.is_file(e.path) and not job.is_file(action.stored(job, e)) else kept).append(e)
     lines = _label_lines(job)
     present = {_line_path(line) for line in lines}
     for e in sorted(back, key=lambda e: e.position):
@@ -215,13 +215,13 @@ def _finish_restore(job: JobFolder, action: Action, kept: list[Entry]) -> None:
                     job.id, len(kept))
         _write_journal(job, Action(action.id, APPLIED, action.purge, kept))
     else:
-        job.remove(_journal_path(action.id))
+        job.remove(job.journal_file(action.id))
         _prune_quarantine(job, action)
 
 
 def _prune_quarantine(job: JobFolder, action: Action) -> None:
-    for folder in (f"quarantine/{action.id}", "quarantine/journal", "quarantine"):
-        guarded.remove_empty_folders(job.path, folder)
+    for folder in (job.quarantine_dir / action.id, job.journal_dir, job.quarantine_dir):
+        guarded.remove_empty_folders(job.path, job.rel(folder))
 
 
 # the journal
@@ -229,20 +229,16 @@ def _new_action_id() -> str:
     return datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S%f") + "-" + secrets.token_hex(3)
 
 
-def _journal_path(action_id: str) -> str:
-    return f"quarantine/journal/{action_id}.json"
-
-
 def _write_journal(job: JobFolder, action: Action) -> None:
-    job.write_json(_journal_path(action.id), action.to_json())
+    job.write_json(job.journal_file(action.id), action.to_json())
 
 
 def _journals(job: JobFolder) -> list[Action]:
     """The job's actions, oldest first; an entry or a journal that fails its checks is left out, said once."""
     actions = []
-    for name in job.files_under(job.quarantine_dir / "journal"):
+    for name in job.files_under(job.journal_dir):
         try:
-            actions.append(_checked_action(job, name, json.loads(job.read_bytes(f"quarantine/journal/{name}"))))
+            actions.append(_checked_action(job, name, json.loads(job.read_bytes(job.journal_dir / name))))
         except (ValueError, KeyError, TypeError, CliplabelError) as exc:
             log.warning("ignoring quarantine journal %s: %s", shown(name), exc)
     return sorted(actions, key=lambda a: a.id)

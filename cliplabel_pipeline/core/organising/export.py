@@ -58,8 +58,8 @@ def write_grouped_zip(out: BinaryIO, job: JobFolder, groups: Groups, records: li
     left_out: list[SkippedItem] = []
     names = UniqueNames()
     with zipfile.ZipFile(out, "w", compression=zipfile.ZIP_STORED) as zf:
-        zf.writestr("labels.jsonl", jsonl_bytes(r.to_json() for r in records))
-        zf.writestr("labels.csv", csv_bytes(records))
+        zf.writestr(job.labels_jsonl.name, jsonl_bytes(r.to_json() for r in records))
+        zf.writestr(job.labels_csv.name, csv_bytes(records))
         entries = [(portable_name(g.name), g.items) for g in groups.groups]
         entries += [(f"{LOW_CONFIDENCE_FOLDER}/{portable_name(f'{c.name}-{c.cluster}')}", c.items)
                     for c in groups.clusters]
@@ -73,7 +73,7 @@ def write_grouped_zip(out: BinaryIO, job: JobFolder, groups: Groups, records: li
                 with fh:
                     _add_file(zf, f"{folder}/{names.take(folder, flat_item_name(item))}", fh)
         if left_out:
-            zf.writestr("skipped.jsonl", jsonl_bytes(s.to_json() for s in left_out))
+            zf.writestr(job.skipped_jsonl.name, jsonl_bytes(s.to_json() for s in left_out))
     return left_out
 
 

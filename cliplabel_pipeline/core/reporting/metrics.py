@@ -6,6 +6,8 @@ import csv
 import io
 import math
 from collections import Counter
+from dataclasses import asdict, dataclass
+
 import numpy as np
 
 from cliplabel_pipeline.core.job_folder import JobFolder
@@ -20,7 +22,55 @@ def read_ground_truth(job: JobFolder) -> dict[str, str] | None:
     return {row["path"]: row["label"] for row in csv.DictReader(io.StringIO(text, newline="")) if row.get("path")}
 
 
-def truth_metrics(records: list[LabelRecord], truth: dict[str, str]) -> dict:
+@dataclass(frozen=True)
+class TruthMetrics:
+    """Against ``ground_truth.csv``: accuracy, top-k accuracy, per-class scores, confusion (rows truth)."""
+
+    evaluated: int
+    accuracy: float | None
+    top_k_accuracy: float | None
+    per_class: dict[str, dict]
+    confusion_labels: list[str]
+    confusion_matrix: list[list[int]]
+
+    def to_json(self) -> dict:
+        return {"evaluated": self.evaluated, "accuracy": self.accuracy, "top_k_accuracy": self.top_k_accuracy,
+                "per_class": self.per_class,
+                "confusion": {"labels": self.confusion_labels, "matrix": self.confusion_matrix}}
+
+
+@dataclass(frozen=True)
+class ScoreMetrics:
+    """Without ground truth: how the scores are spread and how diverse the labels are."""
+
+    confidence: dict[str, float]
+    cosine: dict[str, float]
+    distinct_labels: int
+    label_entropy_bits: float
+    share_at_or_above_threshold: float | None
+    label_counts: dict[str, int]
+
+    def to_json(self) -> dict:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class JobMetrics:
+    """``metrics.json`` of one job."""
+
+    items: int
+    threshold: float
+    truth: TruthMetrics | None
+    scores: ScoreMetrics
+    performance: Performance
+
+    def to_json(self) -> dict:
+        return {"items": self.items, "threshold": self.threshold,
+                "truth": self.truth.to_json() if self.truth else None,
+                "scores": self.scores.to_json(), "performance": self.performance.to_json()}
+
+
+def truth_metrics(records: list[LabelRecord], truth: dict[str, str]) -> TruthMetrics:
     """Accuracy, top-k accuracy, per-class precision and recall, confusion matrix (rows truth, cols predicted)."""
     pairs = [(truth[r.path], r.top1, [lab.name for lab in r.labels]) for r in records if r.path in truth]
     n = len(pairs)
@@ -34,45 +84,40 @@ def truth_metrics(records: list[LabelRecord], truth: dict[str, str]) -> dict:
         tp, predicted, actual = confusion[i, i], confusion[:, i].sum(), confusion[i].sum()
         per_class[c] = {"precision": round(tp / predicted, 6) if predicted else None,
                         "recall": round(tp / actual, 6) if actual else None, "support": int(actual)}
-    return {
-        "evaluated": n,
-        "accuracy": round(sum(t == p for t, p, _ in pairs) / n, 6) if n else None,
-        "top_k_accuracy": round(sum(t in top for t, _, top in pairs) / n, 6) if n else None,
-        "per_class": per_class,
-        "confusion": {"labels": classes, "matrix": confusion.tolist()},
-    }
+    return TruthMetrics(
+        evaluated=n,
+        accuracy=round(sum(t == p for t, p, _ in pairs) / n, 6) if n else None,
+        top_k_accuracy=round(sum(t in top for t, _, top in pairs) / n, 6) if n else None,
+        per_class=per_class, confusion_labels=classes, confusion_matrix=confusion.tolist(),
+    )
 
 
-def score_metrics(records: list[LabelRecord], min_confidence: float) -> dict:
+def _stats(a: np.ndarray) -> dict[str, float]:
+    if not len(a):
+        return {}
+    p = np.percentile(a, [5, 25, 50, 75, 95])
+    return {"mean": round(float(a.mean()), 6), "std": round(float(a.std()), 6),
+            **{f"p{q}": round(float(v), 6) for q, v in zip((5, 25, 50, 75, 95), p)}}
+
+
+def score_metrics(records: list[LabelRecord], min_confidence: float) -> ScoreMetrics:
     """Distribution of confidences and cosines, label diversity (distinct labels, entropy in bits)."""
     conf = np.array([r.confidence for r in records], float)
     cos = np.array([r.cosine for r in records], float)
     counts = Counter(r.top1 for r in records)
     total = sum(counts.values())
     entropy = -sum(c / total * math.log2(c / total) for c in counts.values()) if total else 0.0
-
-    def stats(a: np.ndarray) -> dict:
-        if not len(a):
-            return {}
-        p = np.percentile(a, [5, 25, 50, 75, 95])
-        return {"mean": round(float(a.mean()), 6), "std": round(float(a.std()), 6),
-                **{f"p{q}": round(float(v), 6) for q, v in zip((5, 25, 50, 75, 95), p)}}
-
-    return {
-        "confidence": stats(conf), "cosine": stats(cos),
-        "distinct_labels": len(counts), "label_entropy_bits": round(entropy, 6),
-        "share_at_or_above_threshold": round(float((conf >= min_confidence).mean()), 6) if len(conf) else None,
-        "label_counts": dict(counts.most_common()),
-    }
+    return ScoreMetrics(
+        confidence=_stats(conf), cosine=_stats(cos),
+        distinct_labels=len(counts), label_entropy_bits=round(entropy, 6),
+        share_at_or_above_threshold=round(float((conf >= min_confidence).mean()), 6) if len(conf) else None,
+        label_counts=dict(counts.most_common()),
+    )
 
 
-def job_metrics(records: list[LabelRecord], job: JobFolder, min_confidence: float, performance: Performance) -> dict:
+def job_metrics(records: list[LabelRecord], job: JobFolder, min_confidence: float,
+                performance: Performance) -> JobMetrics:
     """``metrics.json`` of one job: ``truth`` (or None), ``scores``, and ``performance``."""
     truth = read_ground_truth(job)
-    return {
-        "items": len(records),
-        "threshold": min_confidence,
-        "truth": truth_metrics(records, truth) if truth else None,
-        "scores": score_metrics(records, min_confidence),
-        "performance": performance.to_json(),
-    }
+    return JobMetrics(len(records), min_confidence, truth_metrics(records, truth) if truth else None,
+                      score_metrics(records, min_confidence), performance)

@@ -13,6 +13,7 @@ from PIL import Image, ImageDraw
 
 from cliplabel_pipeline.core.errors import CliplabelError
 from cliplabel_pipeline.core.job_folder import SOURCE_NAME, JobFolder
+from cliplabel_pipeline.core.reporting.metrics import JobMetrics
 from cliplabel_pipeline.core.reading.images import ImageSkipped, crop_source_under_mask, load_rgb
 from cliplabel_pipeline.core.values import Groups, LabelRecord
 
@@ -105,24 +106,24 @@ def _source(job: JobFolder) -> Image.Image:
         return load_rgb(fh)[0]
 
 
-def write_report(job: JobFolder, records: list[LabelRecord], metrics: dict, groups: Groups) -> Path:
+def write_report(job: JobFolder, records: list[LabelRecord], metrics: JobMetrics, groups: Groups) -> Path:
     """Write ``report/report.md`` and its PNG pictures; returns the Markdown file."""
     folder = job.report_dir
     kinds = {r.path: r.kind for r in records}
     source = functools.cache(lambda: _source(job))  # decoded once, if a mask needs it
-    threshold = metrics["threshold"]
-    scores = metrics["scores"]
+    threshold = metrics.threshold
+    scores = metrics.scores
     lines = [f"# Labelling report: {job.id}", "",
-             f"{metrics['items']} items labelled; {scores['distinct_labels']} distinct labels; "
-             f"{100 * (scores['share_at_or_above_threshold'] or 0):.0f}% at or above the threshold.", ""]
-    if metrics["truth"] and metrics["truth"]["accuracy"] is not None:
-        t = metrics["truth"]
-        lines += [f"**Accuracy {100 * t['accuracy']:.1f}%** (top-k {100 * t['top_k_accuracy']:.1f}%) on "
-                  f"{t['evaluated']} items with ground truth.", "",
+             f"{metrics.items} items labelled; {scores.distinct_labels} distinct labels; "
+             f"{100 * (scores.share_at_or_above_threshold or 0):.0f}% at or above the threshold.", ""]
+    if metrics.truth and metrics.truth.accuracy is not None:
+        t = metrics.truth
+        lines += [f"**Accuracy {100 * t.accuracy:.1f}%** (top-k {100 * t.top_k_accuracy:.1f}%) on "
+                  f"{t.evaluated} items with ground truth.", "",
                   "![confusion matrix](confusion.png)", ""]
-        _save(job, folder / "confusion.png", confusion_heatmap(t["confusion"]["labels"], t["confusion"]["matrix"]))
+        _save(job, folder / "confusion.png", confusion_heatmap(t.confusion_labels, t.confusion_matrix))
     _save(job, folder / "confidence.png", confidence_histogram([r.confidence for r in records], threshold))
-    c = scores["confidence"]
+    c = scores.confidence
     lines += ["## Confidence", "", "![confidence histogram](confidence.png)", "",
               f"mean {c.get('mean', 0):.3f}, std {c.get('std', 0):.3f}, median {c.get('p50', 0):.3f}", "",
               "## Groups", ""]
@@ -130,7 +131,7 @@ def write_report(job: JobFolder, records: list[LabelRecord], metrics: dict, grou
         name = g.name if g in groups.groups else f"low confidence, nearest concept: {g.name}"
         sheet = _save(job, folder / f"group_{i:02d}.png", contact_sheet(job, g.items, kinds, source))
         lines += [f"### {name} ({len(g.items)})", "", f"![{name}]({sheet.name})", ""]
-    perf = metrics["performance"]
-    lines += ["## Performance", "", f"{perf.get('items_per_s', 0):.1f} items/s over {perf.get('seconds', 0):.2f}s"]
+    perf = metrics.performance
+    lines += ["## Performance", "", f"{perf.items_per_s:.1f} items/s over {perf.seconds:.2f}s"]
     job.write(job.report_md, ("\n".join(lines) + "\n").encode("utf-8"))
     return job.report_md

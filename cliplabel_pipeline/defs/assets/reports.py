@@ -40,8 +40,8 @@ def job_exports(context: dg.AssetExecutionContext, job_groups: Grouped) -> dg.Ou
     with as_failure():
         exported = export_grouped(job_groups)
     return dg.Output(exported, metadata={
-        **{name: path_md(path) for name, path in exported.files.items()},
-        "zip_bytes": dg.MetadataValue.int(exported.files["zip"].stat().st_size),
+        **{name: path_md(path) for name, path in vars(exported.files).items()},
+        "zip_bytes": dg.MetadataValue.int(exported.files.zip.stat().st_size),
     })
 
 
@@ -51,20 +51,20 @@ def job_metrics_report(context: dg.AssetExecutionContext, job_exports: Exported)
     with as_failure():
         result = report_exported(job_exports)
     metrics = result.metrics
-    scores, perf, truth = metrics["scores"], metrics["performance"], metrics["truth"]
+    scores, perf, truth = metrics.scores, metrics.performance, metrics.truth
     meta = {
-        "items": dg.MetadataValue.int(metrics["items"]),
-        "mean_confidence": dg.MetadataValue.float(scores["confidence"]["mean"]),
-        "share_at_or_above_threshold": dg.MetadataValue.float(scores["share_at_or_above_threshold"]),
-        "distinct_labels": dg.MetadataValue.int(scores["distinct_labels"]),
-        "items_per_s": dg.MetadataValue.float(perf["items_per_s"]),
-        "peak_rss_mb": dg.MetadataValue.int(perf["peak_rss_mb"]),
+        "items": dg.MetadataValue.int(metrics.items),
+        "mean_confidence": dg.MetadataValue.float(scores.confidence["mean"]),
+        "share_at_or_above_threshold": dg.MetadataValue.float(scores.share_at_or_above_threshold),
+        "distinct_labels": dg.MetadataValue.int(scores.distinct_labels),
+        "items_per_s": dg.MetadataValue.float(perf.items_per_s),
+        "peak_rss_mb": dg.MetadataValue.int(perf.peak_rss_mb),
         "report": path_md(result.report),
         "report_preview": dg.MetadataValue.md(_inline_pictures(result.labelled.job)),
     }
     if truth:
-        meta["accuracy"] = dg.MetadataValue.float(truth["accuracy"])
-        meta["top_k_accuracy"] = dg.MetadataValue.float(truth["top_k_accuracy"])
+        meta["accuracy"] = dg.MetadataValue.float(truth.accuracy)
+        meta["top_k_accuracy"] = dg.MetadataValue.float(truth.top_k_accuracy)
     return dg.MaterializeResult(metadata=meta)
 
 
