@@ -135,7 +135,7 @@ def label_embedded(job: JobFolder, embedded: Embedded, index: ConceptIndex, bank
     enc = embedded.encoder
     provenance = Provenance(enc.model, enc.model_identity, enc.precision, enc.device, index.bank.version,
                             index.bank.templates_hash, index.bank.templates, bank, settings.top_k,
-                            settings.min_confidence)
+                            settings.min_confidence, settings.min_match, index.calibration.summary())
     labelled = Labelled(job, records, embedded.skipped, provenance, embedded, started)
     with write_connection(db_path) if db_path else nullcontext() as con:
         if con is not None:

@@ -22,6 +22,7 @@ ENV_VARS = {
     "batch_size": "CLIPLABEL_BATCH_SIZE",
     "top_k": "CLIPLABEL_TOP_K",
     "min_confidence": "CLIPLABEL_MIN_CONFIDENCE",
+    "min_match": "CLIPLABEL_MIN_MATCH",
     "labels_file": "CLIPLABEL_LABELS_FILE",
     "templates_file": "CLIPLABEL_TEMPLATES_FILE",
     "results_root": "CLIPLABEL_RESULTS_ROOT",
@@ -60,7 +61,8 @@ class Settings:
     precision: str = "auto"
     batch_size: int = 32
     top_k: int = 3
-    min_confidence: float = 0.25
+    min_confidence: float = 0.25  # softmax confidence below it: flagged (the best candidate is not clear)
+    min_match: float = 0.35  # open-set match below it: flagged (the image matches none of the candidates)
     labels: tuple[str, ...] = ()
     labels_file: Path | None = None
     templates_file: Path | None = None

@@ -19,15 +19,17 @@ _DEFAULTS = Settings()
 
 @dataclass(frozen=True)
 class LabelSettings:
-    """Per-call scoring settings: labels kept per item, the low-confidence threshold, images per forward pass."""
+    """Per-call scoring settings: labels kept per item, the two low-confidence thresholds (softmax confidence
+    and open-set match), images per forward pass."""
 
     top_k: int = _DEFAULTS.top_k
     min_confidence: float = _DEFAULTS.min_confidence
     batch_size: int = _DEFAULTS.batch_size
+    min_match: float = _DEFAULTS.min_match
 
     @classmethod
     def from_settings(cls, settings: Settings) -> "LabelSettings":
-        return cls(settings.top_k, settings.min_confidence, settings.batch_size)
+        return cls(settings.top_k, settings.min_confidence, settings.batch_size, settings.min_match)
 
 
 @dataclass(frozen=True)
@@ -36,9 +38,13 @@ class ScoredLabel:
     score: float
 
 
+FLAG_RULES = ("confidence", "match")  # what can flag an item: softmax confidence, open-set match
+
+
 @dataclass
 class LabelRecord:
-    """One labelled item: a line of ``labels.jsonl``."""
+    """One labelled item: a line of ``labels.jsonl``. ``low_confidence`` is true when a rule of ``flagged_by``
+    fired: ``confidence`` below its threshold, or ``match`` (None in records made before it existed)."""
 
     path: str
     kind: str
@@ -49,11 +55,14 @@ class LabelRecord:
     margin: float
     low_confidence: bool
     scene_tags: list[ScoredLabel] | None = None
+    match: float | None = None
+    flagged_by: list[str] = field(default_factory=list)
 
     def to_json(self) -> dict:
         data = asdict(self)
-        if self.scene_tags is None:
-            del data["scene_tags"]
+        tags = data.pop("scene_tags")
+        if tags is not None:
+            data["scene_tags"] = tags
         return data
 
     @classmethod
@@ -61,7 +70,8 @@ class LabelRecord:
         tags = data.get("scene_tags")
         return cls(data["path"], data["kind"], [ScoredLabel(**x) for x in data["labels"]], data["top1"],
                    data["confidence"], data["cosine"], data["margin"], data["low_confidence"],
-                   [ScoredLabel(**x) for x in tags] if tags is not None else None)
+                   [ScoredLabel(**x) for x in tags] if tags is not None else None, data.get("match"),
+                   list(data.get("flagged_by") or []))
 
 
 @dataclass(frozen=True)
@@ -132,6 +142,8 @@ class Provenance:
     bank: BankSpec
     top_k: int
     min_confidence: float
+    min_match: float | None = None  # None: labelled before the match score existed
+    calibration: dict = field(default_factory=dict)  # the null-probe statistics ``match`` was computed with
 
     def to_json(self) -> dict:
         data = asdict(self)
@@ -145,7 +157,7 @@ class Provenance:
         return cls(data["model"], data["model_identity"], data["precision"], data["device"],
                    data["bank_version"], data["templates_hash"], tuple(data["templates"]),
                    BankSpec(tuple(bank.get("labels") or ()), bank.get("labels_file"), bank.get("templates_file")),
-                   data["top_k"], data["min_confidence"])
+                   data["top_k"], data["min_confidence"], data.get("min_match"), data.get("calibration") or {})
 
 
 @dataclass(frozen=True)

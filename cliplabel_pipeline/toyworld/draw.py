@@ -57,9 +57,11 @@ def shape_polygon(shape: str, box: tuple[float, float, float, float], angle: flo
 
 
 def draw_object(
-    canvas: Image.Image, mask: Image.Image | None, label: str, box: tuple[int, int, int, int], rng: random.Random
+    canvas: Image.Image, mask: Image.Image | None, label: str, box: tuple[int, int, int, int], rng: random.Random,
+    rgb: tuple[int, int, int] | None = None,
 ) -> None:
-    """Draw ``label`` into ``box`` of ``canvas`` (RGB) and, when given, fill the same area of ``mask`` (L)."""
+    """Draw ``label`` into ``box`` of ``canvas`` (RGB) and, when given, fill the same area of ``mask`` (L);
+    ``rgb`` paints it in a colour of its own instead of the label's."""
     colour, shape = label.split(" ")
     angle = 0.0 if shape in ("circle", "square") else rng.uniform(-0.25, 0.25)
     x0, y0, x1, y1 = box
@@ -68,7 +70,7 @@ def draw_object(
     poly = shape_polygon(shape, (0, 0, w * _SUPERSAMPLE - 1, h * _SUPERSAMPLE - 1), angle)
     ImageDraw.Draw(big).polygon(poly, fill=255)
     alpha = big.resize((w, h), Image.LANCZOS)
-    fill = Image.new("RGB", (w, h), _jitter(COLOURS[colour], rng))
+    fill = Image.new("RGB", (w, h), _jitter(rgb or COLOURS[colour], rng))
     canvas.paste(fill, (x0, y0), alpha)
     if mask is not None:
         mask.paste(alpha.point(lambda v: 255 if v >= 128 else 0), (x0, y0))

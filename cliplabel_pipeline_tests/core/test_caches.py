@@ -37,8 +37,10 @@ def cache(handle, tmp_path):
     return bank, index_cache_path(tmp_path, handle.identity, handle.text_precision, bank), index.text_emb
 
 
-def _good(emb):
-    return {"text_emb": emb, "logit_scale": np.float64(100.0)}
+def _good(emb, **changes):
+    arrays = {"text_emb": emb, "logit_scale": np.float64(100.0), "null_emb": _unit(8, emb.shape[1]),
+              "null_stats": np.ones(8)}
+    return {**arrays, **changes}
 
 
 def _unit(rows: int, width: int) -> np.ndarray:
@@ -64,8 +66,12 @@ DAMAGE = {  # how a cache file goes bad -> write it so (each with a correct chec
     "all NaN": lambda p, emb: write_npz(p, **_good(np.full_like(emb, np.nan))),
     "zero rows": lambda p, emb: write_npz(p, **_good(np.zeros_like(emb))),
     "integer embeddings": lambda p, emb: write_npz(p, **_good(np.ones(emb.shape, np.int32))),
-    "negative logit scale": lambda p, emb: write_npz(p, text_emb=emb, logit_scale=np.float64(-1.0)),
-    "logit scale as text": lambda p, emb: write_npz(p, text_emb=emb, logit_scale=np.array(["100"])),
+    "negative logit scale": lambda p, emb: write_npz(p, **_good(emb, logit_scale=np.float64(-1.0))),
+    "logit scale as text": lambda p, emb: write_npz(p, **_good(emb, logit_scale=np.array(["100"]))),
+    "no match calibration (an older cache)": lambda p, emb: write_npz(p, text_emb=emb, logit_scale=np.float64(100.0)),
+    "null probes of another width": lambda p, emb: write_npz(p, **_good(emb, null_emb=_unit(8, emb.shape[1] + 1))),
+    "NaN null statistics": lambda p, emb: write_npz(p, **_good(emb, null_stats=np.full(8, np.nan))),
+    "a zero spread": lambda p, emb: write_npz(p, **_good(emb, null_stats=np.zeros(8))),
     "no checksum (an older cache)": lambda p, emb: _save(p, np.savez, **_good(emb)),
     "checksum mismatch": lambda p, emb: _save(p, np.savez, **_good(emb[::-1].copy()),
                                               checksum=np.array(checksum(_good(emb)))),
@@ -101,7 +107,8 @@ def test_a_damaged_cache_found_without_the_model_is_reported_once_and_not_used(h
 def test_the_cache_is_written_atomically_with_its_checksum_and_nothing_beside_it(cache):
     _bank, path, _good_emb = cache
     with zipfile.ZipFile(path) as archive:
-        assert sorted(archive.namelist()) == ["checksum.npy", "logit_scale.npy", "text_emb.npy"]
+        assert sorted(archive.namelist()) == ["checksum.npy", "logit_scale.npy", "null_emb.npy", "null_stats.npy",
+                                           "text_emb.npy"]
     with np.load(path, allow_pickle=False) as data:
         assert str(data["checksum"]) == checksum({k: data[k] for k in data.files})
     assert [p.name for p in path.parent.iterdir()] == [path.name]  # no temporary file left behind

@@ -107,6 +107,8 @@ def test_zip_export_entry_by_entry(labelled_job, tmp_path):
     assert cli(labelled_job, "export", "--format", "zip", "-o", str(out)) == 0
     groups = json.loads((root / job_id / "groups.json").read_text())
     expected = {f"{g['name']}/{item.replace('/', '__')}": item for g in groups["groups"] for item in g["items"]}
+    expected |= {f"low-confidence/{c['name']}-{c['cluster']}/{item.replace('/', '__')}": item
+                 for c in groups["clusters"] for item in c["items"]}
     with zipfile.ZipFile(out) as zf:
         assert set(zf.namelist()) == set(expected) | {"labels.jsonl", "labels.csv"}
         for entry, item in expected.items():

@@ -107,8 +107,8 @@ def test_zip_entries_stay_unique_even_when_names_collide(labelled, run, tmp_path
         assert len(folded) == len(set(folded))
         for entry in names:
             assert ".." not in entry.split("/") and "\\" not in entry
-        grouped_items = {i for g in __import__("json").loads((labelled / "groups.json").read_text())["groups"]
-                         for i in g["items"]}
+        groups = __import__("json").loads((labelled / "groups.json").read_text())
+        grouped_items = {i for g in groups["groups"] + groups["clusters"] for i in g["items"]}
         assert len(names) == len(grouped_items)  # nothing dropped
         assert zf.read("labels.jsonl") == (labelled / "labels.jsonl").read_bytes()
         assert io.BytesIO(zf.read("labels.csv")).read().startswith(b"path,")

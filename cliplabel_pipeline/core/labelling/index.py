@@ -1,9 +1,10 @@
-"""The concept index: a bank's text embeddings and the model's logit scale, cached on disk.
+"""The concept index: a bank's text embeddings, the model's logit scale and the ``match`` calibration
+(``calibration.py``), cached on disk.
 
-Computed once per (model weights, text precision, templates, concept list) with the model's text tower, and
-kept as ``text-<key>.npz`` under the cache folder with a checksum (a file that fails its checks is rebuilt).
-Loading it back needs neither tower, so labelling from stored image embeddings, grouping and reporting never
-load the image model.
+Computed once per (model weights, text precision, templates, concept list, probe recipe) with the model's
+towers, and kept as ``text-<key>.npz`` under the cache folder with a checksum (a file that fails its checks is
+rebuilt). Loading it back needs neither tower, so labelling from stored image embeddings, grouping and
+reporting never load the image model.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
+from cliplabel_pipeline.core.labelling.calibration import PROBE_RECIPE, Calibration, calibrate, probe_pictures
 from cliplabel_pipeline.core.labelling.concepts import ConceptBank
 from cliplabel_pipeline.core.labelling.npz_cache import read_npz, write_npz
 
@@ -25,13 +27,15 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class ConceptIndex:
-    """Unit-norm fp32 text embeddings ``[n_concepts, d]`` of ``bank`` and the logit scale to score them."""
+    """Unit-norm fp32 text embeddings ``[n_concepts, d]`` of ``bank``, the logit scale to score them, and the
+    calibration of ``match`` for this model and bank."""
 
     bank: ConceptBank
     text_emb: np.ndarray
     logit_scale: float
     model_identity: str
     text_precision: str
+    calibration: Calibration
     cache_hit: bool = False
 
     @property
@@ -40,8 +44,8 @@ class ConceptIndex:
 
 
 def cache_key(model_identity: str, text_precision: str, bank: ConceptBank) -> str:
-    """Hash of everything the text embeddings depend on: weights, precision, templates, concept list."""
-    payload = json.dumps([model_identity, text_precision, list(bank.templates), list(bank.names)])
+    """Hash of everything the cached index depends on: weights, precision, templates, concept list, probes."""
+    payload = json.dumps([model_identity, text_precision, list(bank.templates), list(bank.names), PROBE_RECIPE])
     return hashlib.sha256(payload.encode()).hexdigest()[:24]
 
 
@@ -64,6 +68,15 @@ def _read_verified_cache(path: Path, n_concepts: int, width: int | None) -> dict
             return "text_emb rows are not finite unit vectors"
         if scale.size != 1 or scale.dtype.kind not in "fiu" or not np.isfinite(scale).all() or scale.item() <= 0:
             return f"logit_scale {scale!r} is not a finite positive number"
+        null, stats = arrays.get("null_emb"), arrays.get("null_stats")
+        if null is None or stats is None:
+            return "the match calibration is missing"
+        if null.dtype.kind != "f" or null.ndim != 2 or null.shape[1] != emb.shape[1] or not len(null):
+            return f"null_emb is {null.dtype} of shape {null.shape}, not probes x {emb.shape[1]}"
+        if not np.isfinite(null).all() or not np.allclose(np.linalg.norm(null, axis=1), 1.0, atol=1e-3):
+            return "null_emb rows are not finite unit vectors"
+        if stats.shape != (8,) or not np.isfinite(stats).all() or (stats[1::2] <= 0).any():
+            return "null_stats are not eight finite statistics with positive spreads"
         return None
 
     return read_npz(path, problem)
@@ -77,7 +90,8 @@ def load_cached_index(cache_dir: Path, model_identity: str, text_precision: str,
     if arrays is None:
         return None
     emb, scale = arrays["text_emb"].astype(np.float32, copy=False), float(arrays["logit_scale"].item())
-    return ConceptIndex(bank, emb, scale, model_identity, text_precision, cache_hit=True)
+    return ConceptIndex(bank, emb, scale, model_identity, text_precision, Calibration.from_arrays(arrays),
+                        cache_hit=True)
 
 
 def build_concept_index(handle, bank: ConceptBank, cache_dir: Path) -> ConceptIndex:
@@ -99,6 +113,32 @@ def build_concept_index(handle, bank: ConceptBank, cache_dir: Path) -> ConceptIn
     emb = emb.astype(np.float32)
     log.info("encoded %d prompts for %d concepts in %.1fs", len(prompts), len(bank.names),
              time.perf_counter() - start)
+    calibration = calibrate(null_embeddings(handle), emb)
     path = index_cache_path(cache_dir, handle.identity, handle.text_precision, bank)
-    write_npz(path, text_emb=emb, logit_scale=np.float64(handle.logit_scale))
-    return ConceptIndex(bank, emb, handle.logit_scale, handle.identity, handle.text_precision, cache_hit=False)
+    write_npz(path, text_emb=emb, logit_scale=np.float64(handle.logit_scale), **calibration.to_arrays())
+    return ConceptIndex(bank, emb, handle.logit_scale, handle.identity, handle.text_precision, calibration,
+                        cache_hit=False)
+
+
+_NULL_EMBEDDINGS: dict[tuple, np.ndarray] = {}  # per loaded model: every bank of a process shares its probes
+
+
+def null_embeddings(handle) -> np.ndarray:
+    """The null probes' image embeddings for the loaded model ``handle``, prepared as items are."""
+    key = (handle.identity, handle.precision, handle.image_size, handle.crop_size, PROBE_RECIPE)
+    if key not in _NULL_EMBEDDINGS:
+        from PIL import Image
+
+        from cliplabel_pipeline.core.encoding.encode import encode_images
+        from cliplabel_pipeline.core.reading.images import letterbox, normalise_batch, resize_and_crop
+
+        start = time.perf_counter()
+        pixels = np.stack([letterbox(Image.fromarray(p), handle.crop_size) if boxed
+                           else resize_and_crop(Image.fromarray(p), handle.image_size, handle.crop_size)
+                           for p, boxed in probe_pictures(handle.crop_size)])
+        batch = 32
+        _NULL_EMBEDDINGS[key] = np.concatenate([
+            encode_images(handle, normalise_batch(pixels[i:i + batch], handle.mean, handle.std), batch)
+            for i in range(0, len(pixels), batch)])
+        log.info("encoded %d null probes for the match score in %.1fs", len(pixels), time.perf_counter() - start)
+    return _NULL_EMBEDDINGS[key]

@@ -2,7 +2,9 @@
 
 ``confidence`` is the softmax over all candidate concepts of ``logit_scale * cosine``, the definition of
 Transformers' ``zero-shot-image-classification`` pipeline. ``cosine`` is the raw similarity of the top-1
-concept; ``margin`` is top-1 confidence minus top-2 confidence.
+concept; ``margin`` is top-1 confidence minus top-2 confidence; ``match`` is the open-set score of
+``calibration.py``. An item is ``low_confidence`` when either score is below its threshold, and
+``flagged_by`` names the rules that fired.
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from cliplabel_pipeline.core.values import LabelRecord, ScoredLabel
+from cliplabel_pipeline.core.values import LabelRecord, LabelSettings, ScoredLabel
 
 
 @dataclass
@@ -43,21 +45,30 @@ def score_embeddings(image_emb: np.ndarray, text_emb: np.ndarray, logit_scale: f
     return Scores(idx, np.take_along_axis(probs, idx, axis=1), np.take_along_axis(cos, idx, axis=1))
 
 
-def scores_to_records(scores: Scores, items: list[tuple[str, str]], names: tuple[str, ...], top_k: int,
-                      min_confidence: float) -> list[LabelRecord]:
+def flags(confidence: float, match: float | None, settings: LabelSettings) -> list[str]:
+    """The rules that flag an item: ``confidence`` and/or ``match`` below its threshold."""
+    fired = ["confidence"] if confidence < settings.min_confidence else []
+    return fired + (["match"] if match is not None and match < settings.min_match else [])
+
+
+def scores_to_records(scores: Scores, match: np.ndarray, items: list[tuple[str, str]], names: tuple[str, ...],
+                      settings: LabelSettings) -> list[LabelRecord]:
     """One ``LabelRecord`` per ``(path, kind)`` of ``items``, in the order of the scored rows."""
-    margins = scores.margin
+    margins, top_k = scores.margin, settings.top_k
     records = []
     for i, (path, kind) in enumerate(items):
-        conf = float(scores.top_conf[i, 0])
+        conf, m = round(float(scores.top_conf[i, 0]), 6), round(float(match[i]), 6)
+        fired = flags(conf, m, settings)
         records.append(LabelRecord(
             path=path, kind=kind,
             labels=[ScoredLabel(names[j], round(float(s), 6))
                     for j, s in zip(scores.top_idx[i, :top_k], scores.top_conf[i, :top_k])],
             top1=names[scores.top_idx[i, 0]],
-            confidence=round(conf, 6),
+            confidence=conf,
             cosine=round(float(scores.top_cos[i, 0]), 6),
             margin=round(float(margins[i]), 6),
-            low_confidence=conf < min_confidence,
+            low_confidence=bool(fired),
+            match=m,
+            flagged_by=fired,
         ))
     return records

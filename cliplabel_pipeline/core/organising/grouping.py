@@ -2,7 +2,9 @@
 
 k is chosen by silhouette over 2..min(8, n-1) (seeded, so reruns give the same groups); 0, 1 or 2
 low-confidence items make at most one cluster. Each cluster is named after the concept whose text
-embedding is nearest to the cluster's (re-normalised) centroid, and that similarity is kept.
+embedding is nearest to the cluster's (re-normalised) centroid, and that similarity is kept. Names are
+distinct: the clusters choose in order of how close their best concept is, and one whose nearest concept
+is taken gets its next-nearest (a suffix only when the bank has fewer concepts than there are clusters).
 """
 
 from __future__ import annotations
@@ -42,16 +44,33 @@ def cluster_low_confidence(x: np.ndarray, text_emb: np.ndarray, names: tuple[str
     if k == 0:
         return []
     assign = np.zeros(len(x), int) if k == 1 else KMeans(k, n_init=4, random_state=SEED).fit_predict(x)
-    clusters = []
+    found = []
     for c in range(k):
         members = np.flatnonzero(assign == c)
         centroid = x[members].mean(0)
         centroid /= np.linalg.norm(centroid) or 1.0
-        sims = text_emb @ centroid
-        best = int(sims.argmax())
-        clusters.append({"name": names[best], "similarity": round(float(sims[best]), 6),
-                         "members": members.tolist()})
-    return clusters
+        found.append((text_emb @ centroid, members))
+    return _named(found, names)
+
+
+def _named(found: list[tuple[np.ndarray, np.ndarray]], names: tuple[str, ...]) -> list[dict]:
+    """Each ``(similarities to every concept, members)`` named after its nearest concept not yet taken."""
+    taken: set[int] = set()
+    repeats: dict[int, int] = defaultdict(int)
+    named: dict[int, dict] = {}
+    for c in sorted(range(len(found)), key=lambda c: -float(found[c][0].max())):
+        sims, members = found[c]
+        order = [int(j) for j in np.argsort(-sims, kind="stable")]
+        free = next((j for j in order if j not in taken), None)
+        if free is None:  # more clusters than concepts
+            best = order[0]
+            repeats[best] += 1
+            name = f"{names[best]} ({repeats[best] + 1})"
+        else:
+            best, name = free, names[free]
+            taken.add(free)
+        named[c] = {"name": name, "similarity": round(float(sims[best]), 6), "members": members.tolist()}
+    return [named[c] for c in range(len(found))]
 
 
 def group_items(records: list[LabelRecord], embeddings: dict[str, np.ndarray], index: ConceptIndex) -> Groups:
