@@ -23,12 +23,21 @@ def _add_model_options(p: argparse.ArgumentParser, env: Settings) -> None:
     p.add_argument("--precision", default=env.precision, choices=["auto", "fp32", "bf16", "fp16", "int8"])
     p.add_argument("--batch-size", type=_positive_int, default=env.batch_size)
     p.add_argument("--top-k", type=_positive_int, default=env.top_k)
-    p.add_argument("--min-confidence", type=_unit_float, default=env.min_confidence)
+    _threshold_options(p, env)
     p.add_argument("--labels", help="comma-separated labels replacing the concept bank")
     p.add_argument("--labels-file", type=Path, default=env.labels_file,
                    help="one label a line, replacing the concept bank")
     p.add_argument("--templates-file", type=Path, default=env.templates_file,
                    help="one prompt template a line, with {} for the concept")
+
+
+def _threshold_options(p: argparse.ArgumentParser, env: Settings) -> None:
+    p.add_argument("--min-confidence", type=_unit_float, default=env.min_confidence,
+                   help="softmax confidence below it flags an item: no clear best candidate "
+                        f"(default {env.min_confidence}) [CLIPLABEL_MIN_CONFIDENCE]")
+    p.add_argument("--min-match", type=_unit_float, default=env.min_match,
+                   help="open-set match below it flags an item: it matches none of the candidates "
+                        f"(default {env.min_match}) [CLIPLABEL_MIN_MATCH]")
 
 
 def _positive_int(text: str) -> int:
@@ -69,10 +78,10 @@ def build_parser(env: Settings | None = None) -> argparse.ArgumentParser:
     _results_root(p, env)
     _add_model_options(p, env)
     _db_option(p, env)
-    p = sub.add_parser("cleanup", help="list (default) or quarantine items below a confidence threshold")
+    p = sub.add_parser("cleanup", help="list (default) or quarantine items below either threshold")
     p.add_argument("job_id")
     _results_root(p, env)
-    p.add_argument("--min-confidence", type=_unit_float, default=env.min_confidence)
+    _threshold_options(p, env)
     p.add_argument("--apply", action="store_true", help="move them into <job>/quarantine/ and drop their rows")
     p.add_argument("--purge", action="store_true", help="with --apply: delete them for good instead")
     _db_option(p, env)
@@ -105,7 +114,8 @@ def build_parser(env: Settings | None = None) -> argparse.ArgumentParser:
 def _settings(args) -> Settings:
     labels = tuple(x.strip() for x in args.labels.split(",") if x.strip()) if args.labels else ()
     return Settings.from_env().with_(model=args.model, device=args.device, precision=args.precision, batch_size=args.batch_size,
-                     top_k=args.top_k, min_confidence=args.min_confidence, labels=labels,
+                     top_k=args.top_k, min_confidence=args.min_confidence, min_match=args.min_match,
+                     labels=labels,
                      labels_file=args.labels_file, templates_file=args.templates_file,
                      results_root=getattr(args, "results_root", None), db=getattr(args, "db", None))
 
@@ -176,11 +186,13 @@ def cmd_cleanup(args) -> int:
     if args.purge and not args.apply:
         raise _error("--purge deletes files for good and only works together with --apply")
     upkeep.recover(job, _db(args))
-    plan = plan_cleanup(job, args.min_confidence)
+    plan = plan_cleanup(job, args.min_confidence, args.min_match)
     for rec in plan:
-        print(f"{shown(rec.path)}\t{rec.top1}\t{rec.confidence:.3f}")
+        match = "-" if rec.match is None else f"{rec.match:.3f}"
+        print(f"{shown(rec.path)}\t{rec.top1}\t{rec.confidence:.3f}\t{match}")
     if not args.apply:
-        print(f"dry run: {len(plan)} items below {args.min_confidence} would go (add --apply)", file=sys.stderr)
+        print(f"dry run: {len(plan)} items below confidence {args.min_confidence} or match {args.min_match} "
+              "would go (add --apply)", file=sys.stderr)
         return 0
     done = upkeep.cleanup(job, plan, _db(args), purge=args.purge)
     where = "deleted" if args.purge else f"moved to {job.quarantine_dir} (undo: cliplabel restore {args.job_id})"
@@ -242,7 +254,8 @@ def cmd_serve(args) -> int:
     for name, value in (("results_root", settings.results_root.resolve()), ("model", settings.model),
                         ("device", settings.device), ("precision", settings.precision),
                         ("batch_size", settings.batch_size), ("top_k", settings.top_k),
-                        ("min_confidence", settings.min_confidence), ("labels_file", settings.labels_file),
+                        ("min_confidence", settings.min_confidence), ("min_match", settings.min_match),
+                        ("labels_file", settings.labels_file),
                         ("templates_file", settings.templates_file), ("db", settings.db)):
         if value is not None:
             os.environ[ENV_VARS[name]] = str(value)

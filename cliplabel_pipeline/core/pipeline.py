@@ -176,7 +176,7 @@ def report_exported(exported: Exported) -> JobResult:
 
     lab, groups = exported.grouped.labelled, exported.grouped.groups
     perf = lab.embedded.performance(peak_memory_mb())
-    metrics = job_metrics(lab.records, lab.job, lab.provenance.min_confidence, perf)
+    metrics = job_metrics(lab.records, lab.job, lab.provenance.min_confidence, perf, lab.provenance.min_match)
     lab.job.write_json(lab.job.metrics_json, metrics.to_json())
     result = JobResult(exported, metrics, write_report(lab.job, lab.records, metrics, groups))
     lab.job.mark_stale(None)  # every derived output now agrees with labels.jsonl

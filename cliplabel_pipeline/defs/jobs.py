@@ -25,14 +25,18 @@ def own_choices_config(previous: RecordedRun | None) -> dict:
     bank = previous.bank
     config = {"top_k": previous.top_k, "min_confidence": previous.min_confidence, "labels": list(bank.labels),
               "labels_file": bank.labels_file, "templates_file": bank.templates_file}
+    if previous.min_match is not None:
+        config["min_match"] = previous.min_match
     return {"ops": {"job_label_assignments": {"config": config}}}
 
 
 class CleanupConfig(dg.Config):
-    """Which job, below which confidence; a dry run unless ``apply``; ``purge`` deletes instead of quarantining."""
+    """Which job, below which confidence or match; a dry run unless ``apply``; ``purge`` deletes instead of
+    quarantining."""
 
     job_id: str
     min_confidence: float = Settings().min_confidence
+    min_match: float = Settings().min_match
     apply: bool = False
     purge: bool = False
 
@@ -55,13 +59,15 @@ def quarantine_low_confidence(context: dg.OpExecutionContext, config: CleanupCon
         job = results_root.job(config.job_id)
         db = duckdb.db_path(results_root.root)
         upkeep.recover(job, db)
-        plan = plan_cleanup(job, config.min_confidence)
+        plan = plan_cleanup(job, config.min_confidence, config.min_match)
         if config.apply and plan:
             done = upkeep.cleanup(job, plan, db, purge=config.purge)
             _record_against_assets(context, job.id, "purge" if config.purge else "quarantine", done)
-    listing = "\n".join(f"- `{r.path}` ({r.top1}, {r.confidence:.3f})" for r in plan) or "nothing"
+    listing = "\n".join(f"- `{r.path}` ({r.top1}, confidence {r.confidence:.3f}, match {r.match})"
+                        for r in plan) or "nothing"
     action = ("deleted" if config.purge else "quarantined") if config.apply else "would go (dry run)"
-    context.log.info(f"{len(plan)} items below {config.min_confidence} {action}")
+    context.log.info(f"{len(plan)} items below confidence {config.min_confidence} or match {config.min_match} "
+                     f"{action}")
     return dg.Output(len(plan), metadata={"items": len(plan), "action": action, "items_list": dg.MetadataValue.md(listing)})
 
 

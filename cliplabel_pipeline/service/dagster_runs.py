@@ -114,7 +114,8 @@ class DagsterJobRunner:
             if not self.instance.has_dynamic_partition(PARTITIONS, job.id):
                 self.instance.add_dynamic_partitions(PARTITIONS, [job.id])
             config = {"ops": {LABEL_STEP: {"config": {"top_k": request.settings.top_k,
-                                                      "min_confidence": request.settings.min_confidence}}}}
+                                                      "min_confidence": request.settings.min_confidence,
+                                                      "min_match": request.settings.min_match}}}}
             cmd = [sys.executable, "-m", "dagster", "job", "launch", "-m", DEFINITIONS_MODULE, "-j", LABEL_JOB,
                    "--run-id", status.run_id, "--tags", json.dumps({"dagster/partition": job.id}),
                    "--config-json", json.dumps(config)]

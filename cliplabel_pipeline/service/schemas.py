@@ -17,7 +17,9 @@ class ImageResult(BaseModel):
     confidence: float
     cosine: float
     margin: float
+    match: float
     low_confidence: bool
+    flagged_by: list[str]
 
 
 class SkippedUpload(BaseModel):

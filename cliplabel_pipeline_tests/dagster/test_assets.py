@@ -57,7 +57,7 @@ def test_exports_groups_and_report_hold_the_labels(toy_job, resources, instance)
     assert {g["name"]: sorted(g["items"]) for g in groups["groups"]}["red star"] == ["masks/obj_00.png", "objects/obj_00.png"]
     with (job / "labels.csv").open() as fh:
         rows = list(csv.DictReader(fh))
-    assert list(rows[0]) == ["path", "top1", "confidence"] and len(rows) == 9
+    assert list(rows[0]) == ["path", "top1", "confidence", "match", "low_confidence", "flagged_by"] and len(rows) == 9
     with zipfile.ZipFile(job / "export" / f"{job_id}.zip") as zf:
         names = set(zf.namelist())
         assert "red star/objects__obj_00.png" in names
@@ -67,6 +67,7 @@ def test_exports_groups_and_report_hold_the_labels(toy_job, resources, instance)
     assert json.loads((job / "labels" / "masks" / "obj_00.png.json").read_text())["top1"] == "red star"
     report = (job / "report" / "report.md").read_text()
     assert "Accuracy 100.0%" in report and (job / "report" / "confusion.png").stat().st_size > 0
+    assert "![match histogram](match.png)" in report and (job / "report" / "match.png").stat().st_size > 0
 
 
 def test_rematerialising_leaves_no_duplicate_rows(toy_job, resources, instance, db_path):

@@ -66,9 +66,13 @@ def removable(rec: LabelRecord) -> bool:
     return rec.kind != "source" and "/" in rec.path and rec.path.split("/")[0] in INPUT_DIRS
 
 
-def plan_cleanup(job: JobFolder, min_confidence: float) -> list[LabelRecord]:
-    """Label records of the items below ``min_confidence`` that cleanup would remove (only masks and cut-outs)."""
-    return [r for r in job.read_labels() if r.confidence < min_confidence and removable(r) and job.is_file(r.path)]
+def plan_cleanup(job: JobFolder, min_confidence: float, min_match: float | None = None) -> list[LabelRecord]:
+    """Label records of the items below ``min_confidence``, or with a ``match`` below ``min_match``, that cleanup
+    would remove (only masks and cut-outs)."""
+    def below(r: LabelRecord) -> bool:
+        return r.confidence < min_confidence or (min_match is not None and r.match is not None and r.match < min_match)
+
+    return [r for r in job.read_labels() if below(r) and removable(r) and job.is_file(r.path)]
 
 
 def apply_cleanup(job: JobFolder, records: list[LabelRecord], db_path: Path | None, purge: bool = False) -> list[str]:

@@ -23,17 +23,18 @@ from cliplabel_pipeline.core.storage.files import jsonl_bytes
 from cliplabel_pipeline.core.values import Groups, LabelRecord, Provenance, SkippedItem
 
 EXPORT_FORMATS = ("zip", "csv", "jsonl")
-EXPORT_FIELDS = ("path", "top1", "confidence")
+EXPORT_FIELDS = ("path", "top1", "confidence", "match", "low_confidence", "flagged_by")
 LOW_CONFIDENCE_FOLDER = "low-confidence"
 
 
 def csv_bytes(records: list[LabelRecord]) -> bytes:
-    """CSV with header ``path,top1,confidence``, one row per labelled item."""
+    """CSV with header ``EXPORT_FIELDS``, one row per labelled item (``flagged_by`` joined with ``+``)."""
     buf = io.StringIO()
     writer = csv.writer(buf, lineterminator="\n")
     writer.writerow(EXPORT_FIELDS)
     for rec in records:
-        writer.writerow([rec.path, rec.top1, rec.confidence])
+        writer.writerow([rec.path, rec.top1, rec.confidence, "" if rec.match is None else rec.match,
+                         rec.low_confidence, "+".join(rec.flagged_by)])
     return buf.getvalue().encode("utf-8")
 
 

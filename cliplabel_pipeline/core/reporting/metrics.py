@@ -11,7 +11,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 
 from cliplabel_pipeline.core.job_folder import JobFolder
-from cliplabel_pipeline.core.values import LabelRecord, Performance
+from cliplabel_pipeline.core.values import FLAG_RULES, LabelRecord, Performance
 
 
 def read_ground_truth(job: JobFolder) -> dict[str, str] | None:
@@ -49,6 +49,8 @@ class ScoreMetrics:
     label_entropy_bits: float
     share_at_or_above_threshold: float | None
     label_counts: dict[str, int]
+    match: dict[str, float]
+    flagged_by: dict[str, int]  # items each rule flagged (an item flagged by both counts for both)
 
     def to_json(self) -> dict:
         return asdict(self)
@@ -63,9 +65,10 @@ class JobMetrics:
     truth: TruthMetrics | None
     scores: ScoreMetrics
     performance: Performance
+    match_threshold: float | None = None
 
     def to_json(self) -> dict:
-        return {"items": self.items, "threshold": self.threshold,
+        return {"items": self.items, "threshold": self.threshold, "match_threshold": self.match_threshold,
                 "truth": self.truth.to_json() if self.truth else None,
                 "scores": self.scores.to_json(), "performance": self.performance.to_json()}
 
@@ -101,8 +104,10 @@ def _stats(a: np.ndarray) -> dict[str, float]:
 
 
 def score_metrics(records: list[LabelRecord], min_confidence: float) -> ScoreMetrics:
-    """Distribution of confidences and cosines, label diversity (distinct labels, entropy in bits)."""
+    """Distribution of confidences, match scores and cosines, label diversity (distinct labels, entropy in
+    bits), and how many items each rule flagged."""
     conf = np.array([r.confidence for r in records], float)
+    match = np.array([r.match for r in records if r.match is not None], float)
     cos = np.array([r.cosine for r in records], float)
     counts = Counter(r.top1 for r in records)
     total = sum(counts.values())
@@ -112,12 +117,14 @@ def score_metrics(records: list[LabelRecord], min_confidence: float) -> ScoreMet
         distinct_labels=len(counts), label_entropy_bits=round(entropy, 6),
         share_at_or_above_threshold=round(float((conf >= min_confidence).mean()), 6) if len(conf) else None,
         label_counts=dict(counts.most_common()),
+        match=_stats(match),
+        flagged_by={rule: sum(rule in r.flagged_by for r in records) for rule in FLAG_RULES},
     )
 
 
 def job_metrics(records: list[LabelRecord], job: JobFolder, min_confidence: float,
-                performance: Performance) -> JobMetrics:
+                performance: Performance, min_match: float | None = None) -> JobMetrics:
     """``metrics.json`` of one job: ``truth`` (or None), ``scores``, and ``performance``."""
     truth = read_ground_truth(job)
     return JobMetrics(len(records), min_confidence, truth_metrics(records, truth) if truth else None,
-                      score_metrics(records, min_confidence), performance)
+                      score_metrics(records, min_confidence), performance, min_match)

@@ -20,24 +20,30 @@ from cliplabel_pipeline.core.values import Groups, LabelRecord
 THUMB = 72
 
 
-def confidence_histogram(confidences: list[float], threshold: float, bins: int = 20) -> Image.Image:
-    counts, _ = np.histogram(confidences, bins=bins, range=(0, 1))
+def score_histogram(values: list[float], threshold: float, name: str = "confidence", bins: int = 20) -> Image.Image:
+    """A histogram of scores in [0, 1]; each bar split exactly at ``threshold``: the part below it (flagged)
+    in orange, the rest in blue, whatever bin the threshold falls in."""
+    v = np.asarray(values, float)
+    below, _ = np.histogram(v[v < threshold], bins=bins, range=(0, 1))
+    above, _ = np.histogram(v[v >= threshold], bins=bins, range=(0, 1))
     w, h, pad = 420, 220, 30
     img = Image.new("RGB", (w, h), "white")
     d = ImageDraw.Draw(img)
-    top = max(int(counts.max()), 1)
-    bar = (w - 2 * pad) / bins
-    for i, c in enumerate(counts):
-        x0 = pad + i * bar
-        y0 = h - pad - (h - 2 * pad) * c / top
-        colour = (70, 130, 180) if (i + 0.5) / bins >= threshold else (200, 120, 60)
-        d.rectangle([x0 + 1, y0, x0 + bar - 1, h - pad], fill=colour)
+    top = max(int((below + above).max()), 1)
+    bar, tall = (w - 2 * pad) / bins, h - 2 * pad
+    for i in range(bins):
+        x0, base = pad + i * bar, h - pad
+        for count, colour in ((below[i], (200, 120, 60)), (above[i], (70, 130, 180))):
+            if count:
+                d.rectangle([x0 + 1, base - tall * count / top, x0 + bar - 1, base], fill=colour)
+                base -= tall * count / top
     tx = pad + (w - 2 * pad) * threshold
     d.line([tx, pad - 10, tx, h - pad], fill="red", width=2)
     d.line([pad, h - pad, w - pad, h - pad], fill="black")
     d.text((pad, h - pad + 6), "0", fill="black")
     d.text((w - pad - 6, h - pad + 6), "1", fill="black")
-    d.text((pad, 6), f"confidence (n={len(confidences)}, max bin {top}); red line = threshold {threshold}", fill="black")
+    d.text((pad, 6), f"{name} (n={len(v)}, max bin {top}); red line = threshold {threshold}; orange = flagged",
+           fill="black")
     return img
 
 
@@ -122,11 +128,18 @@ def write_report(job: JobFolder, records: list[LabelRecord], metrics: JobMetrics
                   f"{t.evaluated} items with ground truth.", "",
                   "![confusion matrix](confusion.png)", ""]
         _save(job, folder / "confusion.png", confusion_heatmap(t.confusion_labels, t.confusion_matrix))
-    _save(job, folder / "confidence.png", confidence_histogram([r.confidence for r in records], threshold))
+    _save(job, folder / "confidence.png", score_histogram([r.confidence for r in records], threshold))
     c = scores.confidence
     lines += ["## Confidence", "", "![confidence histogram](confidence.png)", "",
-              f"mean {c.get('mean', 0):.3f}, std {c.get('std', 0):.3f}, median {c.get('p50', 0):.3f}", "",
-              "## Groups", ""]
+              f"mean {c.get('mean', 0):.3f}, std {c.get('std', 0):.3f}, median {c.get('p50', 0):.3f}", ""]
+    matches = [r.match for r in records if r.match is not None]
+    if matches and metrics.match_threshold is not None:
+        _save(job, folder / "match.png", score_histogram(matches, metrics.match_threshold, "match"))
+        m, by = scores.match, scores.flagged_by
+        lines += ["## Match (open set)", "", "![match histogram](match.png)", "",
+                  f"mean {m.get('mean', 0):.3f}, median {m.get('p50', 0):.3f}; flagged by confidence "
+                  f"{by.get('confidence', 0)}, by match {by.get('match', 0)}", ""]
+    lines += ["## Groups", ""]
     for i, g in enumerate(groups.all()):
         name = g.name if g in groups.groups else f"low confidence, nearest concept: {g.name}"
         sheet = _save(job, folder / f"group_{i:02d}.png", contact_sheet(job, g.items, kinds, source))

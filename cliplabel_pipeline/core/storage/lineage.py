@@ -33,13 +33,14 @@ SCHEMA = """
 CREATE TABLE IF NOT EXISTS runs (
     run_id VARCHAR, job_id VARCHAR, stage VARCHAR, model VARCHAR, model_identity VARCHAR,
     precision VARCHAR, bank_version VARCHAR, templates_hash VARCHAR, top_k INTEGER, min_confidence DOUBLE,
-    started_at TIMESTAMPTZ, finished_at TIMESTAMPTZ, item_count INTEGER, items_per_s DOUBLE, bank_spec VARCHAR);
+    started_at TIMESTAMPTZ, finished_at TIMESTAMPTZ, item_count INTEGER, items_per_s DOUBLE, bank_spec VARCHAR,
+    min_match DOUBLE, calibration VARCHAR);
 CREATE TABLE IF NOT EXISTS assets (
     job_id VARCHAR, path VARCHAR, kind VARCHAR, sha256 VARCHAR, bytes BIGINT, status VARCHAR,
     skip_reason VARCHAR, run_id VARCHAR);
 CREATE TABLE IF NOT EXISTS labels (
     job_id VARCHAR, path VARCHAR, kind VARCHAR, top1 VARCHAR, confidence DOUBLE, low_confidence BOOLEAN,
-    labels_json VARCHAR, model VARCHAR, bank_version VARCHAR, run_id VARCHAR);
+    labels_json VARCHAR, model VARCHAR, bank_version VARCHAR, run_id VARCHAR, match DOUBLE, flagged_by VARCHAR);
 """
 
 
@@ -87,6 +88,10 @@ def _migrate(con: duckdb.DuckDBPyConnection) -> None:
         con.execute("ALTER TABLE runs RENAME COLUMN asset TO stage")
         con.execute(f"UPDATE runs SET stage = '{LABEL_STAGE}'")
     con.execute("ALTER TABLE runs ADD COLUMN IF NOT EXISTS bank_spec VARCHAR")
+    con.execute("ALTER TABLE runs ADD COLUMN IF NOT EXISTS min_match DOUBLE")
+    con.execute("ALTER TABLE runs ADD COLUMN IF NOT EXISTS calibration VARCHAR")
+    con.execute("ALTER TABLE labels ADD COLUMN IF NOT EXISTS match DOUBLE")
+    con.execute("ALTER TABLE labels ADD COLUMN IF NOT EXISTS flagged_by VARCHAR")
 
 
 def _connect_waiting(db_path: Path, wait_s: float) -> duckdb.DuckDBPyConnection:
@@ -159,7 +164,7 @@ def write_run(con: duckdb.DuckDBPyConnection, run_id: str, labelled: "Labelled")
         assets.append((job.id, path, kind, sha, size, status, reason, run_id))
     labels = [(job.id, r.path, r.kind, r.top1, r.confidence, r.low_confidence,
                json.dumps([{"name": x.name, "score": x.score} for x in r.labels]), prov.model, prov.bank_version,
-               run_id) for r in labelled.records]
+               run_id, r.match, ",".join(r.flagged_by)) for r in labelled.records]
     con.execute("DELETE FROM assets WHERE job_id = ?", [job.id])
     _insert(con, "assets", assets)
     con.execute("DELETE FROM labels WHERE job_id = ?", [job.id])
@@ -167,10 +172,10 @@ def write_run(con: duckdb.DuckDBPyConnection, run_id: str, labelled: "Labelled")
     con.execute("DELETE FROM runs WHERE run_id = ? AND job_id = ? AND stage = ?", [run_id, job.id, LABEL_STAGE])
     con.execute("""INSERT INTO runs (run_id, job_id, stage, model, model_identity, precision, bank_version,
                    templates_hash, top_k, min_confidence, started_at, finished_at, item_count, items_per_s,
-                   bank_spec) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)""", [
+                   bank_spec, min_match, calibration) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)""", [
         run_id, job.id, LABEL_STAGE, prov.model, prov.model_identity, prov.precision, prov.bank_version,
         prov.templates_hash, prov.top_k, prov.min_confidence, labelled.started, now(), len(labelled.records),
-        labelled.performance.items_per_s, prov.bank.to_json()])
+        labelled.performance.items_per_s, prov.bank.to_json(), prov.min_match, json.dumps(prov.calibration)])
 
 
 def _item_digest(job, path: str) -> tuple[str | None, int | None]:
@@ -205,15 +210,18 @@ class RecordedRun:
     bank: BankSpec
     top_k: int
     min_confidence: float
+    min_match: float | None = None  # None: labelled before the match score existed
 
 
 def latest_runs(db_path: Path) -> dict[str, RecordedRun]:
-    """For each job, its latest labelling run."""
+    """For each job, its latest labelling run (a database written before ``min_match`` existed reads too)."""
+    columns = {r[0] for r in query(db_path, "DESCRIBE runs")}
     rows = query(db_path, f"""
-        SELECT job_id, model, model_identity, bank_version, templates_hash, bank_spec, top_k, min_confidence
+        SELECT job_id, model, model_identity, bank_version, templates_hash, bank_spec, top_k, min_confidence,
+               {"min_match" if "min_match" in columns else "NULL"}
         FROM runs WHERE stage = '{LABEL_STAGE}'
         QUALIFY row_number() OVER (PARTITION BY job_id ORDER BY finished_at DESC) = 1""")
-    return {r[0]: RecordedRun(r[1], r[2], r[3], r[4], BankSpec.from_json(r[5]), r[6], r[7]) for r in rows}
+    return {r[0]: RecordedRun(r[1], r[2], r[3], r[4], BankSpec.from_json(r[5]), r[6], r[7], r[8]) for r in rows}
 
 
 ITEM_TABLES = ("labels", "assets")

@@ -22,12 +22,13 @@ class LabelingConfig(dg.Config):
     top_k: int = DEFAULTS.top_k
     min_confidence: float = DEFAULTS.min_confidence
     batch_size: int = DEFAULTS.batch_size
+    min_match: float = DEFAULTS.min_match
     labels: list[str] = []
     labels_file: str | None = None
     templates_file: str | None = None
 
     def label_settings(self) -> LabelSettings:
-        return LabelSettings(self.top_k, self.min_confidence, self.batch_size)
+        return LabelSettings(self.top_k, self.min_confidence, self.batch_size, self.min_match)
 
     def bank_spec(self, default: BankSpec) -> BankSpec:
         spec = BankSpec(tuple(self.labels), self.labels_file, self.templates_file)

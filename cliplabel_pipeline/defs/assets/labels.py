@@ -29,11 +29,17 @@ def job_label_assignments(context: dg.AssetExecutionContext, config: LabelingCon
     return dg.Output(labelled, metadata={
         "items": dg.MetadataValue.int(len(records)),
         "low_confidence": dg.MetadataValue.int(sum(r.low_confidence for r in records)),
+        "flagged_by_confidence": dg.MetadataValue.int(sum("confidence" in r.flagged_by for r in records)),
+        "flagged_by_match": dg.MetadataValue.int(sum("match" in r.flagged_by for r in records)),
+        "mean_match": dg.MetadataValue.float(round(sum(r.match or 0 for r in records) / max(len(records), 1), 6)),
         "model": prov.model, "bank_version": prov.bank_version,
         "threshold": dg.MetadataValue.float(prov.min_confidence), "top_k": dg.MetadataValue.int(prov.top_k),
+        "match_threshold": dg.MetadataValue.float(prov.min_match),
+        "match_calibration": dg.MetadataValue.json(prov.calibration),
         "label_histogram": dg.MetadataValue.md(histogram_md(records)),
         "low_confidence_items": dg.MetadataValue.md("\n".join(
-            [f"- `{r.path}` ({r.top1}, {r.confidence:.2f})" for r in records if r.low_confidence][:50]) or "none"),
+            [f"- `{r.path}` ({r.top1}, confidence {r.confidence:.2f}, match {r.match:.2f}, by {'+'.join(r.flagged_by)})"
+             for r in records if r.low_confidence][:50]) or "none"),
         "items_per_s": dg.MetadataValue.float(labelled.performance.items_per_s),
         "labels_jsonl": path_md(job.labels_jsonl),
     })

@@ -55,6 +55,8 @@ def job_metrics_report(context: dg.AssetExecutionContext, job_exports: Exported)
     meta = {
         "items": dg.MetadataValue.int(metrics.items),
         "mean_confidence": dg.MetadataValue.float(scores.confidence["mean"]),
+        "mean_match": dg.MetadataValue.float(scores.match.get("mean", 0.0)),
+        "flagged_by_match": dg.MetadataValue.int(scores.flagged_by.get("match", 0)),
         "share_at_or_above_threshold": dg.MetadataValue.float(scores.share_at_or_above_threshold),
         "distinct_labels": dg.MetadataValue.int(scores.distinct_labels),
         "items_per_s": dg.MetadataValue.float(perf.items_per_s),

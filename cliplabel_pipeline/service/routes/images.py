@@ -58,10 +58,11 @@ async def classify_uploads(state: ServiceState, uploads: list[Upload], options: 
              summary="Label one or more uploaded images")
 async def classify_image(request: Request, files: list[UploadFile] = File(..., description="one or more images"),
                          top_k: int | None = Form(None, description="labels kept per image (also a query parameter)"),
-                         min_confidence: float | None = Form(None, description="below it an image is flagged"),
+                         min_confidence: float | None = Form(None, description="softmax confidence below it flags an image"),
+                         min_match: float | None = Form(None, description="open-set match below it flags an image"),
                          labels: str | None = Form(None, description="comma-separated labels replacing the bank"),
                          state: ServiceState = Depends(ready)) -> JSONResponse:
     """The same numbers as `cliplabel classify` on the same files. JPEG, PNG and WEBP, checked by content."""
-    options = label_options(request, state.settings, top_k, min_confidence, labels)
+    options = label_options(request, state.settings, top_k, min_confidence, labels, min_match)
     uploads = await read_uploads(files, state.settings.max_upload_bytes)
     return JSONResponse(await classify_uploads(state, uploads, options, getattr(request.state, "arrival", None)))

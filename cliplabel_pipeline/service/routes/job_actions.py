@@ -16,14 +16,16 @@ def _outputs(done: upkeep.Upkeep) -> str:
     return f"stale: {done.stale}" if done.stale else "rebuilt"
 
 
-def cleanup_job(state: ServiceState, job: JobFolder, threshold: float, apply: bool, purge: bool) -> dict:
-    """The items below ``threshold``; with ``apply`` quarantined (or purged) and the outputs rebuilt."""
+def cleanup_job(state: ServiceState, job: JobFolder, min_confidence: float, min_match: float, apply: bool,
+                purge: bool) -> dict:
+    """The items below either threshold; with ``apply`` quarantined (or purged) and the outputs rebuilt."""
     db = state.settings.db_path
     with state.runner.hold(job.id):
         upkeep.recover(job, db, state.settings)
-        plan = plan_cleanup(job, threshold)
-        body = {"job_id": job.id, "min_confidence": threshold, "dry_run": not apply, "count": len(plan),
-                "items": [{"path": r.path, "top1": r.top1, "confidence": r.confidence} for r in plan]}
+        plan = plan_cleanup(job, min_confidence, min_match)
+        body = {"job_id": job.id, "min_confidence": min_confidence, "min_match": min_match, "dry_run": not apply,
+                "count": len(plan),
+                "items": [{"path": r.path, "top1": r.top1, "confidence": r.confidence, "match": r.match} for r in plan]}
         if apply and plan:
             done = upkeep.cleanup(job, plan, db, purge=purge, settings=state.settings)
             body.update(action="purged" if purge else "quarantined", outputs=_outputs(done))

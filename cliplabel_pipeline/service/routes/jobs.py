@@ -62,10 +62,11 @@ def _submit(request: Request, state: ServiceState, job_id: str, job_request: Job
 @router.post("/classify/job/{job_id}", status_code=202, response_model=JobAccepted, tags=["jobs"],
              summary="Label a job folder in the background")
 def classify_job(request: Request, job_id: str, top_k: int | None = Query(None), min_confidence: float | None = Query(None),
+                 min_match: float | None = Query(None),
                  export: str | None = Query(None, description="extra export formats to write: csv,jsonl (the ZIP is always made)"),
                  state: ServiceState = Depends(ready)):
     """202 with the status URL; 409 (with the same URL) while the job is already queued or running."""
-    options = label_options(request, state.settings, top_k, min_confidence)
+    options = label_options(request, state.settings, top_k, min_confidence, min_match=min_match)
     body, created = _submit(request, state, job_id, JobRequest(options.settings, _exports(export)))
     if not created:
         raise ApiError(409, f"job {shown(job_id)!r} is already {body['state']}: poll its status URL",
@@ -85,11 +86,11 @@ def job_status(request: Request, job_id: str, state: ServiceState = Depends(read
                  "application/json": {"schema": {"type": "object", "properties": {
                      "job_ids": {"type": "array", "items": {"type": "string"}},
                      "top_k": {"type": "integer"}, "min_confidence": {"type": "number"},
-                     "export": {"type": "string"}}}},
+                     "min_match": {"type": "number"}, "export": {"type": "string"}}}},
                  "multipart/form-data": {"schema": {"type": "object", "properties": {
                      "files": {"type": "array", "items": {"type": "string", "format": "binary"}},
                      "top_k": {"type": "integer"}, "min_confidence": {"type": "number"},
-                     "labels": {"type": "string"}}}}}}})
+                     "min_match": {"type": "number"}, "labels": {"type": "string"}}}}}}})
 async def classify_batch(request: Request, state: ServiceState = Depends(ready)):
     """JSON ``{"job_ids": [...]}``: 202 with one status URL each (or that job's error). Multipart ``files``:
     200 with the labels, as ``POST /classify/image``."""
@@ -97,7 +98,7 @@ async def classify_batch(request: Request, state: ServiceState = Depends(ready))
         async with request.form(max_files=state.settings.max_upload_files + 1) as form:
             files = [f for f in form.getlist("files") if hasattr(f, "read")]
             options = label_options(request, state.settings, form.get("top_k"), form.get("min_confidence"),
-                                    form.get("labels"))
+                                    form.get("labels"), form.get("min_match"))
             uploads = await read_uploads(files, state.settings.max_upload_bytes)
         return JSONResponse(await classify_uploads(state, uploads, options, getattr(request.state, "arrival", None)))
     payload = await _json(request)
@@ -106,7 +107,8 @@ async def classify_batch(request: Request, state: ServiceState = Depends(ready))
         raise ApiError(422, 'send {"job_ids": ["<job id>", ...]} as JSON, or images as multipart field "files"')
     if len(ids) > MAX_BATCH_JOBS:
         raise ApiError(413, f"{len(ids)} jobs in one batch is over the {MAX_BATCH_JOBS}-job limit")
-    options = label_options(request, state.settings, payload.get("top_k"), payload.get("min_confidence"))
+    options = label_options(request, state.settings, payload.get("top_k"), payload.get("min_confidence"),
+                            min_match=payload.get("min_match"))
     job_request = JobRequest(options.settings, _exports(payload.get("export")))
     jobs = []
     for job_id in dict.fromkeys(ids):
@@ -132,13 +134,15 @@ async def _json(request: Request) -> dict:
 
 @router.post("/classify/cleanup/{job_id}", tags=["actions"], summary="List, quarantine or purge low-confidence items")
 def classify_cleanup(job_id: str, min_confidence: float | None = Query(None, ge=0, le=1),
+                     min_match: float | None = Query(None, ge=0, le=1),
                      apply: bool = Query(False, description="move them to quarantine/ (default: a dry run)"),
                      purge: bool = Query(False, description="with apply: delete them for good"),
                      state: ServiceState = Depends(ready)) -> dict:
     if purge and not apply:
         raise ApiError(422, "purge deletes files for good and only works together with apply=true")
-    threshold = state.settings.min_confidence if min_confidence is None else min_confidence
-    return cleanup_job(state, open_job(state, job_id), threshold, apply, purge)
+    conf = state.settings.min_confidence if min_confidence is None else min_confidence
+    match = state.settings.min_match if min_match is None else min_match
+    return cleanup_job(state, open_job(state, job_id), conf, match, apply, purge)
 
 
 @router.post("/classify/restore/{job_id}", tags=["actions"], summary="Put quarantined items back, byte for byte")
