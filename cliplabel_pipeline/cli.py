@@ -120,8 +120,18 @@ def _settings(args) -> Settings:
                      results_root=getattr(args, "results_root", None), db=getattr(args, "db", None))
 
 
+def _quiet_transformers() -> None:
+    """Transformers' own progress bars and notices say nothing a cliplabel user can act on."""
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
+    hf_logging.set_verbosity_error()
+
+
 def _load(settings: Settings):
     from cliplabel_pipeline.core.labeller import Labeller
+
+    _quiet_transformers()
 
     return Labeller.load(settings)
 
@@ -269,6 +279,7 @@ def cmd_demo(args) -> int:
     from cliplabel_pipeline.toyworld.demo import run_demo
 
     root = args.results_root or Path(tempfile.mkdtemp(prefix="cliplabel-demo-"))
+    _quiet_transformers()
     for done in run_demo(root, args.jobs):
         print(summarise_job(done))
     print(f"results root: {root}  (open <job>/report/report.md to see what was labelled)")
@@ -292,11 +303,8 @@ def main(argv: list[str] | None = None) -> int:
     handler = logging.StreamHandler()
     handler.setFormatter(_PrintableFormatter("%(levelname)s %(name)s: %(message)s"))
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, handlers=[handler], force=True)
-    from transformers.utils import logging as hf_logging
-
     from cliplabel_pipeline.core.errors import CliplabelError
 
-    hf_logging.disable_progress_bar()
     try:
         return COMMANDS[args.command](args)
     except CliplabelError as exc:

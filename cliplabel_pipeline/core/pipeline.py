@@ -16,19 +16,16 @@ from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from cliplabel_pipeline.core.errors import CliplabelError
 from cliplabel_pipeline.core.job_folder import JobFolder
 from cliplabel_pipeline.core.labelling.index import ConceptIndex
-from cliplabel_pipeline.core.labelling.labels import assign_labels
 from cliplabel_pipeline.core.organising.export import (
     EXPORT_FORMATS, build_manifest, csv_bytes, write_asset_jsons, write_grouped_zip,
 )
-from cliplabel_pipeline.core.organising.grouping import group_items
-from cliplabel_pipeline.core.reporting.metrics import JobMetrics, job_metrics
-from cliplabel_pipeline.core.reporting.report import write_report
 from cliplabel_pipeline.core.storage import guarded
 from cliplabel_pipeline.core.storage.files import jsonl_bytes
 from cliplabel_pipeline.core.storage.guarded import shown
@@ -36,6 +33,9 @@ from cliplabel_pipeline.core.storage.lineage import now, write_connection, write
 from cliplabel_pipeline.core.values import (
     BankSpec, Embedded, Groups, LabelRecord, LabelSettings, Performance, Provenance, SkippedItem,
 )
+
+if TYPE_CHECKING:  # grouping, scoring and the report import what exports and cleanup never need
+    from cliplabel_pipeline.core.reporting.metrics import JobMetrics
 
 log = logging.getLogger(__name__)
 Progress = Callable[[int, int], None]  # (items done, items in all)
@@ -130,6 +130,8 @@ def label_embedded(job: JobFolder, embedded: Embedded, index: ConceptIndex, bank
     """Score the embeddings against the index; writes ``labels.jsonl``, the provenance and, with ``db_path``,
     the job's DuckDB rows: the database is opened first (a busy one is waited for), so the files and the rows
     change together or, when the database stays busy, neither does."""
+    from cliplabel_pipeline.core.labelling.labels import assign_labels
+
     started = now()
     records = assign_labels(embedded, index, settings)
     enc = embedded.encoder
@@ -147,6 +149,8 @@ def label_embedded(job: JobFolder, embedded: Embedded, index: ConceptIndex, bank
 
 def group_labelled(labelled: Labelled, index: ConceptIndex) -> Grouped:
     """``groups.json``: confident items by top-1, low-confidence items clustered and named."""
+    from cliplabel_pipeline.core.organising.grouping import group_items
+
     groups = group_items(labelled.records, labelled.embeddings_by_path(), index)
     labelled.job.write_groups(groups)
     return Grouped(labelled, groups)
@@ -173,6 +177,8 @@ def _warn_left_out(left_out: list[SkippedItem]) -> None:
 def report_exported(exported: Exported) -> JobResult:
     """``metrics.json`` and ``report/report.md`` with its pictures."""
     from cliplabel_pipeline.core.heartbeat import peak_memory_mb
+    from cliplabel_pipeline.core.reporting.metrics import job_metrics
+    from cliplabel_pipeline.core.reporting.report import write_report
 
     lab, groups = exported.grouped.labelled, exported.grouped.groups
     perf = lab.embedded.performance(peak_memory_mb())

@@ -12,13 +12,15 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from cliplabel_pipeline.core.job_folder import JobFolder
-from cliplabel_pipeline.core.labeller import cached_concept_index
 from cliplabel_pipeline.core.organising import cleanup as quarantine
-from cliplabel_pipeline.core.pipeline import JobResult, export_grouped, group_labelled, load_labelled, report_exported
 from cliplabel_pipeline.core.settings import Settings
 from cliplabel_pipeline.core.values import LabelRecord
+
+if TYPE_CHECKING:  # the rebuild imports the heavy stages only when it runs
+    from cliplabel_pipeline.core.pipeline import JobResult
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +62,9 @@ def _rebuilt(job: JobFolder, paths: list[str], settings: Settings | None) -> Upk
 def rebuild_outputs(job: JobFolder, settings: Settings) -> tuple[JobResult | None, str | None]:
     """Rebuild groups, exports, metrics and report from the job's labels; ``(result, None)`` or
     ``(None, reason)`` with the job marked stale."""
+    from cliplabel_pipeline.core.labeller import cached_concept_index
+    from cliplabel_pipeline.core.pipeline import export_grouped, group_labelled, load_labelled, report_exported
+
     labelled = load_labelled(job)
     missing = {r.path for r in labelled.records} - {i.path for i in labelled.embedded.items}
     prov = labelled.provenance

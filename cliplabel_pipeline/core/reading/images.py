@@ -27,10 +27,9 @@ import math
 import os
 import stat
 import warnings
-from typing import BinaryIO
+from typing import TYPE_CHECKING, BinaryIO
 
 import numpy as np
-import torch
 from PIL import Image
 
 from cliplabel_pipeline.core.reading.picture import (
@@ -45,6 +44,9 @@ from cliplabel_pipeline.core.reading.picture import (
     one_line,
     tiles,
 )
+
+if TYPE_CHECKING:
+    import torch
 
 log = logging.getLogger(__name__)
 
@@ -281,6 +283,10 @@ def normalise_batch(pixels: np.ndarray, mean, std) -> torch.Tensor:
     at 224 px against 14 ms for the three-step form. The labelling loop calls it once a batch, after
     decoding, so the decoders only ever produce uint8 crops.
     """
+    import torch  # only encoding needs it: reading stays light for the commands that never encode
+
+    if not pixels.flags.writeable:  # decoded straight from an image buffer; torch wants its own
+        pixels = pixels.copy()
     scale = torch.tensor([1.0 / (255.0 * s) for s in std], dtype=torch.float32).view(1, 3, 1, 1)
     shift = torch.tensor([m / s for m, s in zip(mean, std)], dtype=torch.float32).view(1, 3, 1, 1)
     x = torch.from_numpy(pixels).permute(0, 3, 1, 2).to(torch.float32, memory_format=torch.contiguous_format)

@@ -17,7 +17,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import duckdb
-import pandas as pd
 from filelock import FileLock, Timeout
 
 from cliplabel_pipeline.core.errors import CliplabelError
@@ -193,6 +192,8 @@ def _insert(con: duckdb.DuckDBPyConnection, table: str, rows: list[tuple]) -> No
     if not rows:
         return
     names = [r[0] for r in con.execute(f"DESCRIBE {table}").fetchall()]
+    import pandas as pd  # only writers need it
+
     frame = pd.DataFrame(rows, columns=names).astype(object)  # keep None as NULL and ints as ints
     con.register("incoming", frame)
     con.execute(f"INSERT INTO {table} SELECT * FROM incoming")
