@@ -16,13 +16,18 @@ def op_id(*parts: str) -> str:
     return hashlib.sha256("/".join(parts).encode()).hexdigest()[:8]
 
 
-def heartbeat_line(op: str, job_id: str | None, seconds: float) -> str:
+def memory_fields() -> str:
+    """``rss=<MB>MB gpu=<allocated>/<reserved>MB`` of this process now."""
     rss = psutil.Process().memory_info().rss // (1 << 20)
     if torch.cuda.is_available():
         alloc, res = torch.cuda.memory_allocated() >> 20, torch.cuda.memory_reserved() >> 20
     else:
         alloc = res = 0
-    return f"HB op={op} job={job_id or 'none'} dur={seconds:.2f}s rss={rss}MB gpu={alloc}/{res}MB"
+    return f"rss={rss}MB gpu={alloc}/{res}MB"
+
+
+def heartbeat_line(op: str, job_id: str | None, seconds: float) -> str:
+    return f"HB op={op} job={job_id or 'none'} dur={seconds:.2f}s {memory_fields()}"
 
 
 def peak_rss_mb() -> int:

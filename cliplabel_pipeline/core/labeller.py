@@ -15,6 +15,7 @@ from cliplabel_pipeline.core.encoding.weights import embedding_width, model_iden
 from cliplabel_pipeline.core.labelling.concepts import bank_for
 from cliplabel_pipeline.core.labelling.index import ConceptIndex, build_concept_index, load_cached_index
 from cliplabel_pipeline.core.labelling.labels import assign_labels
+from cliplabel_pipeline.core.progress import Progress, counter, step
 from cliplabel_pipeline.core.settings import Settings
 from cliplabel_pipeline.core.values import BankSpec, LabelRecord, LabelSettings, SkippedItem
 
@@ -29,24 +30,27 @@ class Labeller:
     cache_dir: Path
 
     @classmethod
-    def load(cls, settings: Settings) -> "Labeller":
+    def load(cls, settings: Settings, progress: Progress | None = None) -> "Labeller":
         """Load the model (once per process) and the bank's index (from the disk cache when there)."""
-        encoder = load_clip(settings.model, settings.device, settings.precision, settings.cache_dir)
-        return cls.for_encoder(encoder, BankSpec.from_settings(settings), settings.cache_dir)
+        with step(progress, f"loading {settings.model}"):
+            encoder = load_clip(settings.model, settings.device, settings.precision, settings.cache_dir)
+        return cls.for_encoder(encoder, BankSpec.from_settings(settings), settings.cache_dir, progress)
 
     @classmethod
-    def for_encoder(cls, encoder: ClipHandle, spec: BankSpec, cache_dir: Path) -> "Labeller":
-        index = build_concept_index(encoder, bank_for(spec, encoder.model_dir), cache_dir)
+    def for_encoder(cls, encoder: ClipHandle, spec: BankSpec, cache_dir: Path,
+                    progress: Progress | None = None) -> "Labeller":
+        index = build_concept_index(encoder, bank_for(spec, encoder.model_dir), cache_dir, progress)
         return cls(encoder, index, spec, Path(cache_dir))
 
     def with_bank(self, spec: BankSpec) -> "Labeller":
         """The same encoder with another bank (a job's own labels or templates)."""
         return self if spec == self.bank_spec else Labeller.for_encoder(self.encoder, spec, self.cache_dir)
 
-    def classify_paths(self, paths: list[Path], settings: LabelSettings = LabelSettings()
-                       ) -> tuple[list[LabelRecord], list[SkippedItem]]:
+    def classify_paths(self, paths: list[Path], settings: LabelSettings = LabelSettings(),
+                       progress: Progress | None = None) -> tuple[list[LabelRecord], list[SkippedItem]]:
         """Label loose image files; returns ``(records, skipped)``."""
-        embedded = embed_images(self.encoder, path_loaders(paths), settings.batch_size)
+        embedded = embed_images(self.encoder, path_loaders(paths), settings.batch_size,
+                                counter(progress, "encoding images", len(paths)))
         return assign_labels(embedded, self.index, settings), embedded.skipped
 
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import logging
 import uuid
-from collections.abc import Callable
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -23,6 +22,7 @@ import numpy as np
 from cliplabel_pipeline.core.errors import CliplabelError
 from cliplabel_pipeline.core.job_folder import JobFolder
 from cliplabel_pipeline.core.labelling.index import ConceptIndex
+from cliplabel_pipeline.core.progress import Progress, counter, step
 from cliplabel_pipeline.core.organising.export import (
     EXPORT_FORMATS, build_manifest, csv_bytes, write_asset_jsons, write_grouped_zip,
 )
@@ -38,7 +38,6 @@ if TYPE_CHECKING:  # grouping, scoring and the report import what exports and cl
     from cliplabel_pipeline.core.reporting.metrics import JobMetrics
 
 log = logging.getLogger(__name__)
-Progress = Callable[[int, int], None]  # (items done, items in all)
 
 
 @dataclass
@@ -114,7 +113,7 @@ def embed_job(labeller, job: JobFolder, settings: LabelSettings = LabelSettings(
     items = list_job_items(job)
     total = len(items.items)
     embedded = embed_images(labeller.encoder, job_loaders(items), settings.batch_size,
-                            (lambda done: progress(done, total)) if progress else None)
+                            counter(progress, f"{job.id}: encoding", total))
     embedded.skipped = items.skipped + embedded.skipped
     if not embedded.items:
         job.write_skipped(embedded.skipped)
@@ -199,8 +198,15 @@ def label_job(labeller, job: JobFolder, settings: LabelSettings = LabelSettings(
 def process_job(labeller, job: JobFolder, settings: LabelSettings = LabelSettings(), db_path: Path | None = None,
                 progress: Progress | None = None) -> JobResult:
     """Every stage for one job, in order (and its DuckDB rows when ``db_path`` is given)."""
-    labelled = label_job(labeller, job, settings, progress, db_path)
-    return report_exported(export_grouped(group_labelled(labelled, labeller.index)))
+    embedded = embed_job(labeller, job, settings, progress)
+    with step(progress, f"{job.id}: scoring"):
+        labelled = label_embedded(job, embedded, labeller.index, labeller.bank_spec, settings, db_path)
+    with step(progress, f"{job.id}: grouping"):
+        grouped = group_labelled(labelled, labeller.index)
+    with step(progress, f"{job.id}: exporting"):
+        exported = export_grouped(grouped)
+    with step(progress, f"{job.id}: report"):
+        return report_exported(exported)
 
 
 # Values rebuilt from artefacts (for a stage run apart from its parent, as Dagster assets are).

@@ -31,6 +31,7 @@ from cliplabel_pipeline.core.reading.images import (
     ImageSkipped, Picture, crop_source_under_mask, letterbox, load_picture, normalise_batch, resize_and_crop,
 )
 from cliplabel_pipeline.core.encoding.model import ClipHandle
+from cliplabel_pipeline.core.heartbeat import memory_fields
 from cliplabel_pipeline.core.reading.items import JobItems
 from cliplabel_pipeline.core.storage.guarded import NotRegularFile
 from cliplabel_pipeline.core.values import Embedded, EmbeddedItem, SkippedItem
@@ -129,11 +130,14 @@ def embed_images(handle: ClipHandle, jobs: Iterable[Job], batch_size: int = 32,
         emb[len(metas):len(metas) + len(pending_meta)] = encode_images(handle, pixels, batch_size)
         batch_secs.append(time.perf_counter() - t0)
         release()  # per-image buffers fragment the heap: without this RSS grew ~115 KB an image
+        rate = len(pending_meta) / max(batch_secs[-1], 1e-9)
+        log.info("batch=%d items=%d dur=%.2fs items/s=%.1f %s", len(batch_secs), len(pending_meta), batch_secs[-1],
+                 rate, memory_fields())
         metas.extend(pending_meta)
         pending_meta.clear()
         pending_pix.clear()
         if progress:
-            progress(len(metas))
+            progress(len(metas) + len(skipped))
 
     for chunk in _decoded_chunks(handle, jobs, batch_size):
         for meta, pixels, reason in chunk:
@@ -146,6 +150,8 @@ def embed_images(handle: ClipHandle, jobs: Iterable[Job], batch_size: int = 32,
                 flush()
     if pending_pix:
         flush()
+    if progress:
+        progress(len(jobs))  # every item encoded or skipped, the last ones skipped too
     return Embedded(metas, emb[:len(metas)], skipped, handle.info, batch_secs, time.perf_counter() - start)
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 
 import numpy as np
 import torch
@@ -52,7 +53,8 @@ def encode_images(handle: ClipHandle, pixels: np.ndarray | torch.Tensor, batch_s
 
 
 @torch.inference_mode()
-def encode_texts(handle: ClipHandle, texts: list[str], batch_size: int = 256) -> np.ndarray:
+def encode_texts(handle: ClipHandle, texts: list[str], batch_size: int = 256,
+                 progress: Callable[[int], None] | None = None) -> np.ndarray:
     """Unit-norm fp32 text embeddings ``[len(texts), d]``.
 
     Prompts are encoded in order of token length, so each batch pads only to its own longest prompt
@@ -70,4 +72,6 @@ def encode_texts(handle: ClipHandle, texts: list[str], batch_size: int = 256) ->
                                   max_length=handle.max_text_length, return_tensors="pt").to(handle.device)
         emb = handle.model.get_text_features(**tokens).pooler_output
         out[idx] = F.normalize(emb.float(), dim=-1).cpu().numpy()
+        if progress:
+            progress(min(start + batch_size, len(texts)))
     return out

@@ -21,6 +21,7 @@ import numpy as np
 from cliplabel_pipeline.core.labelling.calibration import PROBE_RECIPE, Calibration, calibrate, probe_pictures
 from cliplabel_pipeline.core.labelling.concepts import ConceptBank
 from cliplabel_pipeline.core.labelling.npz_cache import read_npz, write_npz
+from cliplabel_pipeline.core.progress import Progress, counter
 
 log = logging.getLogger(__name__)
 
@@ -94,7 +95,7 @@ def load_cached_index(cache_dir: Path, model_identity: str, text_precision: str,
                         cache_hit=True)
 
 
-def build_concept_index(handle, bank: ConceptBank, cache_dir: Path) -> ConceptIndex:
+def build_concept_index(handle, bank: ConceptBank, cache_dir: Path, progress: Progress | None = None) -> ConceptIndex:
     """The index of ``bank`` for the loaded model ``handle``: from the cache, else encoded and cached.
 
     Each concept's embedding is the re-normalised mean over the prompt templates.
@@ -107,13 +108,14 @@ def build_concept_index(handle, bank: ConceptBank, cache_dir: Path) -> ConceptIn
 
     start = time.perf_counter()
     prompts = [t.format(name) for name in bank.names for t in bank.templates]
-    flat = encode_texts(handle, prompts).reshape(len(bank.names), len(bank.templates), -1)
+    advance = counter(progress, f"encoding the concept bank ({len(bank.names)} concepts; cached after)", len(prompts))
+    flat = encode_texts(handle, prompts, progress=advance).reshape(len(bank.names), len(bank.templates), -1)
     emb = flat.mean(axis=1)
     emb /= np.linalg.norm(emb, axis=1, keepdims=True)
     emb = emb.astype(np.float32)
     log.info("encoded %d prompts for %d concepts in %.1fs", len(prompts), len(bank.names),
              time.perf_counter() - start)
-    calibration = calibrate(null_embeddings(handle), emb)
+    calibration = calibrate(null_embeddings(handle, progress), emb)
     path = index_cache_path(cache_dir, handle.identity, handle.text_precision, bank)
     write_npz(path, text_emb=emb, logit_scale=np.float64(handle.logit_scale), **calibration.to_arrays())
     return ConceptIndex(bank, emb, handle.logit_scale, handle.identity, handle.text_precision, calibration,
@@ -123,7 +125,7 @@ def build_concept_index(handle, bank: ConceptBank, cache_dir: Path) -> ConceptIn
 _NULL_EMBEDDINGS: dict[tuple, np.ndarray] = {}  # per loaded model: every bank of a process shares its probes
 
 
-def null_embeddings(handle) -> np.ndarray:
+def null_embeddings(handle, progress: Progress | None = None) -> np.ndarray:
     """The null probes' image embeddings for the loaded model ``handle``, prepared as items are."""
     key = (handle.identity, handle.precision, handle.image_size, handle.crop_size, PROBE_RECIPE)
     if key not in _NULL_EMBEDDINGS:
@@ -136,9 +138,10 @@ def null_embeddings(handle) -> np.ndarray:
         pixels = np.stack([letterbox(Image.fromarray(p), handle.crop_size) if boxed
                            else resize_and_crop(Image.fromarray(p), handle.image_size, handle.crop_size)
                            for p, boxed in probe_pictures(handle.crop_size)])
-        batch = 32
-        _NULL_EMBEDDINGS[key] = np.concatenate([
-            encode_images(handle, normalise_batch(pixels[i:i + batch], handle.mean, handle.std), batch)
-            for i in range(0, len(pixels), batch)])
+        batch, advance, parts = 32, counter(progress, "encoding null probes (for match)", len(pixels)), []
+        for i in range(0, len(pixels), batch):
+            parts.append(encode_images(handle, normalise_batch(pixels[i:i + batch], handle.mean, handle.std), batch))
+            advance(min(i + batch, len(pixels)))
+        _NULL_EMBEDDINGS[key] = np.concatenate(parts)
         log.info("encoded %d null probes for the match score in %.1fs", len(pixels), time.perf_counter() - start)
     return _NULL_EMBEDDINGS[key]

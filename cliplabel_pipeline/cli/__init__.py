@@ -2,113 +2,23 @@
 
 from __future__ import annotations
 
-import argparse
+import contextlib
+import glob
 import json
 import logging
 import os
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 # Light at import: the heavy core (torch, transformers) is imported inside the commands that need it.
+from cliplabel_pipeline.cli.parser import build_parser
+from cliplabel_pipeline.cli.progress import ProgressView
 from cliplabel_pipeline.core.settings import ENV_VARS, Settings, offline_hub
 from cliplabel_pipeline.core.storage.guarded import shown
 
-
-def _add_model_options(p: argparse.ArgumentParser, env: Settings) -> None:
-    p.add_argument("--model", default=env.model,
-                   help="hub id (from the local cache) or model directory [CLIPLABEL_MODEL]")
-    p.add_argument("--device", default=env.device, choices=["auto", "cpu", "cuda"])
-    p.add_argument("--precision", default=env.precision, choices=["auto", "fp32", "bf16", "fp16", "int8"])
-    p.add_argument("--batch-size", type=_positive_int, default=env.batch_size)
-    p.add_argument("--top-k", type=_positive_int, default=env.top_k)
-    _threshold_options(p, env)
-    p.add_argument("--labels", help="comma-separated labels replacing the concept bank")
-    p.add_argument("--labels-file", type=Path, default=env.labels_file,
-                   help="one label a line, replacing the concept bank")
-    p.add_argument("--templates-file", type=Path, default=env.templates_file,
-                   help="one prompt template a line, with {} for the concept")
-
-
-def _threshold_options(p: argparse.ArgumentParser, env: Settings) -> None:
-    p.add_argument("--min-confidence", type=_unit_float, default=env.min_confidence,
-                   help="softmax confidence below it flags an item: no clear best candidate "
-                        f"(default {env.min_confidence}) [CLIPLABEL_MIN_CONFIDENCE]")
-    p.add_argument("--min-match", type=_unit_float, default=env.min_match,
-                   help="open-set match below it flags an item: it matches none of the candidates "
-                        f"(default {env.min_match}) [CLIPLABEL_MIN_MATCH]")
-
-
-def _positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {text}")
-    return value
-
-
-def _unit_float(text: str) -> float:
-    value = float(text)
-    if not 0.0 <= value <= 1.0:
-        raise argparse.ArgumentTypeError(f"must be between 0 and 1, got {text}")
-    return value
-
-
-def _db_option(p: argparse.ArgumentParser, env: Settings) -> None:
-    p.add_argument("--db", type=Path, default=env.db,
-                   help="DuckDB lineage file [CLIPLABEL_DB; default cliplabel.duckdb beside the results root]")
-
-
-def _results_root(p: argparse.ArgumentParser, env: Settings) -> None:
-    p.add_argument("--results-root", type=Path, default=env.results_root if os.environ.get(ENV_VARS["results_root"]) else None,
-                   help="folder holding <job_id>/ folders [CLIPLABEL_RESULTS_ROOT]")
-
-
-def build_parser(env: Settings | None = None) -> argparse.ArgumentParser:
-    """The parser; option defaults come from ``Settings`` with the ``CLIPLABEL_*`` variables applied."""
-    env = env or Settings.from_env()
-    parser = argparse.ArgumentParser(prog="cliplabel", description="Zero-shot CLIP labels for segmentation jobs.")
-    parser.add_argument("-v", "--verbose", action="store_true", help="log progress at INFO")
-    sub = parser.add_subparsers(dest="command", required=True)
-    p = sub.add_parser("classify", help="label image files; one JSON record per line on stdout")
-    p.add_argument("paths", nargs="+", type=Path)
-    _add_model_options(p, env)
-    p = sub.add_parser("job", help="label one job folder and write its labels.jsonl")
-    p.add_argument("job_id")
-    _results_root(p, env)
-    _add_model_options(p, env)
-    _db_option(p, env)
-    p = sub.add_parser("cleanup", help="list (default) or quarantine items below either threshold")
-    p.add_argument("job_id")
-    _results_root(p, env)
-    _threshold_options(p, env)
-    p.add_argument("--apply", action="store_true", help="move them into <job>/quarantine/ and drop their rows")
-    p.add_argument("--purge", action="store_true", help="with --apply: delete them for good instead")
-    _db_option(p, env)
-    p = sub.add_parser("restore", help="put quarantined items back, byte for byte, with their rows")
-    p.add_argument("job_id")
-    _results_root(p, env)
-    _db_option(p, env)
-    p = sub.add_parser("export", help="write one export of a labelled job")
-    p.add_argument("job_id")
-    _results_root(p, env)
-    p.add_argument("--format", required=True, choices=["zip", "csv", "jsonl"])
-    p.add_argument("-o", "--output", type=Path,
-                   help="file or folder to write, '-' for standard output (default <job>/export/<job>.<format>)")
-    p = sub.add_parser("model", help="model management")
-    msub = p.add_subparsers(dest="model_command", required=True)
-    pull = msub.add_parser("pull", help="download a model into the local Hugging Face cache (the only download)")
-    pull.add_argument("--model", default=env.model)
-    p = sub.add_parser("serve", help="run the HTTP service (FastAPI on uvicorn) over a results root")
-    _results_root(p, env)
-    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine only)")
-    p.add_argument("--port", type=int, default=8000)
-    _add_model_options(p, env)
-    _db_option(p, env)
-    p = sub.add_parser("demo", help="write toy jobs and label them with the bundled toy model")
-    p.add_argument("--results-root", type=Path, default=None, help="where to write the toy jobs (a temp folder if not given)")
-    p.add_argument("--jobs", type=_positive_int, default=3)
-    return parser
+__all__ = ["build_parser", "main"]
+log = logging.getLogger("cliplabel")
 
 
 def _settings(args) -> Settings:
@@ -128,54 +38,69 @@ def _quiet_transformers() -> None:
     hf_logging.set_verbosity_error()
 
 
-def _load(settings: Settings):
+def _load(settings: Settings, progress=None):
     from cliplabel_pipeline.core.labeller import Labeller
 
     _quiet_transformers()
+    return Labeller.load(settings, progress)
 
-    return Labeller.load(settings)
+
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".mpo"}
+
+
+def image_paths(args: list[str]) -> list[Path]:
+    """Files as given; folders walked for image files (recursively, in order); glob patterns expanded."""
+    found: list[Path] = []
+    for arg in args:
+        path = Path(arg)
+        if path.is_dir():
+            found += sorted(p for p in path.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+        elif path.exists() or path.is_symlink():
+            found.append(path)
+        elif any(c in arg for c in "*?["):
+            matches = sorted(Path(p) for p in glob.glob(arg, recursive=True))
+            if not matches:
+                raise _error(f"no file matches {arg!r}")
+            found += [m for m in matches if not m.is_dir()]
+        else:
+            raise _error(f"no such file or folder: {arg}")
+    if not found:
+        raise _error(f"no image files in {', '.join(args)} (looked for {', '.join(sorted(IMAGE_SUFFIXES))})")
+    return list(dict.fromkeys(found))
 
 
 def cmd_classify(args) -> int:
     from cliplabel_pipeline.core.values import LabelSettings
 
-    missing = [str(p) for p in args.paths if not p.is_file()]
-    if missing:
-        raise _error(f"no such file: {', '.join(missing)}")
+    paths = image_paths(args.paths)
     settings = _settings(args)
-    records, skipped = _load(settings).classify_paths(args.paths, LabelSettings.from_settings(settings))
+    view = ProgressView()
+    records, skipped = _load(settings, view).classify_paths(paths, LabelSettings.from_settings(settings), view)
     for rec in records:
         print(json.dumps(rec.to_json(), ensure_ascii=False))
-    for entry in skipped:
-        print(f"skipped {entry.path}: {entry.reason}", file=sys.stderr)
-    return 0 if records else 1
+    if not args.verbose:  # with -v the log has said each already
+        for entry in skipped:
+            print(f"skipped {shown(entry.path)}: {entry.reason}", file=sys.stderr)
+    if not records:
+        raise _error(f"none of the {len(paths)} files could be labelled (each skip is listed above)")
+    return 0
 
 
 def cmd_job(args) -> int:
+    from cliplabel_pipeline.core.heartbeat import Heartbeat, op_id
     from cliplabel_pipeline.core.pipeline import process_job
     from cliplabel_pipeline.core.values import LabelSettings
 
     job = _job_folder(args)  # a bad id fails before the model loads
     settings = _settings(args)
-    printer = _progress_printer()
-    done = process_job(_load(settings), job, LabelSettings.from_settings(settings), settings.db_path, printer)
-    if printer:
-        print(file=sys.stderr)  # end the progress line
+    view = ProgressView()
+    labeller = _load(settings, view)
+    beat = Heartbeat(op_id("cli", job.id, str(os.getpid())), job.id, log.info, settings.heartbeat_s)
+    with beat if args.verbose else contextlib.nullcontext():
+        done = process_job(labeller, job, LabelSettings.from_settings(settings), settings.db_path, view)
+    view.close()
     print(summarise_job(done))
     return 0
-
-
-def _progress_printer():
-    """``done/total items`` on one refreshed stderr line, when stderr is a terminal."""
-    if not sys.stderr.isatty():
-        return None
-    start = time.perf_counter()
-
-    def show(done: int, total: int) -> None:
-        rate = done / max(time.perf_counter() - start, 1e-9)
-        print(f"\r  {done}/{total} items, {rate:.1f}/s", end="", file=sys.stderr, flush=True)
-
-    return show
 
 
 def _job_folder(args):

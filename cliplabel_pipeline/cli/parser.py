@@ -1,0 +1,144 @@
+"""The ``cliplabel`` options: each with its default and one line, each command with examples."""
+
+from __future__ import annotations
+
+import argparse
+import os
+from pathlib import Path
+
+from cliplabel_pipeline.core.settings import ENV_VARS, Settings
+
+EXAMPLES = {
+    "classify": ["cliplabel classify photo.jpg cut-out.png", "cliplabel classify 'shots/*.jpg' --top-k 5",
+                 "cliplabel classify results/job-1/objects --labels cat,dog,bird"],
+    "job": ["cliplabel job job-1 --results-root results", "cliplabel job job-1 --min-match 0.5 -v"],
+    "cleanup": ["cliplabel cleanup job-1 --min-confidence 0.5            # a dry run: what would go",
+                "cliplabel cleanup job-1 --min-confidence 0.5 --apply    # moved to job-1/quarantine/"],
+    "restore": ["cliplabel restore job-1"],
+    "export": ["cliplabel export job-1 --format zip", "cliplabel export job-1 --format csv -o - | head"],
+    "model": ["cliplabel model pull --model openai/clip-vit-base-patch32"],
+    "serve": ["cliplabel serve --results-root results --port 8000"],
+    "demo": ["cliplabel demo --results-root results-demo"],
+}
+
+
+class _Help(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
+    """Defaults shown after each option's line (when there is one to show); the examples kept as written."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        if action.default in (None, False) or action.default is argparse.SUPPRESS:
+            return action.help or ""
+        return super()._get_help_string(action)
+
+
+def _examples(command: str) -> str:
+    return "examples:\n" + "\n".join(f"  {line}" for line in EXAMPLES[command])
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {text}")
+    return value
+
+
+def _unit_float(text: str) -> float:
+    value = float(text)
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"must be between 0 and 1, got {text}")
+    return value
+
+
+def _threshold_options(p: argparse.ArgumentParser, env: Settings) -> None:
+    p.add_argument("--min-confidence", type=_unit_float, default=env.min_confidence,
+                   help="softmax confidence below it flags an item: no clear best candidate "
+                        f"[{ENV_VARS['min_confidence']}]")
+    p.add_argument("--min-match", type=_unit_float, default=env.min_match,
+                   help="open-set match below it flags an item: it matches none of the candidates "
+                        f"[{ENV_VARS['min_match']}]")
+
+
+def _model_options(p: argparse.ArgumentParser, env: Settings) -> None:
+    p.add_argument("--model", default=env.model,
+                   help=f"hub id (from the local cache) or model directory [{ENV_VARS['model']}]")
+    p.add_argument("--device", default=env.device, choices=["auto", "cpu", "cuda"],
+                   help="auto: CUDA when there is one, else the CPU")
+    p.add_argument("--precision", default=env.precision, choices=["auto", "fp32", "bf16", "fp16", "int8"],
+                   help="auto: fp16 on CUDA, bf16 on a CPU with native bf16, else fp32; int8: CPU only")
+    p.add_argument("--batch-size", type=_positive_int, default=env.batch_size, help="images per forward pass")
+    p.add_argument("--top-k", type=_positive_int, default=env.top_k, help="labels kept per item")
+    _threshold_options(p, env)
+    p.add_argument("--labels", help="comma-separated labels replacing the concept bank")
+    p.add_argument("--labels-file", type=Path, default=env.labels_file,
+                   help="one label a line, replacing the concept bank")
+    p.add_argument("--templates-file", type=Path, default=env.templates_file,
+                   help="one prompt template a line, with {} for the concept")
+
+
+def _db_option(p: argparse.ArgumentParser, env: Settings) -> None:
+    p.add_argument("--db", type=Path, default=env.db,
+                   help=f"DuckDB lineage file [{ENV_VARS['db']}; default cliplabel.duckdb beside the results root]")
+
+
+def _results_root(p: argparse.ArgumentParser, env: Settings) -> None:
+    given = os.environ.get(ENV_VARS["results_root"])
+    p.add_argument("--results-root", type=Path, default=env.results_root if given else None,
+                   help=f"folder holding <job_id>/ folders [{ENV_VARS['results_root']}]")
+
+
+def build_parser(env: Settings | None = None) -> argparse.ArgumentParser:
+    """The parser; option defaults come from ``Settings`` with the ``CLIPLABEL_*`` variables applied."""
+    env = env or Settings.from_env()
+    parser = argparse.ArgumentParser(prog="cliplabel", description="Zero-shot CLIP labels for segmentation jobs.",
+                                     epilog="run `cliplabel <command> --help` for a command's options and examples",
+                                     formatter_class=_Help)
+    parser.add_argument("-v", "--verbose", action="store_true",
+                        help="log one line per batch, heartbeats and every skipped item")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    def command(name: str, help_text: str) -> argparse.ArgumentParser:
+        return sub.add_parser(name, help=help_text, description=help_text[0].upper() + help_text[1:] + ".",
+                              epilog=_examples(name), formatter_class=_Help)
+
+    p = command("classify", "label image files, folders (recursively) or globs; one JSON record a line on stdout")
+    p.add_argument("paths", nargs="+", help="image files, folders or quoted glob patterns")
+    _model_options(p, env)
+    p = command("job", "label one job folder: labels.jsonl, groups, exports and a report")
+    p.add_argument("job_id", help="the job's folder name under the results root")
+    _results_root(p, env)
+    _model_options(p, env)
+    _db_option(p, env)
+    p = command("cleanup", "list (default) or quarantine the items below either threshold")
+    p.add_argument("job_id", help="the job's folder name under the results root")
+    _results_root(p, env)
+    _threshold_options(p, env)
+    p.add_argument("--apply", action="store_true", help="move them into <job>/quarantine/ and drop their rows")
+    p.add_argument("--purge", action="store_true", help="with --apply: delete them for good instead")
+    _db_option(p, env)
+    p = command("restore", "put quarantined items back, byte for byte, with their rows")
+    p.add_argument("job_id", help="the job's folder name under the results root")
+    _results_root(p, env)
+    _db_option(p, env)
+    p = command("export", "write one export of a labelled job")
+    p.add_argument("job_id", help="the job's folder name under the results root")
+    _results_root(p, env)
+    p.add_argument("--format", required=True, choices=["zip", "csv", "jsonl"],
+                   help="zip: grouped files with labels.jsonl and labels.csv")
+    p.add_argument("-o", "--output", type=Path,
+                   help="file or folder to write, '-' for standard output (default <job>/export/<job>.<format>)")
+    p = command("model", "model management")
+    msub = p.add_subparsers(dest="model_command", required=True)
+    pull = msub.add_parser("pull", help="download a model into the local Hugging Face cache (the only download)",
+                           formatter_class=_Help)
+    pull.add_argument("--model", default=env.model, help="hub id")
+    p = command("serve", "run the HTTP service (FastAPI on uvicorn) over a results root")
+    _results_root(p, env)
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (127.0.0.1: this machine only)")
+    p.add_argument("--port", type=int, default=8000, help="port to listen on")
+    _model_options(p, env)
+    _db_option(p, env)
+    p = command("demo", "write toy jobs and label them with the bundled toy model")
+    p.add_argument("--results-root", type=Path, default=None,
+                   help="where to write the toy jobs (a temp folder when not given)")
+    p.add_argument("--jobs", type=_positive_int, default=3, help="how many toy jobs")
+    return parser
