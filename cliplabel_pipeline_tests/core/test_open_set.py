@@ -137,3 +137,19 @@ def test_histogram_bars_split_exactly_at_the_threshold():
     pixels = np.asarray(img)
     counts = {c: int((pixels == c).all(axis=2).sum()) for c in (orange, blue)}
     assert abs(counts[orange] - counts[blue]) <= 0.05 * counts[blue]  # four flagged, four not: equal halves
+
+
+def test_contact_sheets_are_captioned_and_say_how_many_more(labeller, results_root):
+    from cliplabel_pipeline.core.reporting.report import CAPTION, THUMB, contact_sheet
+
+    write_toy_job(results_root, "job", seed=2, n_objects=4)
+    job = JobFolder.open(results_root, "job")
+    items = [f"objects/obj_{i:02d}.png" for i in range(4)]
+    kinds = dict.fromkeys(items, "object")
+    bare = np.asarray(contact_sheet(job, items, kinds, lambda: None))
+    captioned = np.asarray(contact_sheet(job, items, kinds, lambda: None, {i: "red star 0.97" for i in items}))
+    caption_band = slice(THUMB + 12, THUMB + CAPTION)
+    assert (bare[caption_band] != captioned[caption_band]).any()  # the label and score are drawn under each
+    full = contact_sheet(job, items * 10, dict(kinds), lambda: None, limit=32)
+    exact = contact_sheet(job, items * 8, dict(kinds), lambda: None, limit=32)
+    assert full.height > exact.height  # 40 items, 32 shown: a "+8 more" line below them

@@ -165,3 +165,22 @@ def test_cleanup_and_restore_are_recorded_against_the_jobs_assets(toy_job, resou
         actions = [e.asset_materialization.metadata.get("action") for e in events
                    if e.asset_materialization.partition == job_id]
         assert [a.value for a in actions if a is not None][:2] == ["restore", "quarantine"], key
+
+
+def test_the_report_preview_shows_every_picture_inline_never_a_broken_link(labeller, results_root):
+    from cliplabel_pipeline.core.job_folder import JobFolder
+    from cliplabel_pipeline.core.pipeline import process_job
+    from cliplabel_pipeline.defs.assets.reports import PREVIEW_BYTES, _inline_pictures
+    from cliplabel_pipeline.toyworld.draw import LABELS
+    from cliplabel_pipeline.toyworld.jobs import write_toy_job
+
+    write_toy_job(results_root, "many", seed=4, labels=LABELS[:14], size=(640, 480))
+    job = JobFolder.open(results_root, "many")
+    process_job(labeller, job)
+    report = job.report_md.read_text()
+    pictures = re.findall(r"!\[[^\]]*\]\(([^)]+\.png)\)", report)
+    assert len(pictures) > 8  # more than the eight the preview used to show
+    preview = _inline_pictures(job)
+    assert not re.search(r"\]\((?!data:)[^)]*\)", preview)  # no relative link left for the UI to break on
+    inlined = re.findall(r"data:image/png;base64,([A-Za-z0-9+/=]+)", preview)
+    assert len(inlined) == len(pictures) and sum(len(x) * 3 // 4 for x in inlined) <= PREVIEW_BYTES

@@ -15,6 +15,7 @@ from cliplabel_pipeline.core.errors import CliplabelError
 from cliplabel_pipeline.core.job_folder import SOURCE_NAME, JobFolder
 from cliplabel_pipeline.core.reporting.metrics import JobMetrics
 from cliplabel_pipeline.core.reading.images import ImageSkipped, crop_source_under_mask, load_rgb
+from cliplabel_pipeline.core.storage.guarded import shown
 from cliplabel_pipeline.core.values import Groups, LabelRecord
 
 THUMB = 72
@@ -48,17 +49,22 @@ def score_histogram(values: list[float], threshold: float, name: str = "confiden
 
 
 def confusion_heatmap(labels: list[str], matrix: list[list[int]]) -> Image.Image:
+    """Rows are the ground truth, columns what was predicted; both axes titled, counts in the cells."""
     n = len(labels)
-    cell, left, top = 22, 130, 130
-    img = Image.new("RGB", (left + n * cell + 10, top + n * cell + 10), "white")
+    cell, left, top, title = 22, 150, 150, 18
+    img = Image.new("RGB", (max(left + n * cell + 10, left + 160), top + n * cell + 10), "white")
     d = ImageDraw.Draw(img)
+    d.text((left, 4), "predicted label (columns)", fill="black")
+    side = Image.new("RGB", (n * cell, title), "white")
+    ImageDraw.Draw(side).text((2, 3), "true label (rows)", fill="black")
+    img.paste(side.rotate(90, expand=True), (2, top))
     m = np.asarray(matrix, float)
     peak = m.max() or 1.0
     for i in range(n):
-        d.text((4, top + i * cell + 5), labels[i][:20], fill="black")
-        col = Image.new("RGB", (top, cell), "white")
+        d.text((title + 4, top + i * cell + 5), labels[i][:20], fill="black")
+        col = Image.new("RGB", (top - title, cell), "white")
         ImageDraw.Draw(col).text((4, 5), labels[i][:20], fill="black")
-        img.paste(col.rotate(90, expand=True), (left + i * cell, 0))
+        img.paste(col.rotate(90, expand=True), (left + i * cell, title))
         for j in range(n):
             v = m[i, j] / peak
             colour = (int(255 - 200 * v), int(255 - 120 * v), 255) if i == j else (255, int(255 - 200 * v), int(255 - 200 * v))
@@ -85,20 +91,40 @@ def _open(job: JobFolder, item: str):
         raise ImageSkipped(str(exc)) from None
 
 
+CAPTION = 30  # two lines under each thumbnail: the file, then label and score
+
+
 def contact_sheet(job: JobFolder, items: list[str], kinds: dict[str, str], source: Callable[[], Image.Image],
-                  per_row: int = 8, limit: int = 32) -> Image.Image:
-    """Thumbnails of up to ``limit`` items in a grid."""
-    items = items[:limit]
-    rows = max(1, -(-len(items) // per_row))
-    sheet = Image.new("RGB", (per_row * THUMB, rows * THUMB), (235, 235, 235))
-    for i, item in enumerate(items):
+                  captions: dict[str, str] | None = None, per_row: int = 8, limit: int = 32) -> Image.Image:
+    """Thumbnails of up to ``limit`` items in a grid, each captioned (file name, then ``captions[item]``), and
+    a last line saying how many more the group holds."""
+    shown_items, more = items[:limit], max(0, len(items) - limit)
+    cell_w, cell_h = THUMB + 24, THUMB + CAPTION
+    rows = max(1, -(-len(shown_items) // per_row))
+    footer = 16 if more else 0
+    sheet = Image.new("RGB", (per_row * cell_w, rows * cell_h + footer), (235, 235, 235))
+    d = ImageDraw.Draw(sheet)
+    for i, item in enumerate(shown_items):
+        x, y = (i % per_row) * cell_w, (i // per_row) * cell_h
         try:
             img = preview(job, item, kinds.get(item, "object"), source)
+            img.thumbnail((THUMB - 4, THUMB - 4))
+            sheet.paste(img, (x + (cell_w - img.width) // 2, y + 2))
         except ImageSkipped:
-            continue
-        img.thumbnail((THUMB - 4, THUMB - 4))
-        sheet.paste(img, ((i % per_row) * THUMB + 2, (i // per_row) * THUMB + 2))
+            d.text((x + 4, y + THUMB // 2), "(unreadable)", fill="black")
+        d.text((x + 2, y + THUMB + 1), _fit("/".join(item.split("/")[-2:]), tail=True), fill="black")
+        d.text((x + 2, y + THUMB + 14), _fit((captions or {}).get(item, "")), fill=(60, 60, 60))
+    if more:
+        d.text((4, rows * cell_h + 2), f"+{more} more (every item is in labels.jsonl and the ZIP)", fill="black")
     return sheet
+
+
+def _fit(text: str, chars: int = 16, tail: bool = False) -> str:
+    """``text`` in ``chars`` characters: cut at the end, or with ``tail`` at the start (a path's file name stays)."""
+    text = shown(text)
+    if len(text) <= chars:
+        return text
+    return "~" + text[-(chars - 1):] if tail else text[:chars - 1] + "~"
 
 
 def _save(job: JobFolder, path: Path, img: Image.Image) -> Path:
@@ -116,6 +142,7 @@ def write_report(job: JobFolder, records: list[LabelRecord], metrics: JobMetrics
     """Write ``report/report.md`` and its PNG pictures; returns the Markdown file."""
     folder = job.report_dir
     kinds = {r.path: r.kind for r in records}
+    captions = {r.path: f"{r.top1[:11]} {r.confidence:.2f}" for r in records}
     source = functools.cache(lambda: _source(job))  # decoded once, if a mask needs it
     threshold = metrics.threshold
     scores = metrics.scores
@@ -142,7 +169,7 @@ def write_report(job: JobFolder, records: list[LabelRecord], metrics: JobMetrics
     lines += ["## Groups", ""]
     for i, g in enumerate(groups.all()):
         name = g.name if g in groups.groups else f"low confidence, nearest concept: {g.name}"
-        sheet = _save(job, folder / f"group_{i:02d}.png", contact_sheet(job, g.items, kinds, source))
+        sheet = _save(job, folder / f"group_{i:02d}.png", contact_sheet(job, g.items, kinds, source, captions))
         lines += [f"### {name} ({len(g.items)})", "", f"![{name}]({sheet.name})", ""]
     perf = metrics.performance
     lines += ["## Performance", "", f"{perf.items_per_s:.1f} items/s over {perf.seconds:.2f}s"]

@@ -1,8 +1,11 @@
 """Groups, exports and the metrics report of a job."""
 
 import base64
+import io
+import re
 
 import dagster as dg
+from PIL import Image
 
 from cliplabel_pipeline.core.labelling.index import ConceptIndex
 from cliplabel_pipeline.core.pipeline import (
@@ -70,14 +73,34 @@ def job_metrics_report(context: dg.AssetExecutionContext, job_exports: Exported)
     return dg.MaterializeResult(metadata=meta)
 
 
-def _inline_pictures(job, limit: int = 8) -> str:
-    """The report's Markdown with its first pictures inlined as data URIs, so the Dagster UI shows them
-    (the histogram, the confusion matrix and the first groups; the rest stay links to keep metadata small).
-    Read through the job folder: a link planted in ``report/`` is never followed."""
+PREVIEW_BYTES = 600_000  # the report preview's pictures, all together, in Dagster's metadata
+PREVIEW_SIDE = 420
+
+
+def _inline_pictures(job) -> str:
+    """The report's Markdown with every picture inlined as a data URI, scaled to at most ``PREVIEW_SIDE``
+    pixels a side, so the Dagster UI shows them all; once ``PREVIEW_BYTES`` are spent, a picture becomes a line
+    naming its file (never a broken image). Read through the job folder: a link in ``report/`` is never followed."""
     text = job.read_bytes(job.report_md).decode("utf-8")
-    pictures = [name for name in job.files_under(job.report_dir)
-                if name.endswith(".png") and "/" not in name and job.is_file(job.report_dir / name)]
-    for name in pictures[:limit]:
-        uri = "data:image/png;base64," + base64.b64encode(job.read_bytes(job.report_dir / name)).decode()
-        text = text.replace(f"]({name})", f"]({uri})")
+    spent = 0
+    for alt, name in re.findall(r"!\[([^\]]*)\]\(([^)/]+\.png)\)", text):
+        data = _small_png(job, name) if job.is_file(job.report_dir / name) else None
+        if data is not None and spent + len(data) <= PREVIEW_BYTES:
+            spent += len(data)
+            replacement = f"![{alt}](data:image/png;base64,{base64.b64encode(data).decode()})"
+        else:
+            replacement = f"*{alt}: `report/{name}` in the job folder*"
+        text = text.replace(f"![{alt}]({name})", replacement)
     return text
+
+
+def _small_png(job, name: str) -> bytes | None:
+    try:
+        with Image.open(io.BytesIO(job.read_bytes(job.report_dir / name))) as img:
+            img = img.convert("RGB")
+            img.thumbnail((PREVIEW_SIDE, PREVIEW_SIDE))
+            out = io.BytesIO()
+            img.quantize(64).save(out, format="PNG", optimize=True)
+            return out.getvalue()
+    except (OSError, ValueError):
+        return None
