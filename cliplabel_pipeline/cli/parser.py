@@ -80,6 +80,11 @@ def _db_option(p: argparse.ArgumentParser, env: Settings) -> None:
                    help=f"DuckDB lineage file [{ENV_VARS['db']}; default cliplabel.duckdb beside the results root]")
 
 
+def _job(p: argparse.ArgumentParser, env: Settings) -> None:
+    p.add_argument("job_id", help="the job's folder name under the results root")
+    _results_root(p, env)
+
+
 def _results_root(p: argparse.ArgumentParser, env: Settings) -> None:
     given = os.environ.get(ENV_VARS["results_root"])
     p.add_argument("--results-root", type=Path, default=env.results_root if given else None,
@@ -104,24 +109,20 @@ def build_parser(env: Settings | None = None) -> argparse.ArgumentParser:
     p.add_argument("paths", nargs="+", help="image files, folders or quoted glob patterns")
     _model_options(p, env)
     p = command("job", "label one job folder: labels.jsonl, groups, exports and a report")
-    p.add_argument("job_id", help="the job's folder name under the results root")
-    _results_root(p, env)
+    _job(p, env)
     _model_options(p, env)
     _db_option(p, env)
     p = command("cleanup", "list (default) or quarantine the items below either threshold")
-    p.add_argument("job_id", help="the job's folder name under the results root")
-    _results_root(p, env)
+    _job(p, env)
     _threshold_options(p, env)
     p.add_argument("--apply", action="store_true", help="move them into <job>/quarantine/ and drop their rows")
     p.add_argument("--purge", action="store_true", help="with --apply: delete them for good instead")
     _db_option(p, env)
     p = command("restore", "put quarantined items back, byte for byte, with their rows")
-    p.add_argument("job_id", help="the job's folder name under the results root")
-    _results_root(p, env)
+    _job(p, env)
     _db_option(p, env)
     p = command("export", "write one export of a labelled job")
-    p.add_argument("job_id", help="the job's folder name under the results root")
-    _results_root(p, env)
+    _job(p, env)
     p.add_argument("--format", required=True, choices=["zip", "csv", "jsonl"],
                    help="zip: grouped files with labels.jsonl and labels.csv")
     p.add_argument("-o", "--output", type=Path,
