@@ -14,14 +14,17 @@ $(STAMP): pyproject.toml
 install: $(STAMP)
 
 demo: $(STAMP)
-	$(VENV)/bin/cliplabel demo --results-root results-demo
+	$(VENV)/bin/cliplabel demo --results-root demo/results   # and demo/cliplabel.duckdb
 
 test: $(STAMP)
 	$(PY) -m pytest
 
 dev: $(STAMP)
-	mkdir -p .dagster_home && cp -n dagster.yaml .dagster_home/ || true
-	DAGSTER_HOME=$${DAGSTER_HOME:-$(CURDIR)/.dagster_home} $(VENV)/bin/dagster dev -w workspace.yaml
+	mkdir -p .dagster_home && ln -sfn ../deploy/local/dagster.yaml .dagster_home/dagster.yaml
+	DAGSTER_HOME=$${DAGSTER_HOME:-$(CURDIR)/.dagster_home} \
+	CLIPLABEL_RESULTS_ROOT=$${CLIPLABEL_RESULTS_ROOT:-$(CURDIR)/demo/results} \
+	PYTHONWARNINGS='ignore:Function `dev_command` is superseded:FutureWarning' \
+		$(VENV)/bin/dagster dev -w workspace.yaml
 
 benchmark: $(STAMP)
 	$(PY) benchmarks/benchmark.py
@@ -29,5 +32,5 @@ benchmark: $(STAMP)
 # The HTTP service on 127.0.0.1:8000: the demo's jobs with the toy model, unless CLIPLABEL_RESULTS_ROOT and
 # CLIPLABEL_MODEL say otherwise.
 serve: $(STAMP)
-	$(VENV)/bin/cliplabel serve --results-root $${CLIPLABEL_RESULTS_ROOT:-results-demo} \
+	$(VENV)/bin/cliplabel serve --results-root $${CLIPLABEL_RESULTS_ROOT:-demo/results} \
 		--model $${CLIPLABEL_MODEL:-cliplabel_pipeline/toyworld/model}

@@ -34,6 +34,15 @@ def labeller(toy_model, text_cache):
 
 
 @pytest.fixture(autouse=True)
+def _as_at_run_time():
+    """pytest resets warning filters around collection and each test; what the package sets once at import (Pillow's
+    damaged-file warnings) is set again, so tests see what a user sees."""
+    from cliplabel_pipeline.core.reading.picture import quiet_pillow
+
+    quiet_pillow()
+
+
+@pytest.fixture(autouse=True)
 def _isolated_cache(monkeypatch, text_cache):
     monkeypatch.setenv("CLIPLABEL_CACHE", str(text_cache))
     monkeypatch.setenv("CLIPLABEL_DB_WAIT_S", "2")  # a held database fails fast in tests

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 
@@ -65,6 +66,22 @@ def test_missing_model_exits_nonzero_with_one_line_and_no_traceback(toy_job, tmp
     assert proc.returncode == 2
     assert "Traceback" not in proc.stderr
     assert proc.stderr.count("\n") == 1 and "cliplabel model pull" in proc.stderr
+
+
+def test_a_damaged_photo_is_labelled_without_third_party_warnings(toy_model, tmp_path):
+    """A phone MPO with a broken index and a corrupt EXIF block: Pillow reads its base JPEG and warns twice."""
+    from PIL import Image
+
+    from cliplabel_pipeline_tests.hostile_images import mpo
+
+    data = mpo(Image.new("RGB", (80, 60), (200, 10, 10)), Image.new("RGB", (80, 60), (200, 10, 10)))
+    at = data.find(b"MPF\x00")
+    (tmp_path / "phone.jpg").write_bytes(data[:at + 8] + b"\xff" * 8 + data[at + 16:])
+    env = {**os.environ, "PYTHONWARNINGS": "default"}  # every warning a user's Python would show, once
+    proc = subprocess.run([sys.executable, "-m", "cliplabel_pipeline.cli", "classify", str(tmp_path / "phone.jpg"),
+                           "--model", toy_model], capture_output=True, text=True, env=env)
+    assert proc.returncode == 0 and json.loads(proc.stdout)["top1"]
+    assert "Warning" not in proc.stderr, proc.stderr
 
 
 def test_bad_argument_exits_nonzero(capsys):

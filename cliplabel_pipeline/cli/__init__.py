@@ -81,8 +81,10 @@ def cmd_classify(args) -> int:
     if not args.verbose:  # with -v the log has said each already
         for entry in skipped:
             print(f"skipped {shown(entry.path)}: {entry.reason}", file=sys.stderr)
-    if not records:
-        raise _error(f"none of the {len(paths)} files could be labelled (each skip is listed above)")
+    if not records:  # the input was read and judged: a failed run (1), not a usage error (2)
+        print(f"cliplabel: error: none of the {len(paths)} files could be labelled (each skip is listed above)",
+              file=sys.stderr)
+        return 1
     return 0
 
 
@@ -203,11 +205,14 @@ def cmd_serve(args) -> int:
 def cmd_demo(args) -> int:
     from cliplabel_pipeline.toyworld.demo import run_demo
 
-    root = args.results_root or Path(tempfile.mkdtemp(prefix="cliplabel-demo-"))
+    # a temp folder of its own, so the database beside the results root is the demo's too
+    root = args.results_root or Path(tempfile.mkdtemp(prefix="cliplabel-demo-")) / "results"
+    db_path = Settings.from_env().with_(results_root=root, db=args.db).db_path
     _quiet_transformers()
-    for done in run_demo(root, args.jobs):
+    for done in run_demo(root, args.jobs, db_path):
         print(summarise_job(done))
     print(f"results root: {root}  (open <job>/report/report.md to see what was labelled)")
+    print(f"lineage: {db_path}")
     return 0
 
 

@@ -18,7 +18,7 @@ EXAMPLES = {
     "export": ["cliplabel export job-1 --format zip", "cliplabel export job-1 --format csv -o - | head"],
     "model": ["cliplabel model pull --model openai/clip-vit-base-patch32"],
     "serve": ["cliplabel serve --results-root results --port 8000"],
-    "demo": ["cliplabel demo --results-root results-demo"],
+    "demo": ["cliplabel demo --results-root demo/results"],
 }
 
 
@@ -140,6 +140,8 @@ def build_parser(env: Settings | None = None) -> argparse.ArgumentParser:
     _db_option(p, env)
     p = command("demo", "write toy jobs and label them with the bundled toy model")
     p.add_argument("--results-root", type=Path, default=None,
-                   help="where to write the toy jobs (a temp folder when not given)")
+                   help="where to write the toy jobs (a temp folder when not given); the lineage database "
+                        "goes beside it")
     p.add_argument("--jobs", type=_positive_int, default=3, help="how many toy jobs")
+    _db_option(p, env)
     return parser

@@ -1,5 +1,7 @@
 """Asset checks: each tests one property; the embedding checks block bad data from going downstream."""
 
+import warnings
+
 import dagster as dg
 import numpy as np
 
@@ -11,6 +13,10 @@ from cliplabel_pipeline.defs.partitions import jobs_partitions
 from cliplabel_pipeline.defs.resources import ClipModelResource, ResultsRootResource
 
 KINDS = ("source", "mask", "object")
+
+# Checks per partition are what a per-job asset needs; Dagster calls them "preview" and says so on every load of
+# the code location, a line that tells a user of cliplabel nothing they can act on.
+warnings.filterwarnings("ignore", message="Specifying a partitions_def on an AssetCheckSpec", category=dg.PreviewWarning)
 
 
 def _embeddings(context, results_root) -> np.ndarray:

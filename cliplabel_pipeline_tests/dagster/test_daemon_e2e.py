@@ -22,7 +22,7 @@ def test_daemon_labels_a_new_job_without_anyone_asking(tmp_path, toy_model, text
     home, root = tmp_path / "dagster_home", tmp_path / "results"
     home.mkdir()
     root.mkdir()
-    shutil.copy(REPO / "dagster.yaml", home / "dagster.yaml")
+    shutil.copy(REPO / "deploy" / "local" / "dagster.yaml", home / "dagster.yaml")
     env = {**os.environ, "DAGSTER_HOME": str(home), "CLIPLABEL_RESULTS_ROOT": str(root),
            "CLIPLABEL_MODEL": toy_model, "CLIPLABEL_DB": str(tmp_path / "lineage.duckdb"),
            "CLIPLABEL_CACHE": str(text_cache), "CLIPLABEL_SETTLE_S": "1", "CLIPLABEL_SENSOR_INTERVAL_S": "2",

@@ -27,7 +27,7 @@ def test_a_job_posted_to_the_service_is_labelled_by_a_run_on_the_instance(tmp_pa
 
     home, root, db = tmp_path / "dagster_home", tmp_path / "results", tmp_path / "lineage.duckdb"
     home.mkdir()
-    shutil.copy(REPO / "dagster.yaml", home / "dagster.yaml")  # a run queue, served by the daemon
+    shutil.copy(REPO / "deploy" / "local" / "dagster.yaml", home / "dagster.yaml")  # a run queue, served by the daemon
     write_toy_job(root, "via-dagster", seed=4)
     env = {"DAGSTER_HOME": str(home), "CLIPLABEL_RESULTS_ROOT": str(root), "CLIPLABEL_MODEL": toy_model,
            "CLIPLABEL_DB": str(db), "CLIPLABEL_CACHE": str(text_cache), "CLIPLABEL_PRECISION": "fp32",

@@ -15,6 +15,7 @@ import logging
 import os
 import tempfile
 import time
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -56,11 +57,15 @@ def build_int8_tower(model, size: int, out: Path) -> Path:
         fp32, int8 = Path(tmp, "image-fp32.onnx"), Path(tmp, "image-int8.onnx")
         for name in ("torch.onnx", "torch.export", "onnxscript"):  # the exporter logs every step at INFO/WARNING
             logging.getLogger(name).setLevel(logging.ERROR)
-        program = torch.onnx.export(
-            _ImageTower(model).eval(), (example,), dynamo=True, verbose=False,
-            dynamic_shapes={"pixel_values": {0: torch.export.Dim("batch", min=1, max=4096)}})
+        with warnings.catch_warnings():  # torch's own deprecations inside the exporter: nothing a user can act on
+            warnings.simplefilter("ignore", FutureWarning)
+            program = torch.onnx.export(
+                _ImageTower(model).eval(), (example,), dynamo=True, verbose=False,
+                dynamic_shapes={"pixel_values": {0: torch.export.Dim("batch", min=1, max=4096)}})
         program.save(str(fp32), external_data=False)
-        logging.disable(logging.INFO)  # the quantiser logs each tensor on the root logger
+        # the quantiser logs each tensor on the root logger, and advice meant for its own developers at WARNING;
+        # what goes wrong in it raises, and is reported as one line by the caller
+        logging.disable(logging.WARNING)
         try:
             quantize_dynamic(str(fp32), str(int8), weight_type=QuantType.QInt8, per_channel=True,
                              op_types_to_quantize=["MatMul"])

@@ -26,7 +26,6 @@ import logging
 import math
 import os
 import stat
-import warnings
 from typing import TYPE_CHECKING, BinaryIO
 
 import numpy as np
@@ -128,9 +127,7 @@ def _decode(src: Source, notes: list[str] | None, reduced: bool) -> Picture:
     with _opened(src) as fp, decoding():
         if _byte_size(fp) == 0:
             raise ImageSkipped("empty file (0 bytes)")
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            img = Image.open(fp, formats=("JPEG", "PNG", "WEBP"))  # Pillow's JPEG opener reads MPO too
+        img = Image.open(fp, formats=("JPEG", "PNG", "WEBP"))  # Pillow's JPEG opener reads MPO too
         if img.format not in SUPPORTED_FORMATS:
             raise ImageSkipped(f"unsupported image format {img.format} (JPEG, PNG or WEBP expected)")
         w, h = img.size

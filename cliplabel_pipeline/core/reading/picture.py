@@ -8,9 +8,22 @@ from __future__ import annotations
 
 import contextlib
 import math
+import warnings
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
+
+# Pillow warns (once per process, from a worker thread) when it decodes around damage: a corrupt EXIF block, a
+# malformed MPO read as its base JPEG, a picture over its own pixel limit. cliplabel decodes such files on
+# purpose and applies its own limits, so these lines tell a user nothing; a file that cannot be read is skipped
+# with its reason. Filters set once here, not per call: `catch_warnings` is not thread-safe.
+def quiet_pillow() -> None:
+    """Pillow's damaged-file and bomb warnings silenced (idempotent: the same filter is never added twice)."""
+    warnings.filterwarnings("ignore", category=UserWarning, module=r"PIL\.(TiffImagePlugin|JpegImagePlugin|PngImagePlugin)")
+    warnings.filterwarnings("ignore", category=Image.DecompressionBombWarning)
+
+
+quiet_pillow()
 
 NEUTRAL_GREY = (128, 128, 128)
 EXACT_PIXELS = 25_000_000  # up to this (a 6000 x 4000 photo) preprocessing is exactly CLIP's; above, reduced

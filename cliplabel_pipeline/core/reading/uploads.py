@@ -9,7 +9,6 @@ answers (HTTP 413 and 415).
 from __future__ import annotations
 
 import io
-import warnings
 from dataclasses import dataclass
 
 from PIL import Image, UnidentifiedImageError
@@ -51,10 +50,8 @@ def check_upload(upload: Upload, limits: UploadLimits) -> str:
     if not upload.data:
         raise UnsupportedUpload(f"{name}: empty file (0 bytes)")
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            with Image.open(io.BytesIO(upload.data), formats=("JPEG", "PNG", "WEBP")) as img:
-                fmt, (w, h) = img.format, img.size
+        with Image.open(io.BytesIO(upload.data), formats=("JPEG", "PNG", "WEBP")) as img:
+            fmt, (w, h) = img.format, img.size
     except Image.DecompressionBombError as exc:
         raise UploadTooLarge(f"{name}: a decompression bomb ({one_line(exc)[:120]}); the limit is "
                              f"{limits.max_pixels:,} pixels") from None
