@@ -34,3 +34,12 @@ benchmark: $(STAMP)
 serve: $(STAMP)
 	$(VENV)/bin/cliplabel serve --results-root $${CLIPLABEL_RESULTS_ROOT:-demo/results} \
 		--model $${CLIPLABEL_MODEL:-cliplabel_pipeline/toyworld/model}
+
+# Beyond one machine: Redis, PostgreSQL, the Dagster daemon and webserver, the lineage worker and two Celery
+# worker hosts on this machine (apt-get install -y redis-server postgresql first); Ctrl-C stops them all.
+.PHONY: cluster benchmark-cluster
+cluster: $(STAMP)
+	$(PY) deploy/local/cluster.py
+
+benchmark-cluster: $(STAMP)
+	$(PY) benchmarks/cluster.py

@@ -10,8 +10,10 @@ import dagster as dg  # noqa: E402
 
 from cliplabel_pipeline.defs.assets.embeddings import concept_text_embeddings, job_image_embeddings  # noqa: E402
 from cliplabel_pipeline.defs.assets.labels import job_label_assignments  # noqa: E402
+from cliplabel_pipeline.defs.assets.lineage import job_lineage_rows  # noqa: E402
 from cliplabel_pipeline.defs.assets.reports import job_exports, job_groups, job_metrics_report  # noqa: E402
 from cliplabel_pipeline.defs.checks import all_checks  # noqa: E402
+from cliplabel_pipeline.defs.cluster import executor_for  # noqa: E402
 from cliplabel_pipeline.defs.io_managers import ConceptIndexIOManager, JobFolderIOManager  # noqa: E402
 from cliplabel_pipeline.defs.jobs import cleanup_job, label_jobs_job, restore_job  # noqa: E402
 from cliplabel_pipeline.defs.resources import ClipModelResource, DuckDBResource, ResultsRootResource  # noqa: E402
@@ -33,7 +35,7 @@ results_root = ResultsRootResource(path=_bound("results_root", str(ENV.results_r
 
 defs = dg.Definitions(
     assets=[concept_text_embeddings, job_image_embeddings, job_label_assignments, job_groups, job_exports,
-            job_metrics_report],
+            job_metrics_report, *([job_lineage_rows] if ENV.spools_lineage else [])],
     asset_checks=all_checks,
     jobs=[label_jobs_job, cleanup_job, restore_job],
     sensors=[new_jobs_sensor],
@@ -41,10 +43,11 @@ defs = dg.Definitions(
     resources={
         "clip": clip,
         "results_root": results_root,
-        "duckdb": DuckDBResource(path=_bound("db", None)),
+        "duckdb": DuckDBResource(path=_bound("db", None), spool_rows=ENV.spools_lineage),
         "job_folder_io": JobFolderIOManager(results_root=results_root),
         "concept_index_io": ConceptIndexIOManager(clip=clip),
     },
-    # One process per run: the CLIP model loads once and every step of the run shares it.
-    executor=dg.in_process_executor,
+    # One process per run: the CLIP model loads once and every step of the run shares it. Or, with
+    # CLIPLABEL_EXECUTOR=celery (deploy/), every step on a Celery worker, each worker loading the model once.
+    executor=executor_for(ENV),
 )

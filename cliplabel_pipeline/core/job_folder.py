@@ -7,7 +7,7 @@ which never follows a symbolic link (``core/storage/guarded.py``): the job folde
     <job>/labels.csv, labels/<item>.json, manifest.json      exports
     <job>/export/<job>.<zip|csv|jsonl>                       downloadable exports
     <job>/metrics.json, report/                              metrics and the report
-    <job>/_cliplabel/                                        embeddings and provenance (intermediate)
+    <job>/_cliplabel/                                        embeddings, provenance, lineage rows (intermediate)
     <job>/quarantine/                                        items moved away by cleanup
 """
 
@@ -23,6 +23,7 @@ import numpy as np
 from cliplabel_pipeline.core.errors import CliplabelError
 from cliplabel_pipeline.core.storage import guarded
 from cliplabel_pipeline.core.storage.files import jsonl_bytes as _jsonl
+from cliplabel_pipeline.core.storage.job_rows import JobRows
 from cliplabel_pipeline.core.values import (
     Embedded, EmbeddedItem, EncoderInfo, Groups, LabelRecord, Provenance, SkippedItem,
 )
@@ -148,6 +149,11 @@ class JobFolder:
     @property
     def provenance_json(self) -> Path:
         return self.work_dir / "provenance.json"
+
+    @property
+    def lineage_rows_json(self) -> Path:
+        """The job's DuckDB rows as the host that labelled it wrote them, for the one writer to ingest (clusters)."""
+        return self.work_dir / "lineage_rows.json"
 
     @property
     def quarantine_dir(self) -> Path:
@@ -298,6 +304,14 @@ class JobFolder:
 
     def write_provenance(self, provenance: Provenance) -> Path:
         return self.write_json(self.provenance_json, provenance.to_json())
+
+    def read_lineage_rows(self) -> JobRows:
+        if not self.is_file(self.lineage_rows_json):
+            raise CliplabelError(f"job {self.id!r} has no {self.lineage_rows_json.name}: its labelling step has not run")
+        return JobRows.from_json(self._read_json(self.lineage_rows_json))
+
+    def write_lineage_rows(self, rows: JobRows) -> Path:
+        return self.write(self.lineage_rows_json, json.dumps(rows.to_json(), ensure_ascii=False).encode("utf-8"))
 
     def write_embedded(self, embedded: Embedded) -> Path:
         """Embeddings (``.npy``), their items, encoder and timings, and ``skipped.jsonl``; returns the ``.npy``."""

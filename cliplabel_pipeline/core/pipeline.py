@@ -29,7 +29,8 @@ from cliplabel_pipeline.core.organising.export import (
 from cliplabel_pipeline.core.storage import guarded
 from cliplabel_pipeline.core.storage.files import jsonl_bytes
 from cliplabel_pipeline.core.storage.guarded import shown
-from cliplabel_pipeline.core.storage.lineage import now, write_connection, write_run
+from cliplabel_pipeline.core.storage.job_rows import JobRows
+from cliplabel_pipeline.core.storage.lineage import ingest_job_rows, job_rows, now, write_connection, write_run
 from cliplabel_pipeline.core.values import (
     BankSpec, Embedded, Groups, LabelRecord, LabelSettings, Performance, Provenance, SkippedItem,
 )
@@ -125,10 +126,11 @@ def embed_job(labeller, job: JobFolder, settings: LabelSettings = LabelSettings(
 
 def label_embedded(job: JobFolder, embedded: Embedded, index: ConceptIndex, bank: BankSpec,
                    settings: LabelSettings = LabelSettings(), db_path: Path | None = None,
-                   run_id: str | None = None) -> Labelled:
+                   run_id: str | None = None, spool_rows: bool = False) -> Labelled:
     """Score the embeddings against the index; writes ``labels.jsonl``, the provenance and, with ``db_path``,
     the job's DuckDB rows: the database is opened first (a busy one is waited for), so the files and the rows
-    change together or, when the database stays busy, neither does."""
+    change together or, when the database stays busy, neither does. With ``spool_rows`` (a worker host of a
+    cluster) the rows are written last, beside the outputs, for ``ingest_lineage`` on the one writer's host."""
     from cliplabel_pipeline.core.labelling.labels import assign_labels
 
     started = now()
@@ -138,12 +140,23 @@ def label_embedded(job: JobFolder, embedded: Embedded, index: ConceptIndex, bank
                             index.bank.templates_hash, index.bank.templates, bank, settings.top_k,
                             settings.min_confidence, settings.min_match, index.calibration.summary())
     labelled = Labelled(job, records, embedded.skipped, provenance, embedded, started)
-    with write_connection(db_path) if db_path else nullcontext() as con:
+    run_id = run_id or f"cli-{uuid.uuid4().hex[:12]}"
+    with write_connection(db_path) if db_path and not spool_rows else nullcontext() as con:
         if con is not None:
-            write_run(con, run_id or f"cli-{uuid.uuid4().hex[:12]}", labelled)
+            write_run(con, run_id, labelled)
         job.write_labels(records)
         job.write_provenance(provenance)
+    if spool_rows:
+        job.write_lineage_rows(job_rows(run_id, labelled))
     return labelled
+
+
+def ingest_lineage(job: JobFolder, db_path: Path) -> JobRows:
+    """The rows the labelling step wrote beside the job's outputs, into DuckDB (replacing the job's rows in one
+    transaction, so a retry lands every item exactly once); returns them."""
+    rows = job.read_lineage_rows()
+    ingest_job_rows(db_path, rows)
+    return rows
 
 
 def group_labelled(labelled: Labelled, index: ConceptIndex) -> Grouped:

@@ -39,7 +39,12 @@ ENV_VARS = {
     "max_upload_pixels": "CLIPLABEL_MAX_UPLOAD_PIXELS",
     "max_upload_files": "CLIPLABEL_MAX_UPLOAD_FILES",
     "service_runs": "CLIPLABEL_SERVICE_RUNS",
+    "executor": "CLIPLABEL_EXECUTOR",
+    "broker": "CLIPLABEL_BROKER",
+    "result_backend": "CLIPLABEL_RESULT_BACKEND",
+    "redeliver_s": "CLIPLABEL_REDELIVER_S",
 }
+EXECUTORS = ("in_process", "celery")
 
 
 def offline_hub() -> None:
@@ -81,6 +86,17 @@ class Settings:
     max_upload_pixels: int = 40_000_000  # per uploaded image
     max_upload_files: int = 256  # per request
     service_runs: str = "auto"  # where POST /classify/job runs: "dagster", "local", or "auto" (dagster when DAGSTER_HOME is set)
+    # beyond one machine (deploy/): where a Dagster run's steps execute
+    executor: str = "in_process"  # "in_process": one process per run; "celery": every step on a Celery worker
+    broker: str = "redis://127.0.0.1:6379/0"  # the Celery broker, and its result backend unless result_backend
+    result_backend: str | None = None
+    redeliver_s: float = 3600.0  # a step whose worker vanished goes to another worker after this; keep it above any step
+
+    @property
+    def spools_lineage(self) -> bool:
+        """True when steps run on other hosts: the labelling step writes the job's rows beside its outputs and
+        one writer ingests them, so no two hosts ever write the DuckDB file."""
+        return self.executor == "celery"
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides) -> "Settings":

@@ -8,6 +8,7 @@ from cliplabel_pipeline.core.settings import Settings
 from cliplabel_pipeline.core.storage.lineage import RecordedRun
 from cliplabel_pipeline.defs.assets.common import JOB_GROUP, as_failure
 from cliplabel_pipeline.defs.assets.embeddings import concept_text_embeddings
+from cliplabel_pipeline.defs.cluster import LINEAGE_QUEUE, on_queue
 from cliplabel_pipeline.defs.partitions import jobs_partitions
 from cliplabel_pipeline.defs.resources import DuckDBResource, ResultsRootResource
 
@@ -52,7 +53,7 @@ def _record_against_assets(context: dg.OpExecutionContext, job_id: str, action: 
         context.log_event(dg.AssetMaterialization(asset_key=key, partition=job_id, metadata=metadata))
 
 
-@dg.op
+@dg.op(tags=on_queue(LINEAGE_QUEUE))  # it writes DuckDB: on a cluster, on the one writer's host
 def quarantine_low_confidence(context: dg.OpExecutionContext, config: CleanupConfig,
                               results_root: ResultsRootResource, duckdb: DuckDBResource) -> dg.Output:
     with as_failure():
@@ -81,7 +82,7 @@ class RestoreConfig(dg.Config):
     job_id: str
 
 
-@dg.op
+@dg.op(tags=on_queue(LINEAGE_QUEUE))  # it writes DuckDB: on a cluster, on the one writer's host
 def restore_quarantined(context: dg.OpExecutionContext, config: RestoreConfig, results_root: ResultsRootResource,
                         duckdb: DuckDBResource) -> dg.Output:
     with as_failure():

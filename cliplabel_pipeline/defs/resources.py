@@ -47,7 +47,7 @@ class ClipModelResource(dg.ConfigurableResource):
         from cliplabel_pipeline.core.labeller import Labeller
 
         if self._labeller is None:
-            self._labeller = Labeller.load(self.settings)
+            self._labeller = _kept(self.settings, Labeller.load)
         return self._labeller.with_bank(bank) if bank is not None else self._labeller
 
     def concept_index(self, bank: BankSpec | None = None):
@@ -57,6 +57,18 @@ class ClipModelResource(dg.ConfigurableResource):
         spec = bank if bank is not None else self.bank_spec
         cached = cached_concept_index(self.settings, spec) if self._labeller is None else None
         return cached if cached is not None else self.labeller(spec).index
+
+
+_KEPT: dict = {}  # the last model this process loaded, by its settings
+
+
+def _kept(settings: Settings, load):
+    """The model this process last loaded with ``settings``, else ``load(settings)`` (which replaces it): a
+    Celery worker runs step after step in one process, and loads the model once, not once per step."""
+    if settings not in _KEPT:
+        _KEPT.clear()
+        _KEPT[settings] = load(settings)
+    return _KEPT[settings]
 
 
 class ResultsRootResource(dg.ConfigurableResource):
@@ -81,9 +93,12 @@ class ResultsRootResource(dg.ConfigurableResource):
 
 
 class DuckDBResource(dg.ConfigurableResource):
-    """The lineage database; ``None`` means ``cliplabel.duckdb`` beside the results root."""
+    """The lineage database; ``None`` means ``cliplabel.duckdb`` beside the results root. ``spool_rows`` (Celery
+    deployments): the labelling step writes the job's rows beside its outputs and ``job_lineage_rows``
+    ingests them on the one writer's host."""
 
     path: str | None = None
+    spool_rows: bool = False
 
     def db_path(self, results_root: Path) -> Path:
         return Settings(results_root=Path(results_root), db=Path(self.path) if self.path else None).db_path

@@ -21,6 +21,7 @@ from filelock import FileLock, Timeout
 
 from cliplabel_pipeline.core.errors import CliplabelError
 from cliplabel_pipeline.core.settings import Settings
+from cliplabel_pipeline.core.storage.job_rows import JobRows
 from cliplabel_pipeline.core.values import BankSpec
 
 if TYPE_CHECKING:
@@ -155,26 +156,53 @@ def record_run(db_path: Path, run_id: str, labelled: "Labelled") -> None:
 
 def write_run(con: duckdb.DuckDBPyConnection, run_id: str, labelled: "Labelled") -> None:
     """``assets`` (one per item, labelled or skipped), ``labels`` and one ``runs`` row, replacing the job's."""
+    replace_job_rows(con, job_rows(run_id, labelled))
+
+
+def ingest_job_rows(db_path: Path, rows: JobRows) -> None:
+    """Rows a worker host wrote for a job, replacing the job's rows in one transaction: ingesting the same rows
+    again (a retried step) leaves every item exactly once."""
+    with write_connection(db_path) as con:
+        replace_job_rows(con, rows)
+
+
+def job_rows(run_id: str, labelled: "Labelled") -> JobRows:
+    """The rows of a labelled job (items read for their digests), ready to write here or to ingest elsewhere."""
     job, prov = labelled.job, labelled.provenance
     assets = []
     for path, kind, status, reason in ([(i.path, i.kind, "labelled", None) for i in labelled.embedded.items]
                                        + [(s.path, s.kind, "skipped", s.reason) for s in labelled.skipped]):
         sha, size = _item_digest(job, path)
-        assets.append((job.id, path, kind, sha, size, status, reason, run_id))
-    labels = [(job.id, r.path, r.kind, r.top1, r.confidence, r.low_confidence,
-               json.dumps([{"name": x.name, "score": x.score} for x in r.labels]), prov.model, prov.bank_version,
-               run_id, r.match, ",".join(r.flagged_by)) for r in labelled.records]
-    con.execute("DELETE FROM assets WHERE job_id = ?", [job.id])
-    _insert(con, "assets", assets)
-    con.execute("DELETE FROM labels WHERE job_id = ?", [job.id])
-    _insert(con, "labels", labels)
-    con.execute("DELETE FROM runs WHERE run_id = ? AND job_id = ? AND stage = ?", [run_id, job.id, LABEL_STAGE])
-    con.execute("""INSERT INTO runs (run_id, job_id, stage, model, model_identity, precision, bank_version,
-                   templates_hash, top_k, min_confidence, started_at, finished_at, item_count, items_per_s,
-                   bank_spec, min_match, calibration) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)""", [
-        run_id, job.id, LABEL_STAGE, prov.model, prov.model_identity, prov.precision, prov.bank_version,
-        prov.templates_hash, prov.top_k, prov.min_confidence, labelled.started, now(), len(labelled.records),
-        labelled.performance.items_per_s, prov.bank.to_json(), prov.min_match, json.dumps(prov.calibration)])
+        assets.append({"job_id": job.id, "path": path, "kind": kind, "sha256": sha, "bytes": size, "status": status,
+                       "skip_reason": reason, "run_id": run_id})
+    labels = [{"job_id": job.id, "path": r.path, "kind": r.kind, "top1": r.top1, "confidence": r.confidence,
+               "low_confidence": r.low_confidence,
+               "labels_json": json.dumps([{"name": x.name, "score": x.score} for x in r.labels]),
+               "model": prov.model, "bank_version": prov.bank_version, "run_id": run_id, "match": r.match,
+               "flagged_by": ",".join(r.flagged_by)} for r in labelled.records]
+    run = {"run_id": run_id, "job_id": job.id, "stage": LABEL_STAGE, "model": prov.model,
+           "model_identity": prov.model_identity, "precision": prov.precision, "bank_version": prov.bank_version,
+           "templates_hash": prov.templates_hash, "top_k": prov.top_k, "min_confidence": prov.min_confidence,
+           "started_at": labelled.started, "finished_at": now(), "item_count": len(labelled.records),
+           "items_per_s": labelled.performance.items_per_s, "bank_spec": prov.bank.to_json(),
+           "min_match": prov.min_match, "calibration": json.dumps(prov.calibration)}
+    return JobRows(job.id, run_id, assets, labels, [run])
+
+
+def replace_job_rows(con: duckdb.DuckDBPyConnection, rows: JobRows) -> None:
+    """The job's ``assets`` and ``labels`` rows replaced by ``rows``'; its ``runs`` row of that run replaced."""
+    con.execute("DELETE FROM assets WHERE job_id = ?", [rows.job_id])
+    _insert(con, "assets", _ordered(con, "assets", rows.assets))
+    con.execute("DELETE FROM labels WHERE job_id = ?", [rows.job_id])
+    _insert(con, "labels", _ordered(con, "labels", rows.labels))
+    con.execute("DELETE FROM runs WHERE run_id = ? AND job_id = ? AND stage = ?", [rows.run_id, rows.job_id, LABEL_STAGE])
+    _insert(con, "runs", _ordered(con, "runs", rows.runs))
+
+
+def _ordered(con: duckdb.DuckDBPyConnection, table: str, rows: list[dict]) -> list[tuple]:
+    """Rows as tuples in the table's column order (a column a row lacks is NULL)."""
+    names = [r[0] for r in con.execute(f"DESCRIBE {table}").fetchall()]
+    return [tuple(row.get(n) for n in names) for row in rows]
 
 
 def _item_digest(job, path: str) -> tuple[str | None, int | None]:

@@ -6,11 +6,13 @@ from cliplabel_pipeline.core.labelling.index import ConceptIndex
 from cliplabel_pipeline.core.pipeline import embed_job
 from cliplabel_pipeline.core.values import Embedded
 from cliplabel_pipeline.defs.assets.common import JOB_GROUP, LabelingConfig, as_failure, heartbeat, path_md
+from cliplabel_pipeline.defs.cluster import CLIP_QUEUE, on_queue
 from cliplabel_pipeline.defs.partitions import jobs_partitions
 from cliplabel_pipeline.defs.resources import ClipModelResource, ResultsRootResource
 
 
-@dg.asset(kinds={"pytorch", "numpy"}, group_name="concepts", io_manager_key="concept_index_io")
+@dg.asset(kinds={"pytorch", "numpy"}, group_name="concepts", io_manager_key="concept_index_io",
+          op_tags=on_queue(CLIP_QUEUE))
 def concept_text_embeddings(context: dg.AssetExecutionContext, clip: ClipModelResource) -> dg.Output[ConceptIndex]:
     """The concept bank's text embeddings (mean over templates): built once per model, precision, templates
     and concept list, then loaded from the on-disk cache. Every labelling run materialises it."""
@@ -26,7 +28,7 @@ def concept_text_embeddings(context: dg.AssetExecutionContext, clip: ClipModelRe
 
 
 @dg.asset(partitions_def=jobs_partitions, kinds={"pytorch", "numpy"}, group_name=JOB_GROUP, pool="clip_model",
-          io_manager_key="job_folder_io")
+          io_manager_key="job_folder_io", op_tags=on_queue(CLIP_QUEUE))
 def job_image_embeddings(context: dg.AssetExecutionContext, config: LabelingConfig, clip: ClipModelResource,
                          results_root: ResultsRootResource) -> dg.Output[Embedded]:
     """CLIP image embeddings of every readable item of the job; unreadable ones recorded with a reason."""

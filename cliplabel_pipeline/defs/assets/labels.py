@@ -24,7 +24,7 @@ def job_label_assignments(context: dg.AssetExecutionContext, config: LabelingCon
         bank = config.bank_spec(clip.bank_spec)
         index = concept_text_embeddings if bank == clip.bank_spec else clip.concept_index(bank)
         labelled = label_embedded(job, job_image_embeddings, index, bank, config.label_settings(),
-                                  duckdb.db_path(results_root.root), context.run_id)
+                                  duckdb.db_path(results_root.root), context.run_id, spool_rows=duckdb.spool_rows)
     records, prov = labelled.records, labelled.provenance
     return dg.Output(labelled, metadata={
         "items": dg.MetadataValue.int(len(records)),

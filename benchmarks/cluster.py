@@ -1,0 +1,176 @@
+"""The same backfill in process (the default set-up: the daemon, one process per run) and on the local
+two-worker Celery cluster (deploy/local/cluster.py), side by side in one run.
+
+    python benchmarks/cluster.py [--toy-jobs 20] [--big-jobs 4] [--big-images 64] [--workdir DIR]
+
+Two backfills: toy jobs with the toy CLIP, and jobs of object images with a full-size ViT-B/32 with random
+weights (the compute of the real model). Each mode first labels one warm-up job (the text embeddings cached,
+as in steady state; each cluster host gets a copy of that cache), then every job of the backfill is dropped
+into the results root at once and the sensor requests one run per job. Reported: wall time from the drop to
+the last run's end, throughput and its ratio, the overhead per job, and per step (from Dagster's event log):
+the wait from submission to start, and how long the CLIP step takes (it includes a model load in process).
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import os
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "benchmarks"))
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+FAST = {"CLIPLABEL_SETTLE_S": "1", "CLIPLABEL_SENSOR_INTERVAL_S": "2", "CLIPLABEL_HEARTBEAT_S": "30"}
+
+
+def _cluster_module():
+    spec = importlib.util.spec_from_file_location("cliplabel_local_cluster", REPO / "deploy" / "local" / "cluster.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def toy_writer(root: Path, job_id: str, i: int) -> None:
+    from cliplabel_pipeline.toyworld.jobs import write_toy_job
+
+    write_toy_job(root, job_id, seed=4000 + i)
+
+
+def big_writer(pool: Path, n_images: int):
+    def write(root: Path, job_id: str, i: int) -> None:
+        files = sorted(pool.iterdir())
+        job = root / job_id
+        (job / "objects").mkdir(parents=True)
+        for k in range(n_images):
+            shutil.copy(files[(k + i) % len(files)], job / "objects" / f"obj_{k:04d}.jpg")
+        shutil.copy(files[0], job / "source.png")
+    return write
+
+
+def wait_for_runs(instance, n: int, timeout: float = 1800) -> list:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        records = instance.get_run_records()
+        if len(records) >= n and all(r.dagster_run.is_finished for r in records):
+            return records
+        time.sleep(1)
+    raise RuntimeError(f"{n} runs not finished within {timeout:g}s")
+
+
+def step_figures(instance, records) -> dict:
+    """Per step: submission-to-start wait (Celery only) and the CLIP step's duration."""
+    waits, clip = [], []
+    for rec in records:
+        submitted, started = {}, {}
+        for entry in instance.all_logs(rec.dagster_run.run_id):
+            ev = entry.dagster_event
+            if ev is None or not entry.step_key:
+                continue
+            if ev.event_type_value == "ENGINE_EVENT" and entry.user_message.startswith("Submitting celery task"):
+                submitted[entry.step_key] = entry.timestamp
+            elif ev.event_type_value == "STEP_START":
+                started[entry.step_key] = entry.timestamp
+            elif ev.event_type_value == "STEP_SUCCESS" and entry.step_key == "job_image_embeddings":
+                clip.append(entry.timestamp - started.get(entry.step_key, entry.timestamp))
+        waits += [started[k] - t for k, t in submitted.items() if k in started]
+    return {"steps_per_run": len(waits) / max(len(records), 1),
+            "queue_wait_s": statistics.mean(waits) if waits else 0.0,
+            "clip_step_s": statistics.median(clip) if clip else 0.0}
+
+
+def backfill(root: Path, writer, n: int, instance, prefix: str) -> dict:
+    """Warm up with one job, then drop ``n`` jobs at once; figures of the ``n`` runs."""
+    writer(root, f"{prefix}-warmup", 999)
+    wait_for_runs(instance, 1)
+    before = {r.dagster_run.run_id for r in instance.get_run_records()}
+    tmp = root.parent / f"{prefix}-staging"
+    for i in range(n):
+        writer(tmp, f"{prefix}-{i:03d}", i)
+    t0 = time.time()
+    for job in sorted(tmp.iterdir()):
+        job.rename(root / job.name)
+    records = [r for r in wait_for_runs(instance, n + 1) if r.dagster_run.run_id not in before]
+    failed = [r.dagster_run.run_id for r in records if r.dagster_run.status.value != "SUCCESS"]
+    if failed:
+        raise RuntimeError(f"runs failed: {failed}")
+    wall = max(r.end_time for r in records) - t0
+    return {"wall_s": wall, "jobs_per_min": 60 * n / wall, **step_figures(instance, records)}
+
+
+def in_process(work: Path, model: str, writer, n: int, prefix: str) -> tuple[dict, Path]:
+    import dagster as dg
+
+    home, root, cache = work / "home", work / "results", work / "cache"
+    for folder in (home, root, cache):
+        folder.mkdir(parents=True, exist_ok=True)
+    shutil.copy(REPO / "dagster.yaml", home / "dagster.yaml")
+    env = {**os.environ, **FAST, "DAGSTER_HOME": str(home), "CLIPLABEL_RESULTS_ROOT": str(root),
+           "CLIPLABEL_MODEL": model, "CLIPLABEL_CACHE": str(cache), "CLIPLABEL_DB": str(work / "lineage.duckdb")}
+    instance = dg.DagsterInstance.from_config(str(home))  # its storage created before the daemon opens it
+    daemon = subprocess.Popen([str(Path(sys.executable).parent / "dagster-daemon"), "run", "-w",
+                               str(REPO / "workspace.yaml")], cwd=work, env=env, stdout=subprocess.DEVNULL,
+                              stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        return backfill(root, writer, n, instance, prefix), cache
+    finally:
+        os.killpg(daemon.pid, signal.SIGTERM)
+        daemon.wait(60)
+        instance.dispose()
+
+
+def on_cluster(work: Path, model: str, writer, n: int, prefix: str, warm_cache: Path) -> dict:
+    import dagster as dg
+
+    local = _cluster_module()
+    cluster = local.LocalCluster(work, work / "results", model, webserver=False, extra_env=FAST)
+    for name in cluster.worker_names:  # each host's own cache, warmed as the in-process one was
+        shutil.copytree(warm_cache, cluster.host_dir(name) / "cache", dirs_exist_ok=True)
+    with cluster:
+        os.environ["DAGSTER_PG_URL"] = cluster.env["DAGSTER_PG_URL"]
+        with dg.DagsterInstance.from_config(str(cluster.dagster_home)) as instance:
+            return backfill(cluster.results, writer, n, instance, prefix)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--toy-jobs", type=int, default=20)
+    parser.add_argument("--big-jobs", type=int, default=4)
+    parser.add_argument("--big-images", type=int, default=64)
+    parser.add_argument("--workdir", type=Path, default=None)
+    args = parser.parse_args()
+    work = args.workdir or Path(os.environ.get("TMPDIR", "/tmp")) / f"cliplabel-cluster-bench-{os.getpid()}"
+    shutil.rmtree(work, ignore_errors=True)
+    from benchmark import prepare  # the random-weight ViT-B/32 and its image pool
+
+    big = prepare(work / "vit", 1, 0)
+    cases = [("toy", str(REPO / "cliplabel_pipeline" / "toyworld" / "model"), toy_writer, args.toy_jobs),
+             ("vit-b-32", big["model"], big_writer(work / "vit" / "pool", args.big_images), args.big_jobs)]
+    rows = []
+    for name, model, writer, n in cases:
+        if not n:
+            continue
+        local, cache = in_process(work / name / "in_process", model, writer, n, name)
+        remote = on_cluster(work / name / "cluster", model, writer, n, name, cache)
+        rows.append((name, n, local, remote))
+        print(f"{name}: in process {local}\n{name}: cluster    {remote}", flush=True)
+    print("\n| backfill | jobs | in process | 2-worker cluster | throughput ratio | overhead per job | "
+          "queue wait per step | CLIP step (median) in process / cluster |\n|---|---|---|---|---|---|---|---|")
+    for name, n, local, remote in rows:
+        print(f"| {name} | {n} | {local['wall_s']:.1f} s ({local['jobs_per_min']:.1f} jobs/min) | "
+              f"{remote['wall_s']:.1f} s ({remote['jobs_per_min']:.1f} jobs/min) | "
+              f"{remote['jobs_per_min'] / local['jobs_per_min']:.2f}x | "
+              f"{(remote['wall_s'] - local['wall_s']) / n:+.2f} s | {remote['queue_wait_s']:.2f} s "
+              f"({remote['steps_per_run']:.0f} steps/run) | {local['clip_step_s']:.2f} s / {remote['clip_step_s']:.2f} s |")
+    shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()

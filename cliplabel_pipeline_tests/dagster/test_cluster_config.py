@@ -1,0 +1,79 @@
+"""The executor chosen by configuration: in process by default; on Celery, CLIP steps on the `clip` queue,
+DuckDB writes on the `lineage` queue, rows spooled beside the job and ingested by `job_lineage_rows`."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import dagster as dg
+import pytest
+
+from cliplabel_pipeline.core.storage.lineage import query
+from cliplabel_pipeline.defs.assets.lineage import job_lineage_rows
+from cliplabel_pipeline.defs.resources import ClipModelResource, DuckDBResource
+from cliplabel_pipeline_tests.dagster.test_assets import ASSETS, JOB_SELECTION
+
+
+def test_the_default_set_up_runs_each_run_in_one_process_without_an_ingest_step():
+    from cliplabel_pipeline.definitions import defs
+
+    assert defs.resolve_job_def("label_jobs_job").executor_def is dg.in_process_executor
+    assert "job_lineage_rows" not in {k.to_user_string() for k in defs.resolve_all_asset_keys()}
+
+
+CELERY_DEFINITIONS = """
+import json
+from cliplabel_pipeline.definitions import defs
+from cliplabel_pipeline.defs.celery_app import app
+job = defs.resolve_job_def("label_jobs_job")
+print(json.dumps({
+    "executor": job.executor_def.name,
+    "queues": {n.name: n.definition.tags.get("dagster-celery/queue", "dagster") for n in job.graph.node_dict.values()},
+    "cleanup": defs.resolve_job_def("cleanup_job").graph.node_dict["quarantine_low_confidence"].definition.tags,
+    "worker": {"broker": app.conf.broker_url, "acks_late": app.conf.task_acks_late,
+               "redeliver_s": app.conf.broker_transport_options["visibility_timeout"]},
+}))
+"""
+
+
+def test_celery_chosen_by_configuration_sends_clip_steps_and_duckdb_writes_to_their_queues():
+    pytest.importorskip("dagster_celery", reason="the `cluster` extra is not installed")
+    env = {**os.environ, "CLIPLABEL_EXECUTOR": "celery", "CLIPLABEL_BROKER": "redis://10.0.0.7:6379/2",
+           "CLIPLABEL_REDELIVER_S": "45"}
+    out = subprocess.run([sys.executable, "-c", CELERY_DEFINITIONS], env=env, capture_output=True, text=True, check=True)
+    seen = json.loads(out.stdout.strip().splitlines()[-1])
+    assert seen["executor"] == "celery"
+    queues = seen["queues"]
+    assert queues["job_image_embeddings"] == queues["concept_text_embeddings"] == "clip"
+    assert queues["job_lineage_rows"] == "lineage" and seen["cleanup"] == {"dagster-celery/queue": "lineage"}
+    assert {q for name, q in queues.items() if name not in ("job_image_embeddings", "concept_text_embeddings",
+                                                               "job_lineage_rows")} == {"dagster"}
+    # what a worker started with the same variables runs with: the same broker; a lost step is redelivered
+    assert seen["worker"] == {"broker": "redis://10.0.0.7:6379/2", "acks_late": True, "redeliver_s": 45.0}
+
+
+def test_spooled_rows_reach_duckdb_through_the_ingest_step_once_per_item_however_often_it_runs(
+        toy_job, resources, instance, db_path):
+    root, job_id = toy_job
+    spooling = {**resources, "duckdb": DuckDBResource(path=str(db_path), spool_rows=True)}
+    instance.add_dynamic_partitions("jobs", [job_id])
+    labelled = dg.materialize([*ASSETS, job_lineage_rows], partition_key=job_id, resources=spooling,
+                              instance=instance, selection=JOB_SELECTION)
+    assert labelled.success
+    assert (root / job_id / "_cliplabel" / "lineage_rows.json").is_file()
+    again = dg.materialize([*ASSETS, job_lineage_rows], partition_key=job_id, resources=spooling, instance=instance,
+                           selection=dg.AssetSelection.assets(job_lineage_rows))  # the ingest step retried
+    assert again.success
+    assert query(db_path, "SELECT count(*), count(DISTINCT path) FROM labels") == [(9, 9)]
+    assert query(db_path, "SELECT run_id FROM runs") == [(labelled.run_id,)]
+    meta = again.asset_materializations_for_node("job_lineage_rows")[0].metadata
+    assert meta["labels"].value == 9 and meta["labelled_in_run"].value == labelled.run_id
+
+
+def test_steps_in_one_worker_process_share_one_loaded_model(toy_model, text_cache):
+    first = ClipModelResource(model=toy_model, device="cpu", precision="fp32", cache_dir=str(text_cache))
+    second = ClipModelResource(model=toy_model, device="cpu", precision="fp32", cache_dir=str(text_cache))
+    assert first.labeller().encoder is second.labeller().encoder
