@@ -111,7 +111,7 @@ def in_process(work: Path, model: str, writer, n: int, prefix: str) -> tuple[dic
     home, root, cache = work / "home", work / "results", work / "cache"
     for folder in (home, root, cache):
         folder.mkdir(parents=True, exist_ok=True)
-    shutil.copy(REPO / "dagster.yaml", home / "dagster.yaml")
+    shutil.copy(REPO / "deploy" / "local" / "dagster.yaml", home / "dagster.yaml")
     env = {**os.environ, **FAST, "DAGSTER_HOME": str(home), "CLIPLABEL_RESULTS_ROOT": str(root),
            "CLIPLABEL_MODEL": model, "CLIPLABEL_CACHE": str(cache), "CLIPLABEL_DB": str(work / "lineage.duckdb")}
     instance = dg.DagsterInstance.from_config(str(home))  # its storage created before the daemon opens it
