@@ -79,12 +79,9 @@ def test_every_report_picture_shows_on_the_assets_page(tmp_path, results_root, r
             browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
             page = browser.new_page(viewport={"width": 1400, "height": 1000})
             page.goto(f"http://127.0.0.1:{port}/assets/job_metrics_report?partition=many", wait_until="networkidle")
-            show = page.get_by_text("[Show Markdown]").first
-            show.wait_for()
-            skip = page.get_by_role("button", name="Skip")  # Dagster's first-visit newsletter prompt, if it came
-            if skip.count():
-                skip.first.click()
-            show.click()
+            # Dagster's first-visit newsletter prompt may cover the page at any moment: dismissed whenever it does
+            page.add_locator_handler(page.get_by_role("button", name="Skip"), lambda skip: skip.click())
+            page.get_by_text("[Show Markdown]").first.click()
             dialog = page.get_by_role("dialog").first
             dialog.wait_for()
             page.wait_for_function("() => Array.from(document.querySelectorAll('[role=dialog] img'))"
