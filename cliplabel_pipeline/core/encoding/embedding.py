@@ -10,12 +10,10 @@ normalisation to float happens per batch, vectorised.
 
 from __future__ import annotations
 
-import ctypes
 import functools
 import itertools
 import logging
 import os
-import sys
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
@@ -26,6 +24,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from cliplabel_pipeline.core.encoding import heap
 from cliplabel_pipeline.core.encoding.encode import encode_images
 from cliplabel_pipeline.core.reading.images import (
     ImageSkipped, Picture, crop_source_under_mask, letterbox, load_picture, normalise_batch, resize_and_crop,
@@ -83,30 +82,6 @@ def _decoded_chunks(handle: ClipHandle, jobs: Iterable[Job], size: int) -> Itera
             yield pending.result()
 
 
-@functools.cache
-def _malloc_trim() -> Callable[[], object]:
-    """glibc's ``malloc_trim(0)``, which hands the heap's free pages back to the system; a no-op off glibc.
-
-    Called once a batch (about 7 ms beside a 1 s forward pass on 2 cores). Measured alternatives: pinning
-    glibc's mmap threshold at 64 KB also kept RSS flat but made every decoded image pay for fresh pages
-    (decoding 1.0 -> 1.8 ms an image); at 1 MB it slowed the forward pass.
-    """
-    if sys.platform.startswith("linux"):
-        try:
-            trim = ctypes.CDLL("libc.so.6").malloc_trim
-            trim.argtypes = [ctypes.c_size_t]
-            return lambda: trim(0)
-        except (OSError, AttributeError):
-            log.debug("not glibc: no malloc_trim")
-    return lambda: None
-
-
-def trim_heap() -> None:
-    """Hand the heap's free pages back to the system (glibc; a no-op elsewhere): once a batch, as
-    per-image buffers fragment the heap."""
-    _malloc_trim()()
-
-
 def embed_images(handle: ClipHandle, jobs: Iterable[Job], batch_size: int = 32,
                  progress: Callable[[int], None] | None = None) -> Embedded:
     """Decode, preprocess and encode every ``(meta, loader)``; unreadable ones land in ``skipped`` with reasons.
@@ -114,7 +89,7 @@ def embed_images(handle: ClipHandle, jobs: Iterable[Job], batch_size: int = 32,
     Embeddings are written straight into one array sized for every item (its pages become resident only
     as rows are written), so no second copy is made at the end.
     """
-    release = _malloc_trim()
+    heap.settle()  # the heap policy set before the first forward pass
     start = time.perf_counter()
     jobs = list(jobs)  # loaders are small closures; knowing the count sizes the output once
     emb = np.empty((len(jobs), handle.model.config.projection_dim), np.float32)
@@ -129,7 +104,7 @@ def embed_images(handle: ClipHandle, jobs: Iterable[Job], batch_size: int = 32,
         pixels = normalise_batch(np.stack(pending_pix), handle.mean, handle.std)
         emb[len(metas):len(metas) + len(pending_meta)] = encode_images(handle, pixels, batch_size)
         batch_secs.append(time.perf_counter() - t0)
-        release()  # per-image buffers fragment the heap: without this RSS grew ~115 KB an image
+        heap.settle()
         rate = len(pending_meta) / max(batch_secs[-1], 1e-9)
         log.info("batch=%d items=%d dur=%.2fs items/s=%.1f %s", len(batch_secs), len(pending_meta), batch_secs[-1],
                  rate, memory_fields())
