@@ -7,10 +7,13 @@ gradients, flat colours, checkerboards), drawn here from fixed seeds, never from
     cos  = cosine of the top-1 concept          (high: it looks like that concept)
     gap  = top-1 cosine minus top-2 cosine      (high: it looks like that concept and not its neighbours)
     null = highest cosine to any null probe     (high: it looks like a picture of nothing)
-    evidence = z(cos) + z(gap) - 0.5 * z(null)
+    evidence = z(cos) + 2 * z(gap) - z(null) / 3
 
 each ``z`` standardised by the probes' own distribution (a probe's ``null`` leaves itself out), so the score
-adapts to the model's cosine scale and to how crowded the bank is. ``match`` is a logistic of how far the
+adapts to the model's cosine scale and to how crowded the bank is. The weights were chosen on a design seed of
+the toy world: ``gap`` separates best (AUROC 0.989 alone against 0.969 for ``cos``). Against equal weights
+(``1, 1, -0.5``), on the design seed and four held-out ones at the default thresholds: AUROC 0.982-0.992
+instead of 0.981-0.984, out-of-world items flagged 0.933-0.954 instead of 0.921-0.944. ``match`` is a logistic of how far the
 evidence stands above the probes': ``match = sigmoid(1.702 * ((evidence - mean) / std - 1.645))``, 0.5 at the
 probes' 95th percentile. The statistics depend on the model and the bank only, and are cached with the
 bank's text embeddings under the same content key (``PROBE_RECIPE`` is part of that key).
@@ -25,9 +28,9 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image
 
-PROBE_RECIPE = "null-probes-2"
+PROBE_RECIPE = "null-probes-2/evidence-2"  # part of the cache key: change it with the probes or the weights
 PROBES_PER_FAMILY = 32
-NULL_WEIGHT = 0.5
+WEIGHTS = (1.0, 2.0, -1 / 3)  # of z(cos), z(gap), z(null)
 Z_AT_HALF = 1.645  # match is 0.5 this many null standard deviations above the null mean
 _LOGISTIC = 1.702  # the logistic closest to the normal CDF
 _EPS = 1e-6
@@ -68,7 +71,7 @@ def _terms(top_cos: np.ndarray, null: np.ndarray) -> np.ndarray:
 
 def _evidence(top_cos: np.ndarray, null: np.ndarray, stats: np.ndarray) -> np.ndarray:
     z = (_terms(top_cos, null) - stats[[0, 2, 4]]) / stats[[1, 3, 5]]
-    return z[:, 0] + z[:, 1] - NULL_WEIGHT * z[:, 2]
+    return z @ np.array(WEIGHTS)
 
 
 def _nearest_null(image_emb: np.ndarray, null_emb: np.ndarray) -> np.ndarray:
