@@ -30,18 +30,9 @@ def _settings(args) -> Settings:
                      results_root=getattr(args, "results_root", None), db=getattr(args, "db", None))
 
 
-def _quiet_transformers() -> None:
-    """Transformers' own progress bars and notices say nothing a cliplabel user can act on."""
-    from transformers.utils import logging as hf_logging
-
-    hf_logging.disable_progress_bar()
-    hf_logging.set_verbosity_error()
-
-
 def _load(settings: Settings, progress=None):
     from cliplabel_pipeline.core.labeller import Labeller
 
-    _quiet_transformers()
     return Labeller.load(settings, progress)
 
 
@@ -208,7 +199,6 @@ def cmd_demo(args) -> int:
     # a temp folder of its own, so the database beside the results root is the demo's too
     root = args.results_root or Path(tempfile.mkdtemp(prefix="cliplabel-demo-")) / "results"
     db_path = Settings.from_env().with_(results_root=root, db=args.db).db_path
-    _quiet_transformers()
     for done in run_demo(root, args.jobs, db_path):
         print(summarise_job(done))
     print(f"results root: {root}  (open <job>/report/report.md to see what was labelled)")

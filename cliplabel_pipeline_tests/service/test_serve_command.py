@@ -43,6 +43,7 @@ def test_serve_answers_on_localhost_and_stops_on_sigterm(results_root, toy_model
     # uvicorn shuts down cleanly, then re-raises the signal it caught, as a process killed by it would end
     assert proc.returncode in (0, -signal.SIGTERM), out
     assert f"Uvicorn running on http://127.0.0.1:{port}" in out and "Application shutdown complete" in out
+    assert "Loading weights" not in out and "it/s]" not in out, out  # no third-party progress bar in its log
 
 
 def test_serve_without_a_results_root_says_so_in_one_line(tmp_path):

@@ -146,6 +146,15 @@ def _load(model_dir: Path, name: str, device: str, precision: str, cache_dir: Pa
     return handle
 
 
+def quiet_transformers() -> None:
+    """Transformers' own progress bars and notices say nothing a cliplabel user can act on (the service's log
+    showed its weight-loading bar): off, in every face that loads a model."""
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
+    hf_logging.set_verbosity_error()
+
+
 def load_clip(model: str = DEFAULT_MODEL, device: str = "auto", precision: str = "auto",
               cache_dir: Path | None = None) -> ClipHandle:
     """Load ``model`` (hub id from the local cache, or a Transformers directory) once per process.
@@ -153,6 +162,7 @@ def load_clip(model: str = DEFAULT_MODEL, device: str = "auto", precision: str =
     Never downloads. Raises ``ModelNotFoundError`` with one line naming ``cliplabel model pull``.
     ``cache_dir`` holds the int8 image tower when ``precision`` is int8.
     """
+    quiet_transformers()
     device = resolve_device(device)
     precision = resolve_precision(precision, device)
     int8_dir = Path(cache_dir or Settings.from_env().cache_dir) if precision == "int8" else None
