@@ -74,11 +74,9 @@ def encoder_alone(handle, workdir: Path, seconds: float) -> float:
     import numpy as np
     import torch
 
-    from cliplabel_pipeline.core.encoding import heap
     from cliplabel_pipeline.core.encoding.encode import encode_images
     from cliplabel_pipeline.core.reading.images import load_rgb, preprocess
 
-    heap.settle()  # the heap policy every encoding path runs under (without it, fresh pages every pass)
     pool = sorted(Path(workdir, "pool").iterdir())[:BATCH]
     pixels = torch.from_numpy(np.stack([preprocess(load_rgb(p)[0], 224, 224, handle.mean, handle.std) for p in pool]))
     encode_images(handle, pixels, BATCH)  # warm-up: oneDNN plans for this shape

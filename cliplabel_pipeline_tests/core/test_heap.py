@@ -13,9 +13,9 @@ from cliplabel_pipeline.core.encoding import heap
 ROUNDS = """
 import json, resource, sys
 import numpy as np
-if sys.argv[1] == "settled":
+if sys.argv[1] == "kept":
     from cliplabel_pipeline.core.encoding import heap
-    heap.settle()
+    heap.keep_buffers()
 def faults():
     return resource.getrusage(resource.RUSAGE_SELF).ru_minflt
 sizes = [20 * 2**20, 5 * 2**20, 4 * 2**20] * 8
@@ -34,17 +34,35 @@ def _rounds(mode: str) -> dict:
     return json.loads(out.stdout)
 
 
-@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the heap policy is glibc's")
+@pytest.mark.skipif(heap._libc() is None, reason="the heap policy is glibc's")
 def test_a_second_forward_pass_reuses_the_first_ones_pages():
-    settled = _rounds("settled")
-    # a round touches almost no fresh page; under glibc's defaults (``_rounds("default")``) a fifth of them
-    # are faulted in again every round (12,350 of 59,392 measured)
-    assert settled["faults"] < 0.05 * settled["pages"], settled
+    default = _rounds("default")
+    if default["faults"] < 0.1 * default["pages"]:
+        pytest.skip(f"this machine's default heap does not fault pages in again ({default}): nothing to keep")
+    kept = _rounds("kept")
+    # measured here: 12,350 of 59,392 pages faulted in again every round by default, none with the policy
+    assert kept["faults"] < 0.05 * kept["pages"], (kept, default)
 
 
-def test_free_memory_is_handed_back_at_most_every_few_seconds(monkeypatch):
+class _CountingLibc:
+    def __init__(self):
+        self.trims = 0
+
+    def malloc_trim(self, pad):
+        self.trims += 1
+
+
+def test_free_memory_is_handed_back_at_most_every_few_seconds_or_when_asked(monkeypatch):
+    libc = _CountingLibc()
+    monkeypatch.setattr(heap, "_libc", lambda: libc)
     monkeypatch.setattr(heap, "_last_trim", 0.0)
     start = 1_000_000.0
-    assert heap.settle(start) is (heap._libc() is not None)
-    assert heap.settle(start + heap.TRIM_EVERY_S / 2) is False
-    assert heap.settle(start + heap.TRIM_EVERY_S + 0.1) is (heap._libc() is not None)
+    assert heap.settle(start) and libc.trims == 1
+    assert not heap.settle(start + heap.TRIM_EVERY_S / 2) and libc.trims == 1
+    assert heap.settle(start + heap.TRIM_EVERY_S / 2, force=True) and libc.trims == 2  # the end of a job
+    assert heap.settle(start + 2 * heap.TRIM_EVERY_S) and libc.trims == 3
+
+
+def test_off_glibc_nothing_is_trimmed(monkeypatch):
+    monkeypatch.setattr(heap, "_libc", lambda: None)
+    assert heap.settle(force=True) is False

@@ -98,7 +98,6 @@ class ImageBatcher:
         self._ready_images = 0
         self._closing = False
         self._decoders = ThreadPoolExecutor(max(1, torch.get_num_threads()), thread_name_prefix="decode-batch")
-        heap.settle()  # the heap policy set before the first forward pass
         self._thread = threading.Thread(target=self._encode_loop, name="encode-batches", daemon=True)
         self._thread.start()
 
@@ -163,7 +162,8 @@ class ImageBatcher:
             while not self._ready:
                 if self._closing and self._decoding == 0:
                     return None
-                self._cond.wait()
+                if not self._cond.wait(heap.TRIM_EVERY_S):  # idle that long: buffers handed back
+                    heap.settle(force=True)
             deadline = time.perf_counter() + self.max_wait_s
             while (self._ready_images < self.max_batch and (self._announced > 0 or self._decoding > 0)
                    and not self._closing):

@@ -89,7 +89,6 @@ def embed_images(handle: ClipHandle, jobs: Iterable[Job], batch_size: int = 32,
     Embeddings are written straight into one array sized for every item (its pages become resident only
     as rows are written), so no second copy is made at the end.
     """
-    heap.settle()  # the heap policy set before the first forward pass
     start = time.perf_counter()
     jobs = list(jobs)  # loaders are small closures; knowing the count sizes the output once
     emb = np.empty((len(jobs), handle.model.config.projection_dim), np.float32)
@@ -127,6 +126,7 @@ def embed_images(handle: ClipHandle, jobs: Iterable[Job], batch_size: int = 32,
         flush()
     if progress:
         progress(len(jobs))  # every item encoded or skipped, the last ones skipped too
+    heap.settle(force=True)  # the job's buffers handed back, whatever comes next
     return Embedded(metas, emb[:len(metas)], skipped, handle.info, batch_secs, time.perf_counter() - start)
 
 

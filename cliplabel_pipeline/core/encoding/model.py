@@ -15,6 +15,7 @@ from transformers import CLIPModel, CLIPTokenizer
 
 from cliplabel_pipeline.core.errors import CliplabelError
 from cliplabel_pipeline.core.settings import DEFAULT_MODEL, Settings
+from cliplabel_pipeline.core.encoding import heap
 from cliplabel_pipeline.core.encoding.weights import model_identity, resolve_model_dir
 from cliplabel_pipeline.core.values import EncoderInfo
 
@@ -148,7 +149,8 @@ def _load(model_dir: Path, name: str, device: str, precision: str, cache_dir: Pa
 
 def quiet_transformers() -> None:
     """Transformers' own progress bars and notices say nothing a cliplabel user can act on (the service's log
-    showed its weight-loading bar): off, in every face that loads a model."""
+    showed its weight-loading bar): off, in every face that loads a model. Process-wide: a process that loads
+    a model (a Dagster code location too) no longer shows Transformers' warnings below errors."""
     from transformers.utils import logging as hf_logging
 
     hf_logging.disable_progress_bar()
@@ -163,6 +165,7 @@ def load_clip(model: str = DEFAULT_MODEL, device: str = "auto", precision: str =
     ``cache_dir`` holds the int8 image tower when ``precision`` is int8.
     """
     quiet_transformers()
+    heap.keep_buffers()
     device = resolve_device(device)
     precision = resolve_precision(precision, device)
     int8_dir = Path(cache_dir or Settings.from_env().cache_dir) if precision == "int8" else None
