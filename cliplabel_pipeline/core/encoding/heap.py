@@ -12,7 +12,9 @@ reused from one batch to the next. ``settle()``, called once a batch, runs ``mal
 
 Measured on ViT-B/32 at batch 32 (bf16, 2 cores), the encoder alone in a thread, fresh processes: 29.5-37.2
 img/s and 1,400-110,000 faults a batch with glibc's defaults (by run), 36.4-36.5 img/s and 600-6,900 faults
-with this policy. Off glibc (macOS, musl) nothing is changed.
+with this policy. Off glibc (macOS, musl) nothing is changed. Measured before, with a trim every batch: a
+*low* fixed mmap threshold also kept RSS flat but made every decoded image pay for fresh pages (64 KB:
+decoding 1.0 -> 1.8 ms an image) or slowed the forward pass (1 MB); hence a threshold above the activations.
 """
 
 from __future__ import annotations

@@ -10,13 +10,15 @@ gradients, flat colours, checkerboards), drawn here from fixed seeds, never from
     evidence = z(cos) + 2 * z(gap) - z(null) / 3
 
 each ``z`` standardised by the probes' own distribution (a probe's ``null`` leaves itself out), so the score
-adapts to the model's cosine scale and to how crowded the bank is. The weights were chosen on a design seed of
-the toy world: ``gap`` separates best (AUROC 0.989 alone against 0.969 for ``cos``). Against the previous
-weights (``1, 1, -0.5``), on the design seed and four held-out ones at the default thresholds: AUROC 0.982-0.992
-instead of 0.981-0.984, out-of-world items flagged 0.933-0.954 instead of 0.921-0.944. ``match`` is a logistic of how far the
-evidence stands above the probes': ``match = sigmoid(1.702 * ((evidence - mean) / std - 1.645))``, 0.5 at the
-probes' 95th percentile. The statistics depend on the model and the bank only, and are cached with the
-bank's text embeddings under the same content key (``PROBE_RECIPE`` is part of that key).
+adapts to the model's cosine scale and to how crowded the bank is. The weights were chosen on a design seed
+of the toy world: ``gap`` separates best (AUROC 0.989 alone against 0.969 for ``cos``). Against the previous
+weights (``1, 1, -0.5``), on the design seed and four held-out ones at the default thresholds: AUROC
+0.982-0.992 instead of 0.981-0.984, out-of-world items flagged 0.933-0.954 instead of 0.921-0.944.
+
+``match`` is a logistic of how far the evidence stands above the probes':
+``match = sigmoid(1.702 * ((evidence - mean) / std - 1.645))``, 0.5 at the probes' 95th percentile. The
+statistics depend on the model and the bank only, and are cached with the bank's text embeddings under the
+same content key (``PROBE_RECIPE`` is part of that key).
 """
 
 from __future__ import annotations
