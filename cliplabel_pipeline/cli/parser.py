@@ -11,7 +11,7 @@ from cliplabel_pipeline.core.settings import ENV_VARS, Settings
 EXAMPLES = {
     "classify": ["cliplabel classify photo.jpg cut-out.png", "cliplabel classify 'shots/*.jpg' --top-k 5",
                  "cliplabel classify results/job-1/objects --labels cat,dog,bird"],
-    "job": ["cliplabel job job-1 --results-root results", "cliplabel job job-1 --min-match 0.5 -v"],
+    "job": ["cliplabel job job-1 --results-root results", "cliplabel job job-1 --min-match 0.6 -v"],
     "cleanup": ["cliplabel cleanup job-1 --min-confidence 0.5            # a dry run: what would go",
                 "cliplabel cleanup job-1 --min-confidence 0.5 --apply    # moved to job-1/quarantine/"],
     "restore": ["cliplabel restore job-1"],

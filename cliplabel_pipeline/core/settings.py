@@ -67,7 +67,7 @@ class Settings:
     batch_size: int = 32
     top_k: int = 3
     min_confidence: float = 0.25  # softmax confidence below it: flagged (the best candidate is not clear)
-    min_match: float = 0.35  # open-set match below it: flagged (the image matches none of the candidates)
+    min_match: float = 0.5  # open-set match below it: flagged (no better than 95% of pictures of nothing)
     labels: tuple[str, ...] = ()
     labels_file: Path | None = None
     templates_file: Path | None = None

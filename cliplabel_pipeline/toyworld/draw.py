@@ -8,6 +8,8 @@ from __future__ import annotations
 import math
 import random
 
+import numpy as np
+
 from PIL import Image, ImageDraw
 
 COLOURS: dict[str, tuple[int, int, int]] = {
@@ -102,4 +104,30 @@ def draw_sample(label: str, size: int, rng: random.Random) -> Image.Image:
     h = max(6, int(size * frac * rng.uniform(0.85, 1.0)))
     x0, y0 = rng.randint(0, size - w), rng.randint(0, size - h)
     draw_object(img, None, label, (x0, y0, x0 + w, y0 + h), rng)
+    return img
+
+
+def draw_split_sample(size: int, rng: random.Random) -> Image.Image:
+    """A toy shape split along a line into two of ``COLOURS``: none of the world's concepts, so the model can be
+    shown what "none of them" looks like (placed as ``draw_sample`` places objects, a third cropped tight)."""
+    first, second = rng.sample(sorted(COLOURS), 2)
+    shape = rng.choice(SHAPES)
+    tight = rng.random() < 0.33
+    img = Image.new("RGB", (size, size), NEUTRAL if (tight or rng.random() < 0.35) else random_background(rng))
+    if tight:
+        w, h = int(size * rng.uniform(0.9, 1.0)), int(size * rng.uniform(0.9, 1.0))
+        x0, y0 = (size - w) // 2, (size - h) // 2
+    else:
+        frac = rng.uniform(0.35, 1.0)
+        w, h = max(6, int(size * frac)), max(6, int(size * frac * rng.uniform(0.85, 1.0)))
+        x0, y0 = rng.randint(0, size - w), rng.randint(0, size - h)
+    big = Image.new("L", (w * _SUPERSAMPLE, h * _SUPERSAMPLE), 0)
+    poly = shape_polygon(shape, (0, 0, w * _SUPERSAMPLE - 1, h * _SUPERSAMPLE - 1), rng.uniform(-0.25, 0.25))
+    ImageDraw.Draw(big).polygon(poly, fill=255)
+    alpha = big.resize((w, h), Image.LANCZOS)
+    yy, xx = np.mgrid[0:h, 0:w]
+    angle, at = rng.uniform(0, math.pi), rng.uniform(0.3, 0.7)
+    side = (xx / w - 0.5) * math.cos(angle) + (yy / h - 0.5) * math.sin(angle) > (at - 0.5) * 0.7
+    fill = np.where(side[..., None], _jitter(COLOURS[first], rng), _jitter(COLOURS[second], rng)).astype(np.uint8)
+    img.paste(Image.fromarray(fill), (x0, y0), alpha)
     return img

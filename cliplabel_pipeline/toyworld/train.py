@@ -4,6 +4,15 @@
 
 Deterministic: fixed seeds, a fixed data set drawn up front, single-threaded data generation. The model is
 a real ``CLIPModel`` (same code path as ViT-B/32), only small: 48 px images, 8 px patches, hidden 96.
+
+Besides the world's 20 concepts, every batch shows the model pictures that are none of them: toy shapes split
+into two of the world's colours, pushed towards an even softmax over the concepts (outlier exposure). A real
+CLIP has seen far more than any label list holds; without this, a model that has only ever seen its own 20
+concepts maps everything onto one of them. None of the out-of-world families that ``open_set.py`` measures
+(noise, gradients, empty backgrounds, unseen colours, unseen shapes) is among these pictures. Likewise the
+text tower reads, beside the world's prompts, prompts of the bundled bank's other nouns ("a photo of a
+cat."), which no picture of the toy world matches; one noun in four (``held_out_nouns``) is kept out of
+training, so tests can ask about words the model never read.
 """
 
 from __future__ import annotations
@@ -19,7 +28,7 @@ import torch.nn.functional as F
 from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel
 
 from cliplabel_pipeline.core.labelling.concepts import BANK_DIR, read_lines
-from cliplabel_pipeline.toyworld.draw import LABELS, draw_sample
+from cliplabel_pipeline.toyworld.draw import LABELS, draw_sample, draw_split_sample
 from cliplabel_pipeline.toyworld.tokenizer import build_toy_tokenizer
 
 MODEL_DIR = Path(__file__).parent / "model"
@@ -37,15 +46,35 @@ def toy_config(vocab_size: int, eos_id: int, bos_id: int) -> CLIPConfig:
     return CLIPConfig(text_config=text, vision_config=vision, projection_dim=64)
 
 
+def _tensor(pictures) -> torch.Tensor:
+    pixels = (np.stack([np.asarray(p, dtype=np.float32) for p in pictures]) / 255.0 - MEAN) / STD
+    return torch.from_numpy(pixels).permute(0, 3, 1, 2).contiguous()
+
+
 def draw_dataset(n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
     rng = random.Random(seed)
     labels = [rng.randrange(len(LABELS)) for _ in range(n)]
-    pixels = np.stack([np.asarray(draw_sample(LABELS[i], IMAGE_SIZE, rng), dtype=np.float32) for i in labels])
-    pixels = (pixels / 255.0 - MEAN) / STD
-    return torch.from_numpy(pixels).permute(0, 3, 1, 2).contiguous(), torch.tensor(labels)
+    return _tensor(draw_sample(LABELS[i], IMAGE_SIZE, rng) for i in labels), torch.tensor(labels)
 
 
-def train(out_dir: Path = MODEL_DIR, steps: int = 2000, batch: int = 96, seed: int = 0) -> float:
+def draw_outliers(n: int, seed: int) -> torch.Tensor:
+    rng = random.Random(seed)
+    return _tensor(draw_split_sample(IMAGE_SIZE, rng) for _ in range(n))
+
+
+def _other_nouns() -> list[str]:
+    """The bundled bank's nouns that name nothing of the toy world (no colour or shape word in them)."""
+    world = {w for label in LABELS for w in label.split()}
+    return [n for n in read_lines(BANK_DIR / "concepts.txt") if not world & set(n.lower().replace("-", " ").split())]
+
+
+def held_out_nouns() -> list[str]:
+    """Nouns of the bank the toy model never read: every fourth of ``_other_nouns``."""
+    return _other_nouns()[::4]
+
+
+def train(out_dir: Path = MODEL_DIR, steps: int = 4000, batch: int = 96, outliers: int = 32,
+          outlier_weight: float = 0.5, other_texts: int = 20, seed: int = 0) -> float:
     """Train, save to ``out_dir``, and return held-out top-1 accuracy on freshly drawn samples."""
     torch.manual_seed(seed)
     templates = read_lines(BANK_DIR / "templates.txt")
@@ -55,7 +84,11 @@ def train(out_dir: Path = MODEL_DIR, steps: int = 2000, batch: int = 96, seed: i
     print(f"toy CLIP: {sum(p.numel() for p in model.parameters()):,} parameters")
     prompts = [[t.format(label) for t in templates] for label in LABELS]
     text_inputs = [tok(p, padding="max_length", max_length=MAX_TEXT, return_tensors="pt") for p in prompts]
+    others = [n for i, n in enumerate(_other_nouns()) if i % 4]
+    other_inputs = tok([t.format(n) for n in others for t in templates], padding="max_length",
+                       max_length=MAX_TEXT, truncation=True, return_tensors="pt")
     x, y = draw_dataset(24_000, seed)
+    x_out = draw_outliers(8000, seed + 1)
     opt = torch.optim.AdamW(model.parameters(), lr=2e-3, weight_decay=0.05)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=2e-3, total_steps=steps, pct_start=0.1)
     gen = torch.Generator().manual_seed(seed)
@@ -65,17 +98,25 @@ def train(out_dir: Path = MODEL_DIR, steps: int = 2000, batch: int = 96, seed: i
         pick = torch.randint(0, len(templates), (len(LABELS),), generator=gen)
         ids = torch.stack([text_inputs[c]["input_ids"][pick[c]] for c in range(len(LABELS))])
         mask = torch.stack([text_inputs[c]["attention_mask"][pick[c]] for c in range(len(LABELS))])
-        img = F.normalize(model.get_image_features(pixel_values=x[idx]).pooler_output, dim=-1)
+        other = torch.randint(0, len(other_inputs["input_ids"]), (other_texts,), generator=gen)
+        ids = torch.cat([ids, other_inputs["input_ids"][other]])
+        mask = torch.cat([mask, other_inputs["attention_mask"][other]])
+        out_idx = torch.randint(0, len(x_out), (outliers,), generator=gen)
+        pixels = torch.cat([x[idx], x_out[out_idx]])
+        img = F.normalize(model.get_image_features(pixel_values=pixels).pooler_output, dim=-1)
         txt = F.normalize(model.get_text_features(input_ids=ids, attention_mask=mask).pooler_output, dim=-1)
         logits = model.logit_scale.exp() * img @ txt.T
-        loss = F.cross_entropy(logits, y[idx])
+        # the world's pictures to their concept, against the world's and the other nouns' prompts; the outliers
+        # to none of the world's concepts (cross-entropy to an even softmax over them)
+        loss = F.cross_entropy(logits[:batch], y[idx])
+        loss = loss - outlier_weight * F.log_softmax(logits[batch:, :len(LABELS)], dim=1).mean()
         opt.zero_grad()
         loss.backward()
         opt.step()
         sched.step()
         with torch.no_grad():
             model.logit_scale.clamp_(0, 4.6052)
-        if step % 100 == 0 or step == steps - 1:
+        if step % 500 == 0 or step == steps - 1:
             print(f"step {step:5d} loss {loss.item():.4f} ({time.time() - start:.0f}s)")
     accuracy = evaluate(model, tok, templates)
     out_dir.mkdir(parents=True, exist_ok=True)

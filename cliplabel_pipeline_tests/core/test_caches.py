@@ -39,7 +39,7 @@ def cache(handle, tmp_path):
 
 def _good(emb, **changes):
     arrays = {"text_emb": emb, "logit_scale": np.float64(100.0), "null_emb": _unit(8, emb.shape[1]),
-              "null_stats": np.ones(8)}
+              "null_concept_stats": np.ones((2, len(emb))), "null_stats": np.ones(8)}
     return {**arrays, **changes}
 
 
@@ -72,6 +72,9 @@ DAMAGE = {  # how a cache file goes bad -> write it so (each with a correct chec
     "null probes of another width": lambda p, emb: write_npz(p, **_good(emb, null_emb=_unit(8, emb.shape[1] + 1))),
     "NaN null statistics": lambda p, emb: write_npz(p, **_good(emb, null_stats=np.full(8, np.nan))),
     "a zero spread": lambda p, emb: write_npz(p, **_good(emb, null_stats=np.zeros(8))),
+    "a concept's zero spread": lambda p, emb: write_npz(p, **_good(emb, null_concept_stats=np.zeros((2, len(emb))))),
+    "concept statistics for another bank": lambda p, emb: write_npz(
+        p, **_good(emb, null_concept_stats=np.ones((2, len(emb) + 1)))),
     "no checksum (an older cache)": lambda p, emb: _save(p, np.savez, **_good(emb)),
     "checksum mismatch": lambda p, emb: _save(p, np.savez, **_good(emb[::-1].copy()),
                                               checksum=np.array(checksum(_good(emb)))),
@@ -107,8 +110,8 @@ def test_a_damaged_cache_found_without_the_model_is_reported_once_and_not_used(h
 def test_the_cache_is_written_atomically_with_its_checksum_and_nothing_beside_it(cache):
     _bank, path, _good_emb = cache
     with zipfile.ZipFile(path) as archive:
-        assert sorted(archive.namelist()) == ["checksum.npy", "logit_scale.npy", "null_emb.npy", "null_stats.npy",
-                                           "text_emb.npy"]
+        assert sorted(archive.namelist()) == ["checksum.npy", "logit_scale.npy", "null_concept_stats.npy",
+                                           "null_emb.npy", "null_stats.npy", "text_emb.npy"]
     with np.load(path, allow_pickle=False) as data:
         assert str(data["checksum"]) == checksum({k: data[k] for k in data.files})
     assert [p.name for p in path.parent.iterdir()] == [path.name]  # no temporary file left behind

