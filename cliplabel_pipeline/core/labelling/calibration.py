@@ -12,7 +12,7 @@ gradients, flat colours, checkerboards), drawn here from fixed seeds, never from
 
 each ``z`` standardised by the probes' own distribution, so the score adapts to the model's cosine scale, to
 how crowded the bank is and to concepts that everything resembles a little. The weights were chosen on a
-design seed of the toy world (``benchmarks/open_set.py --seed 2026``) and checked on four held-out ones: see
+design seed of the toy world (``benchmarks/open_set.py --seed 2026``) and checked on five held-out ones: see
 the README's "Two scores". The nearest probe's cosine, a term of an earlier recipe, added nothing once
 ``concept`` was in and was dropped.
 
