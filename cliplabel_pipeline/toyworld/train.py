@@ -11,8 +11,8 @@ CLIP has seen far more than any label list holds; without this, a model that has
 concepts maps everything onto one of them. None of the out-of-world families that ``open_set.py`` measures
 (noise, gradients, empty backgrounds, unseen colours, unseen shapes) is among these pictures. Likewise the
 text tower reads, beside the world's prompts, prompts of the bundled bank's other nouns ("a photo of a
-cat."), which no picture of the toy world matches; one noun in four (``held_out_nouns``) is kept out of
-training, so tests can ask about words the model never read.
+cat."), which no picture of the toy world matches; one noun in four is kept out of training and recorded
+beside the weights (``held_out_nouns``), so tests can ask about words the model never read.
 """
 
 from __future__ import annotations
@@ -32,6 +32,7 @@ from cliplabel_pipeline.toyworld.draw import LABELS, draw_sample, draw_split_sam
 from cliplabel_pipeline.toyworld.tokenizer import build_toy_tokenizer
 
 MODEL_DIR = Path(__file__).parent / "model"
+HELD_OUT_FILE = "held_out_nouns.txt"  # written beside the weights: the bank's nouns training kept out
 IMAGE_SIZE, MAX_TEXT = 48, 24
 MEAN = np.array([0.48145466, 0.4578275, 0.40821073], dtype=np.float32)
 STD = np.array([0.26862954, 0.26130258, 0.27577711], dtype=np.float32)
@@ -68,9 +69,9 @@ def _other_nouns() -> list[str]:
     return [n for n in read_lines(BANK_DIR / "concepts.txt") if not world & set(n.lower().replace("-", " ").split())]
 
 
-def held_out_nouns() -> list[str]:
-    """Nouns of the bank the toy model never read: every fourth of ``_other_nouns``."""
-    return _other_nouns()[::4]
+def held_out_nouns(model_dir: Path = MODEL_DIR) -> list[str]:
+    """Nouns of the bank the model in ``model_dir`` never read, as its training recorded them."""
+    return read_lines(Path(model_dir) / HELD_OUT_FILE)
 
 
 def train(out_dir: Path = MODEL_DIR, steps: int = 4000, batch: int = 96, outliers: int = 32,
@@ -84,7 +85,8 @@ def train(out_dir: Path = MODEL_DIR, steps: int = 4000, batch: int = 96, outlier
     print(f"toy CLIP: {sum(p.numel() for p in model.parameters()):,} parameters")
     prompts = [[t.format(label) for t in templates] for label in LABELS]
     text_inputs = [tok(p, padding="max_length", max_length=MAX_TEXT, return_tensors="pt") for p in prompts]
-    others = [n for i, n in enumerate(_other_nouns()) if i % 4]
+    nouns = _other_nouns()
+    others, held_out = [n for i, n in enumerate(nouns) if i % 4], nouns[::4]
     other_inputs = tok([t.format(n) for n in others for t in templates], padding="max_length",
                        max_length=MAX_TEXT, truncation=True, return_tensors="pt")
     x, y = draw_dataset(24_000, seed)
@@ -125,6 +127,7 @@ def train(out_dir: Path = MODEL_DIR, steps: int = 4000, batch: int = 96, outlier
     CLIPImageProcessor(size={"shortest_edge": IMAGE_SIZE},
                        crop_size={"height": IMAGE_SIZE, "width": IMAGE_SIZE}).save_pretrained(out_dir)
     (out_dir / "concepts.txt").write_text("\n".join(LABELS) + "\n")
+    (out_dir / HELD_OUT_FILE).write_text("\n".join(held_out) + "\n")
     print(f"held-out top-1 {accuracy:.3f}; saved to {out_dir}")
     return accuracy
 

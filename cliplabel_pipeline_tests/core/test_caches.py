@@ -72,6 +72,11 @@ DAMAGE = {  # how a cache file goes bad -> write it so (each with a correct chec
     "null probes of another width": lambda p, emb: write_npz(p, **_good(emb, null_emb=_unit(8, emb.shape[1] + 1))),
     "NaN null statistics": lambda p, emb: write_npz(p, **_good(emb, null_stats=np.full(8, np.nan))),
     "a zero spread": lambda p, emb: write_npz(p, **_good(emb, null_stats=np.zeros(8))),
+    "no concept statistics (an older cache)": lambda p, emb: write_npz(
+        p, **{k: v for k, v in _good(emb).items() if k != "null_concept_stats"}),
+    "NaN concept statistics": lambda p, emb: write_npz(p, **_good(emb, null_concept_stats=np.full((2, len(emb)), np.nan))),
+    "integer concept statistics": lambda p, emb: write_npz(
+        p, **_good(emb, null_concept_stats=np.ones((2, len(emb)), np.int64))),
     "a concept's zero spread": lambda p, emb: write_npz(p, **_good(emb, null_concept_stats=np.zeros((2, len(emb))))),
     "concept statistics for another bank": lambda p, emb: write_npz(
         p, **_good(emb, null_concept_stats=np.ones((2, len(emb) + 1)))),

@@ -149,14 +149,14 @@ def _top1_agreement(reference, other) -> tuple[int, int]:
     return same, total
 
 
-def test_bf16_top1_agrees_with_fp32_on_at_least_99_percent_of_toy_items(labeller, toy_model, fp32_reference, text_cache):
+def test_bf16_top1_agrees_with_fp32_on_at_least_99_percent_of_toy_masks_and_cutouts(labeller, toy_model, fp32_reference, text_cache):
     bf16 = Labeller.load(Settings(model=toy_model, device="cpu", precision="bf16", cache_dir=text_cache))
     assert bf16.encoder.precision == "bf16" and labeller.encoder.precision == "fp32"
     same, total = _top1_agreement(fp32_reference, bf16)
     assert total >= 80 and same / total >= 0.99, (same, total)
 
 
-def test_int8_top1_agrees_with_fp32_on_at_least_99_percent_of_toy_items(labeller, toy_model, fp32_reference, text_cache):
+def test_int8_top1_agrees_with_fp32_on_at_least_99_percent_of_toy_masks_and_cutouts(labeller, toy_model, fp32_reference, text_cache):
     int8 = Labeller.load(Settings(model=toy_model, device="cpu", precision="int8", cache_dir=text_cache))
     assert int8.encoder.image_tower is not None and int8.encoder.text_precision in ("bf16", "fp32")
     assert list((text_cache / "onnx").glob("image-int8-*.onnx"))

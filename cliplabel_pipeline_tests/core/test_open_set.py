@@ -34,14 +34,14 @@ def test_out_of_world_items_are_told_apart_from_what_the_model_knows(held_out):
     assert held_out.in_world_accuracy >= 0.99
     assert held_out.outside.auroc["match"] >= 0.98
     assert held_out.correct_still_confident >= 0.95
-    assert held_out.outside.flagged >= 0.95
+    assert held_out.outside.flagged >= 0.95  # measured 0.971 and 0.954 on these seeds; 0.944 on seed 0 (README)
     for family in ("noise", "nothing drawn"):
         assert held_out.families[family].flagged == 1.0, family
 
 
 def test_match_ranks_nothing_below_something_better_than_the_raw_cosine(held_out):
     assert held_out.outside.auroc["match"] > held_out.outside.auroc["cosine"]
-    assert held_out.families["gradient"].auroc["match"] >= held_out.families["gradient"].auroc["cosine"]
+    assert held_out.families["gradient"].auroc["match"] > held_out.families["gradient"].auroc["cosine"] + 0.01
 
 
 def _picture(tmp_path, name, rgb_or_array):
@@ -51,13 +51,13 @@ def _picture(tmp_path, name, rgb_or_array):
     return path
 
 
-def test_a_red_circle_against_unrelated_labels_is_flagged_by_match_whatever_its_softmax(labeller, tmp_path):
+def test_a_red_circle_against_unrelated_labels_is_flagged_and_by_match_against_nouns_the_model_knows(labeller, tmp_path):
     from cliplabel_pipeline.toyworld.draw import draw_tight_sample
     import random
 
     path = tmp_path / "circle.png"
     draw_tight_sample("red circle", 96, random.Random(1)).save(path)
-    for labels in [("cat", "dog", "bird"), ("car", "tree", "house")]:
+    for labels in [("cat", "dog", "bird"), ("car", "tree", "house")]:  # "dog" never read, the others read
         [rec], _ = labeller.with_bank(BankSpec(labels=labels)).classify_paths([path])
         assert rec.low_confidence and "match" in rec.flagged_by and rec.match < 0.5, (labels, rec)
     never_read = held_out_nouns()  # nouns the toy model's text tower never saw in training

@@ -45,7 +45,7 @@ STAT_NAMES = ("cos_mean", "cos_std", "gap_mean", "gap_std", "concept_mean", "con
 class Calibration:
     """Null-probe embeddings and the statistics ``match`` is computed against."""
 
-    null_emb: np.ndarray  # [probes, d] unit rows
+    null_emb: np.ndarray  # [probes, d] unit rows, what the statistics were computed from
     concept_stats: np.ndarray  # [2, concepts]: the probes' mean and std of each concept's cosine
     stats: np.ndarray  # the eight of ``STAT_NAMES``
 
@@ -67,7 +67,7 @@ class Calibration:
         (``[n, >=1]``, best first)."""
         evidence = _evidence(_terms(top_idx, top_cos, self.concept_stats), self.stats)
         z = (evidence - self.stats[6]) / self.stats[7] - Z_AT_HALF
-        return 1.0 / (1.0 + np.exp(-_LOGISTIC * z))
+        return 1.0 / (1.0 + np.exp(np.clip(-_LOGISTIC * z, -700.0, 700.0)))
 
 
 def _terms(top_idx: np.ndarray, top_cos: np.ndarray, concept_stats: np.ndarray) -> np.ndarray:
