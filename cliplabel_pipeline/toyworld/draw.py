@@ -9,7 +9,6 @@ import math
 import random
 
 import numpy as np
-
 from PIL import Image, ImageDraw
 
 COLOURS: dict[str, tuple[int, int, int]] = {
@@ -58,6 +57,14 @@ def shape_polygon(shape: str, box: tuple[float, float, float, float], angle: flo
     return points
 
 
+def _shape_alpha(shape: str, w: int, h: int, angle: float) -> Image.Image:
+    """An anti-aliased ``w`` x ``h`` coverage mask (L) of ``shape`` filling its box, drawn supersampled."""
+    big = Image.new("L", (w * _SUPERSAMPLE, h * _SUPERSAMPLE), 0)
+    poly = shape_polygon(shape, (0, 0, w * _SUPERSAMPLE - 1, h * _SUPERSAMPLE - 1), angle)
+    ImageDraw.Draw(big).polygon(poly, fill=255)
+    return big.resize((w, h), Image.LANCZOS)
+
+
 def draw_object(
     canvas: Image.Image, mask: Image.Image | None, label: str, box: tuple[int, int, int, int], rng: random.Random,
     rgb: tuple[int, int, int] | None = None,
@@ -68,10 +75,7 @@ def draw_object(
     angle = 0.0 if shape in ("circle", "square") else rng.uniform(-0.25, 0.25)
     x0, y0, x1, y1 = box
     w, h = x1 - x0, y1 - y0
-    big = Image.new("L", (w * _SUPERSAMPLE, h * _SUPERSAMPLE), 0)
-    poly = shape_polygon(shape, (0, 0, w * _SUPERSAMPLE - 1, h * _SUPERSAMPLE - 1), angle)
-    ImageDraw.Draw(big).polygon(poly, fill=255)
-    alpha = big.resize((w, h), Image.LANCZOS)
+    alpha = _shape_alpha(shape, w, h, angle)
     fill = Image.new("RGB", (w, h), _jitter(rgb or COLOURS[colour], rng))
     canvas.paste(fill, (x0, y0), alpha)
     if mask is not None:
@@ -121,10 +125,7 @@ def draw_split_sample(size: int, rng: random.Random) -> Image.Image:
         frac = rng.uniform(0.35, 1.0)
         w, h = max(6, int(size * frac)), max(6, int(size * frac * rng.uniform(0.85, 1.0)))
         x0, y0 = rng.randint(0, size - w), rng.randint(0, size - h)
-    big = Image.new("L", (w * _SUPERSAMPLE, h * _SUPERSAMPLE), 0)
-    poly = shape_polygon(shape, (0, 0, w * _SUPERSAMPLE - 1, h * _SUPERSAMPLE - 1), rng.uniform(-0.25, 0.25))
-    ImageDraw.Draw(big).polygon(poly, fill=255)
-    alpha = big.resize((w, h), Image.LANCZOS)
+    alpha = _shape_alpha(shape, w, h, rng.uniform(-0.25, 0.25))
     yy, xx = np.mgrid[0:h, 0:w]
     angle, at = rng.uniform(0, math.pi), rng.uniform(0.3, 0.7)
     side = (xx / w - 0.5) * math.cos(angle) + (yy / h - 0.5) * math.sin(angle) > (at - 0.5) * 0.7
