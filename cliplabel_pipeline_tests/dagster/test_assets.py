@@ -40,6 +40,9 @@ def test_all_assets_of_a_toy_job_materialise_with_real_outputs(toy_job, resource
     meta = {e.asset_key.to_user_string(): e.materialization.metadata for e in result.get_asset_materialization_events()}
     assert meta["job_label_assignments"]["items"].value == 9
     assert "| red star |" in meta["job_label_assignments"]["label_histogram"].value
+    labelled = meta["job_label_assignments"]  # the open-set score beside the softmax, in the run's metadata
+    assert labelled["match_threshold"].value == 0.5 and labelled["flagged_by_match"].value >= 1  # the source
+    assert 0.0 < labelled["mean_match"].value < 1.0 and labelled["match_calibration"].value["probes"] >= 100
     assert meta["job_metrics_report"]["accuracy"].value == 1.0
     assert meta["concept_text_embeddings"]["concepts"].value == 20  # the run materialised the index it read
     rows = query(db_path, "SELECT path, top1 FROM labels WHERE job_id = ?", [job_id])
