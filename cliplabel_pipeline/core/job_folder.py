@@ -47,17 +47,14 @@ def validate_job_id(job_id: str) -> str:
     return job_id
 
 
-def is_inside(path: Path, folder: Path) -> bool:
-    """True when ``path``, symlinks resolved, lies inside ``folder``."""
-    return Path(path).resolve().is_relative_to(Path(folder).resolve())
-
-
 class JobFolder:
     """One job under a results root. ``JobFolder.open`` checks that it exists."""
 
     def __init__(self, results_root: Path, job_id: str):
         self.id = validate_job_id(job_id)
-        self.results_root = Path(results_root)
+        # Resolved once, here: every path of the job is then absolute, whatever form the root was given in
+        # (relative, through ``..``, through a link), and the same in every process that opens the job.
+        self.results_root = Path(results_root).expanduser().resolve()
         self.path = self.results_root / job_id
 
     @classmethod
@@ -65,8 +62,8 @@ class JobFolder:
         """The existing folder of ``job_id``; a one-line error for a bad id, root or job."""
         if results_root is None:
             raise CliplabelError("no results root: pass --results-root or set CLIPLABEL_RESULTS_ROOT")
-        root = Path(results_root)
-        job = cls(root, job_id)
+        job = cls(Path(results_root), job_id)
+        root = job.results_root
         if not root.is_dir():
             raise CliplabelError(f"results root {root} does not exist; set --results-root or CLIPLABEL_RESULTS_ROOT")
         if not job.path.is_dir() or job.path.is_symlink():
@@ -227,14 +224,26 @@ class JobFolder:
         guarded.remove(self.path, self.rel(path))
 
     def files_under(self, folder: Path) -> list[str]:
-        """Files under ``folder`` of the job (paths relative to it; hidden ones left out); links not followed."""
+        """Files under ``folder`` of the job (paths relative to it; hidden ones left out); links not followed.
+        Walked with a stack, not recursion: the producer decides how deep the folders go."""
         base = self.path / self.rel(folder)
         if base.is_symlink() or not base.is_dir():
             return []
-        found = []
-        for dirpath, dirnames, filenames in os.walk(base):  # os.walk never descends into a linked folder
-            dirnames[:] = [d for d in dirnames if not d.startswith(".")]
-            found += [(Path(dirpath) / n).relative_to(base).as_posix() for n in filenames if not n.startswith(".")]
+        found, pending = [], [""]
+        while pending:
+            rel = pending.pop()
+            try:
+                entries = list(os.scandir(base / rel if rel else base))
+            except OSError:
+                continue  # unreadable, removed, or past the system's path length: nothing of ours lies there
+            for entry in entries:
+                if entry.name.startswith("."):
+                    continue
+                sub = f"{rel}/{entry.name}" if rel else entry.name
+                if entry.is_dir(follow_symlinks=False):
+                    pending.append(sub)
+                elif not entry.is_dir():  # as os.walk lists them: a link to a file is listed (and refused when
+                    found.append(sub)     # read), a link to a folder is neither listed nor followed
         return sorted(found)
 
     def _read_json(self, path: Path):

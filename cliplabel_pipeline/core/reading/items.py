@@ -38,6 +38,8 @@ class JobItems:
 
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".mpo")
+MAX_DEPTH = 32  # folders under masks/ or objects/ deeper than this are skipped, said once each
+MAX_FILE_BYTES = 1 << 30  # an image file larger than this is skipped unread (no image cliplabel decodes needs it)
 # The longest item name whose ``labels/<name>.json`` still fits in a file name (255 bytes on most systems).
 MAX_NAME_BYTES = 255 - len(".json")
 
@@ -60,6 +62,8 @@ def _problem(name: str, st: os.stat_result) -> str | None:
         return "a socket, not a regular file"
     if not stat.S_ISREG(st.st_mode):
         return "not a regular file"
+    if st.st_size > MAX_FILE_BYTES:
+        return f"file is {st.st_size / 1e9:,.1f} GB, over the {MAX_FILE_BYTES / 1e9:,.1f} GB limit for an image"
     return None
 
 
@@ -86,25 +90,39 @@ def list_job_items(job: JobFolder) -> JobItems:
         else:
             items.append(Item(rel, kind, st.st_size, st.st_mtime_ns))
 
-    def walk(rel: str, kind: str) -> None:
+    def listing(rel: str, kind: str):
         try:
-            entries = sorted(os.scandir(job.path / rel), key=lambda e: e.name)
+            return iter(sorted(os.scandir(job.path / rel), key=lambda e: e.name))
         except OSError as exc:
             skipped.append(SkippedItem(_shown_path(rel), kind, f"folder cannot be read: {exc.strerror or exc}"))
-            return
-        for entry in entries:
+            return iter(())
+
+    def walk(top: str, kind: str) -> None:
+        """Every entry under ``top`` in name order, depth first, with a stack (a producer decides the depth)."""
+        stack = [(top, listing(top, kind))]
+        while stack:
+            rel, entries = stack[-1]
+            entry = next(entries, None)
+            if entry is None:
+                stack.pop()
+                continue
             sub = f"{rel}/{entry.name}"
             try:
                 st = entry.stat(follow_symlinks=False)
             except OSError:
                 continue  # removed while listing
-            if stat.S_ISDIR(st.st_mode):
-                if entry.name.lower().endswith(IMAGE_SUFFIXES):
-                    skipped.append(SkippedItem(_shown_path(sub), kind, "a folder, not an image"))
-                if not entry.name.startswith("."):
-                    walk(sub, kind)
-            else:
+            if not stat.S_ISDIR(st.st_mode):
                 consider(sub, kind, st)
+                continue
+            if entry.name.lower().endswith(IMAGE_SUFFIXES):
+                skipped.append(SkippedItem(_shown_path(sub), kind, "a folder, not an image"))
+            if entry.name.startswith("."):
+                continue
+            if len(stack) >= MAX_DEPTH:
+                skipped.append(SkippedItem(_shown_path(sub), kind,
+                                           f"folder nested more than {MAX_DEPTH} levels deep; not read"))
+            else:
+                stack.append((sub, listing(sub, kind)))
 
     source = _lstat(job.path / SOURCE_NAME)
     if source is not None:

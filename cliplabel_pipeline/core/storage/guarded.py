@@ -17,6 +17,7 @@ those whose writer died (a process killed mid-write) without touching a live wri
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import logging
 import os
@@ -235,18 +236,54 @@ def remove_empty_folders(root: Path, rel: str) -> None:
 
 
 def _prune(fd: int) -> None:
-    for name in os.listdir(fd):
-        st = _lstat(fd, name)
-        if st is not None and stat.S_ISDIR(st.st_mode):
-            sub = os.open(name, _DIR, dir_fd=fd)
+    """Remove the empty folders under ``fd``, deepest first."""
+    for parent, name, st in _walk(fd, bottom_up=True):
+        if stat.S_ISDIR(st.st_mode):
+            with contextlib.suppress(OSError):
+                os.rmdir(name, dir_fd=parent)
+
+
+MAX_WALK_DEPTH = 64  # cliplabel's own folders never go deeper (items stop at 32 levels); the rest is not ours
+
+
+def _walk(fd: int, bottom_up: bool = False) -> Iterator[tuple[int, str, os.stat_result]]:
+    """``(parent_fd, name, lstat)`` of every entry under ``fd``, never through a link, to ``MAX_WALK_DEPTH``
+    levels; a folder comes before its entries, or after them with ``bottom_up``. Iterative: a producer decides
+    how deep the folders go, and recursion would fail on a deep one."""
+    stack: list[tuple[int, Iterator[str], tuple[int, str, os.stat_result] | None]] = [(fd, iter(os.listdir(fd)), None)]
+    try:
+        while stack:
+            parent, names, folder = stack[-1]
+            name = next(names, None)
+            if name is None:
+                stack.pop()
+                if parent != fd:
+                    os.close(parent)
+                if folder is not None and bottom_up:
+                    yield folder
+                continue
+            st = _lstat(parent, name)
+            if st is None:
+                continue
+            if not stat.S_ISDIR(st.st_mode):
+                yield parent, name, st
+                continue
+            if not bottom_up:
+                yield parent, name, st
+            if len(stack) > MAX_WALK_DEPTH:
+                continue
             try:
-                _prune(sub)
-            finally:
-                os.close(sub)
-            try:
-                os.rmdir(name, dir_fd=fd)
+                sub = os.open(name, _DIR, dir_fd=parent)
             except OSError:
-                pass
+                continue
+            try:
+                stack.append((sub, iter(os.listdir(sub)), (parent, name, st)))
+            except OSError:
+                os.close(sub)
+    finally:
+        for parent, _, _ in stack:
+            if parent != fd:
+                os.close(parent)
 
 
 def sweep_temps(root: Path, rel: str = "", recursive: bool = True) -> int:
@@ -262,22 +299,11 @@ def sweep_temps(root: Path, rel: str = "", recursive: bool = True) -> int:
 
 def _sweep(fd: int, recursive: bool) -> int:
     removed = 0
-    for name in os.listdir(fd):
-        st = _lstat(fd, name)
-        if st is None:
-            continue
-        if stat.S_ISDIR(st.st_mode):
-            if not recursive:
-                continue
-            sub = os.open(name, _DIR, dir_fd=fd)
-            try:
-                removed += _sweep(sub, recursive)
-            finally:
-                os.close(sub)
-            continue
+    entries = _walk(fd) if recursive else ((fd, n, st) for n in os.listdir(fd) if (st := _lstat(fd, n)) is not None)
+    for parent, name, st in entries:
         m = _TEMP.match(name)
         if m and stat.S_ISREG(st.st_mode) and m["host"] == _HOST and not _alive(int(m["pid"])):
-            _unlink_quietly(fd, name)
+            _unlink_quietly(parent, name)
             removed += 1
     return removed
 
