@@ -46,6 +46,7 @@ def _as_at_run_time():
 def _isolated_cache(monkeypatch, text_cache):
     monkeypatch.setenv("CLIPLABEL_CACHE", str(text_cache))
     monkeypatch.setenv("CLIPLABEL_DB_WAIT_S", "2")  # a held database fails fast in tests
+    monkeypatch.setenv("CLIPLABEL_JOB_WAIT_S", "60")  # a job held by another process: waited for, not forever
 
 
 @pytest.fixture

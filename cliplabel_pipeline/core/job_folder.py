@@ -13,20 +13,25 @@ which never follows a symbolic link (``core/storage/guarded.py``): the job folde
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
+import logging
 import os
 from pathlib import Path, PurePosixPath, PureWindowsPath
 
 import numpy as np
 
 from cliplabel_pipeline.core.errors import CliplabelError
+from cliplabel_pipeline.core.settings import Settings
 from cliplabel_pipeline.core.storage import guarded
 from cliplabel_pipeline.core.storage.files import jsonl_bytes as _jsonl
 from cliplabel_pipeline.core.storage.job_rows import JobRows
 from cliplabel_pipeline.core.values import (
     Embedded, EmbeddedItem, EncoderInfo, Groups, LabelRecord, Provenance, SkippedItem,
 )
+
+log = logging.getLogger(__name__)
 
 SOURCE_NAME = "source.png"
 INPUT_DIRS = {"masks": "mask", "objects": "object"}  # folder -> item kind
@@ -56,6 +61,7 @@ class JobFolder:
         # (relative, through ``..``, through a link), and the same in every process that opens the job.
         self.results_root = Path(results_root).expanduser().resolve()
         self.path = self.results_root / job_id
+        self._stage: contextlib.ExitStack | None = None
 
     @classmethod
     def open(cls, results_root: Path | None, job_id: str) -> "JobFolder":
@@ -153,6 +159,18 @@ class JobFolder:
         return self.work_dir / "lineage_rows.json"
 
     @property
+    def lock_file(self) -> Path:
+        """Held while a process labels, cleans up or restores the job (``lock``)."""
+        return self.work_dir / "job.lock"
+
+    def lock(self, wait_s: float | None = None):
+        """``with job.lock():`` the job to this thread alone, across processes and hosts; re-entrant. Another
+        holder is waited for up to ``wait_s`` (``CLIPLABEL_JOB_WAIT_S``), said once in the log, then one line."""
+        wait_s = Settings.from_env().job_wait_s if wait_s is None else wait_s
+        return guarded.locked(self.path, self.rel(self.lock_file), wait_s, on_wait=lambda holder: log.warning(
+            "job %s is busy in another cliplabel process (%s); waiting for it", self.id, holder or "unknown"))
+
+    @property
     def quarantine_dir(self) -> Path:
         return self.path / "quarantine"
 
@@ -198,8 +216,24 @@ class JobFolder:
         return "/".join(guarded.parts_of(path.as_posix()))
 
     def write(self, path: Path, data: bytes) -> Path:
-        """Write ``data`` atomically to ``path`` inside the job, never through a link."""
-        return guarded.write_file(self.path, self.rel(path), data)
+        """Write ``data`` atomically to ``path`` inside the job, never through a link (inside ``staged``: written
+        now, renamed into place when that block ends)."""
+        if self._stage is None:
+            return guarded.write_file(self.path, self.rel(path), data)
+        self._stage.enter_context(self.writer(path)).write(data)
+        return self.path / self.rel(path)
+
+    @contextlib.contextmanager
+    def staged(self):
+        """``with job.staged():`` every ``write`` in the block goes to a temp file (written and synced at once),
+        and all are renamed into place when the block ends without error; none is otherwise. Wrap a database
+        transaction in it so the files land only once their rows are committed."""
+        with contextlib.ExitStack() as stack:
+            self._stage = stack
+            try:
+                yield self
+            finally:
+                self._stage = None
 
     def writer(self, path: Path):
         """``with job.writer(path) as fh``: stream a file in; it appears whole when the block ends, or not at all."""
@@ -286,9 +320,23 @@ class JobFolder:
         return self.is_file(self.labels_jsonl)
 
     def read_labels(self) -> list[LabelRecord]:
+        """The job's label records; one line for a file that lists an item twice (nothing is matched to a wrong
+        item: rows and actions go by path)."""
         if not self.has_labels():
             raise CliplabelError(f"job {self.id!r} has no {self.labels_jsonl.name} yet: run `cliplabel job {self.id}`")
-        return [LabelRecord.from_json(r) for r in self._read_jsonl(self.labels_jsonl)]
+        records = [LabelRecord.from_json(r) for r in self._read_jsonl(self.labels_jsonl)]
+        self.check_unique_paths([r.path for r in records])
+        return records
+
+    def check_unique_paths(self, paths: list[str]) -> None:
+        """Refuses a ``labels.jsonl`` that lists an item more than once (cliplabel never writes one)."""
+        first: dict[str, int] = {}
+        for line, path in enumerate(paths, 1):
+            if path in first:
+                raise CliplabelError(f"job {self.id!r}: {self.labels_jsonl.name} lists {guarded.shown(path)!r} twice "
+                                     f"(lines {first[path]} and {line}); it was changed outside cliplabel: run "
+                                     f"`cliplabel job {self.id}` to write it anew")
+            first[path] = line
 
     def write_labels(self, records: list[LabelRecord]) -> Path:
         return self.write(self.labels_jsonl, _jsonl(r.to_json() for r in records))

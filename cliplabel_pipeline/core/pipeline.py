@@ -110,17 +110,19 @@ def embed_job(labeller, job: JobFolder, settings: LabelSettings = LabelSettings(
     from cliplabel_pipeline.core.encoding.embedding import embed_images, job_loaders
     from cliplabel_pipeline.core.reading.items import list_job_items
 
-    job.sweep_temps()  # what a run killed mid-write left behind
+    with job.lock():
+        job.sweep_temps()  # what a run killed mid-write left behind (never a live writer's)
     items = list_job_items(job)
     total = len(items.items)
     embedded = embed_images(labeller.encoder, job_loaders(items), settings.batch_size,
                             counter(progress, f"{job.id}: encoding", total))
     embedded.skipped = items.skipped + embedded.skipped
-    if not embedded.items:
-        job.write_skipped(embedded.skipped)
-        raise CliplabelError(f"job {job.id}: nothing could be labelled ({len(embedded.skipped)} items skipped; "
-                             f"see {job.skipped_jsonl})")
-    job.write_embedded(embedded)
+    with job.lock():
+        if not embedded.items:
+            job.write_skipped(embedded.skipped)
+            raise CliplabelError(f"job {job.id}: nothing could be labelled ({len(embedded.skipped)} items skipped; "
+                                 f"see {job.skipped_jsonl})")
+        job.write_embedded(embedded)
     return embedded
 
 
@@ -141,7 +143,8 @@ def label_embedded(job: JobFolder, embedded: Embedded, index: ConceptIndex, bank
                             settings.min_confidence, settings.min_match, index.calibration.summary())
     labelled = Labelled(job, records, embedded.skipped, provenance, embedded, started)
     run_id = run_id or f"cli-{uuid.uuid4().hex[:12]}"
-    with write_connection(db_path) if db_path and not spool_rows else nullcontext() as con:
+    # the files are written inside the transaction and renamed into place only once it has committed
+    with job.lock(), job.staged(), write_connection(db_path) if db_path and not spool_rows else nullcontext() as con:
         if con is not None:
             write_run(con, run_id, labelled)
         job.write_labels(records)
@@ -164,7 +167,8 @@ def group_labelled(labelled: Labelled, index: ConceptIndex) -> Grouped:
     from cliplabel_pipeline.core.organising.grouping import group_items
 
     groups = group_items(labelled.records, labelled.embeddings_by_path(), index)
-    labelled.job.write_groups(groups)
+    with labelled.job.lock():
+        labelled.job.write_groups(groups)
     return Grouped(labelled, groups)
 
 
@@ -173,11 +177,12 @@ def export_grouped(grouped: Grouped) -> Exported:
     lab, job = grouped.labelled, grouped.labelled.job
     manifest = build_manifest(job.id, lab.provenance, lab.records, lab.skipped, grouped.groups)
     files = ExportFiles.of(job)
-    with job.writer(files.zip) as fh:
+    with job.lock(), job.writer(files.zip) as fh:
         _warn_left_out(write_grouped_zip(fh, job, grouped.groups, lab.records))
-    job.write(files.csv, csv_bytes(lab.records))
-    write_asset_jsons(job, lab.records)
-    job.write_json(files.manifest, manifest)
+    with job.lock():
+        job.write(files.csv, csv_bytes(lab.records))
+        write_asset_jsons(job, lab.records)
+        job.write_json(files.manifest, manifest)
     return Exported(grouped, files)
 
 
@@ -195,9 +200,10 @@ def report_exported(exported: Exported) -> JobResult:
     lab, groups = exported.grouped.labelled, exported.grouped.groups
     perf = lab.embedded.performance(peak_memory_mb())
     metrics = job_metrics(lab.records, lab.job, lab.provenance.min_confidence, perf, lab.provenance.min_match)
-    lab.job.write_json(lab.job.metrics_json, metrics.to_json())
-    result = JobResult(exported, metrics, write_report(lab.job, lab.records, metrics, groups))
-    lab.job.mark_stale(None)  # every derived output now agrees with labels.jsonl
+    with lab.job.lock():
+        lab.job.write_json(lab.job.metrics_json, metrics.to_json())
+        result = JobResult(exported, metrics, write_report(lab.job, lab.records, metrics, groups))
+        lab.job.mark_stale(None)  # every derived output now agrees with labels.jsonl
     return result
 
 
@@ -210,16 +216,18 @@ def label_job(labeller, job: JobFolder, settings: LabelSettings = LabelSettings(
 
 def process_job(labeller, job: JobFolder, settings: LabelSettings = LabelSettings(), db_path: Path | None = None,
                 progress: Progress | None = None) -> JobResult:
-    """Every stage for one job, in order (and its DuckDB rows when ``db_path`` is given)."""
+    """Every stage for one job, in order (and its DuckDB rows when ``db_path`` is given). From the labels on,
+    the job is locked: a cleanup or restore of it in another process waits, and sees every output agree."""
     embedded = embed_job(labeller, job, settings, progress)
-    with step(progress, f"{job.id}: scoring"):
-        labelled = label_embedded(job, embedded, labeller.index, labeller.bank_spec, settings, db_path)
-    with step(progress, f"{job.id}: grouping"):
-        grouped = group_labelled(labelled, labeller.index)
-    with step(progress, f"{job.id}: exporting"):
-        exported = export_grouped(grouped)
-    with step(progress, f"{job.id}: report"):
-        return report_exported(exported)
+    with job.lock():
+        with step(progress, f"{job.id}: scoring"):
+            labelled = label_embedded(job, embedded, labeller.index, labeller.bank_spec, settings, db_path)
+        with step(progress, f"{job.id}: grouping"):
+            grouped = group_labelled(labelled, labeller.index)
+        with step(progress, f"{job.id}: exporting"):
+            exported = export_grouped(grouped)
+        with step(progress, f"{job.id}: report"):
+            return report_exported(exported)
 
 
 # Values rebuilt from artefacts (for a stage run apart from its parent, as Dagster assets are).

@@ -28,6 +28,7 @@ ENV_VARS = {
     "results_root": "CLIPLABEL_RESULTS_ROOT",
     "db": "CLIPLABEL_DB",
     "db_wait_s": "CLIPLABEL_DB_WAIT_S",
+    "job_wait_s": "CLIPLABEL_JOB_WAIT_S",
     "cache_dir": "CLIPLABEL_CACHE",
     "settle_s": "CLIPLABEL_SETTLE_S",
     "sensor_interval_s": "CLIPLABEL_SENSOR_INTERVAL_S",
@@ -74,6 +75,7 @@ class Settings:
     results_root: Path = Path("results")
     db: Path | None = None
     db_wait_s: float = 30.0  # how long a write waits for another process that holds the DuckDB file
+    job_wait_s: float = 600.0  # how long labelling, cleanup or restore waits for another process on the same job
     cache_dir: Path = field(default_factory=default_cache_dir)
     settle_s: float = 10.0
     sensor_interval_s: int = 30

@@ -36,20 +36,23 @@ class Upkeep:
 
 def cleanup(job: JobFolder, plan: list[LabelRecord], db_path: Path | None, purge: bool = False,
             settings: Settings | None = None) -> Upkeep:
-    """Quarantine (or purge) the planned items, then rebuild the job's derived outputs."""
-    paths = quarantine.apply_cleanup(job, plan, db_path, purge)
-    return _rebuilt(job, paths, settings)
+    """Quarantine (or purge) the planned items, then rebuild the job's derived outputs (the job locked)."""
+    with job.lock():
+        paths = quarantine.apply_cleanup(job, plan, db_path, purge)
+        return _rebuilt(job, paths, settings)
 
 
 def restore(job: JobFolder, db_path: Path | None, settings: Settings | None = None) -> Upkeep:
-    """Undo every quarantine of the job, then rebuild the job's derived outputs."""
-    return _rebuilt(job, quarantine.restore(job, db_path), settings)
+    """Undo every quarantine of the job, then rebuild the job's derived outputs (the job locked)."""
+    with job.lock():
+        return _rebuilt(job, quarantine.restore(job, db_path), settings)
 
 
 def recover(job: JobFolder, db_path: Path | None, settings: Settings | None = None) -> Upkeep | None:
-    """Complete an interrupted cleanup or restore, if there is one."""
-    done = quarantine.recover(job, db_path)
-    return _rebuilt(job, [e.path for a in done for e in a.entries], settings) if done else None
+    """Complete an interrupted cleanup or restore, if there is one (the job locked)."""
+    with job.lock():
+        done = quarantine.recover(job, db_path)
+        return _rebuilt(job, [e.path for a in done for e in a.entries], settings) if done else None
 
 
 def _rebuilt(job: JobFolder, paths: list[str], settings: Settings | None) -> Upkeep:

@@ -168,7 +168,8 @@ def test_outputs_are_marked_stale_when_they_cannot_be_rebuilt(labelled, run, mon
     assert JobFolder.open(labelled.parent, "job").stale_reason() is None
 
 
-def test_a_forged_label_line_cannot_make_cleanup_remove_an_input_or_an_output(results_root, toy_model, tmp_path):
+def test_a_forged_label_line_cannot_make_cleanup_remove_an_input_or_an_output(results_root, toy_model, tmp_path,
+                                                                            capsys):
     import json
 
     from cliplabel_pipeline.cli import main
@@ -180,11 +181,19 @@ def test_a_forged_label_line_cannot_make_cleanup_remove_an_input_or_an_output(re
     common = ["--results-root", str(results_root), "--db", str(tmp_path / "f.duckdb")]
     assert main(["job", "forged", "--model", toy_model, *common]) == 0
     keep = {name: (job / name).read_bytes() for name in ("source.png", "ground_truth.csv", "labels.csv")}
-    with (job / "labels.jsonl").open("a") as fh:
-        for name in keep:
-            fh.write(json.dumps({"path": name, "kind": "object", "labels": [], "top1": "x", "confidence": 0.0,
-                                 "cosine": 0.0, "margin": 0.0, "low_confidence": True}) + "\n")
+
+    def forge(names):
+        with (job / "labels.jsonl").open("a") as fh:
+            for name in names:
+                fh.write(json.dumps({"path": name, "kind": "object", "labels": [], "top1": "x", "confidence": 0.0,
+                                     "cosine": 0.0, "margin": 0.0, "low_confidence": True}) + "\n")
+
+    forge(["ground_truth.csv", "labels.csv"])
     assert main(["cleanup", "forged", "--min-confidence", "0.01", "--apply", "--purge", *common]) == 0
+    assert {name: (job / name).read_bytes() for name in keep} == keep
+    forge(["source.png"])  # a second line for an item: the whole file is refused, with one line
+    assert main(["cleanup", "forged", "--min-confidence", "0.01", "--apply", "--purge", *common]) == 2
+    assert "lists 'source.png' twice" in capsys.readouterr().err
     assert {name: (job / name).read_bytes() for name in keep} == keep
 
 

@@ -28,7 +28,7 @@ from cliplabel_pipeline.core.job_folder import INPUT_DIRS, JobFolder
 from cliplabel_pipeline.core.storage import guarded
 from cliplabel_pipeline.core.storage.guarded import shown
 from cliplabel_pipeline.core.storage.lineage import (
-    ITEM_TABLES, delete_item_rows, item_rows, insert_item_rows, stream_sha256, write_connection,
+    ITEM_TABLES, MAX_HASHED_BYTES, delete_item_rows, item_rows, insert_item_rows, stream_sha256, write_connection,
 )
 from cliplabel_pipeline.core.values import LabelRecord
 
@@ -78,35 +78,51 @@ def plan_cleanup(job: JobFolder, min_confidence: float, min_match: float | None 
 def apply_cleanup(job: JobFolder, records: list[LabelRecord], db_path: Path | None, purge: bool = False) -> list[str]:
     """Quarantine (or with ``purge`` delete) the items of ``records``, with their label lines and DuckDB rows.
 
-    The database is opened first (a busy one is waited for), then the journal is written, then files move,
-    ``labels.jsonl`` is rewritten and the rows are deleted; the journal is marked applied last."""
-    recover(job, db_path)
-    lines = _label_lines(job)
-    position = {_line_path(line): i for i, line in enumerate(lines)}
-    entries = []
-    for rec in records:
-        if rec.path not in position or not removable(rec):
-            continue
-        with job.open_item(rec.path) as fh:
-            entries.append(Entry(rec.path, stream_sha256(fh), position[rec.path], lines[position[rec.path]]))
-    if not entries:
-        return []
-    action = Action(_new_action_id(), PLANNED, purge, entries)
-    with _database(db_path) as con:
-        if con is not None:
-            for entry, rows in zip(entries, item_rows(con, job.id, [e.path for e in entries]).values()):
-                entry.rows = rows
-        _write_journal(job, action)
-        _complete_cleanup(job, action, con)
-    _finish_cleanup(job, action)  # only once the rows are committed
-    return [e.path for e in entries]
+    The job is locked (another cleanup, restore or labelling of it waits), and an item goes only while its line
+    in ``labels.jsonl`` is still the record that was planned: a plan made before another process changed the
+    job moves nothing that process already moved or relabelled. The database is opened first (a busy one is
+    waited for), then the journal is written, then files move, ``labels.jsonl`` is rewritten and the rows are
+    deleted; the journal is marked applied last."""
+    with job.lock():
+        recover(job, db_path)
+        lines = _label_lines(job)
+        position = {_line_path(line): i for i, line in enumerate(lines)}
+        entries, seen = [], set()
+        for rec in records:
+            at = position.get(rec.path)
+            if at is None or rec.path in seen or not removable(rec) or LabelRecord.from_json(json.loads(lines[at])) != rec:
+                continue
+            with job.open_item(rec.path) as fh:
+                digest = stream_sha256(fh, MAX_HASHED_BYTES)
+            if digest is None:
+                log.warning("job %s: %s is over %d bytes; left where it is", job.id, shown(rec.path), MAX_HASHED_BYTES)
+                continue
+            seen.add(rec.path)
+            entries.append(Entry(rec.path, digest, at, lines[at]))
+        if not entries:
+            return []
+        action = Action(_new_action_id(), PLANNED, purge, entries)
+        with _database(db_path) as con:
+            if con is not None:
+                rows = item_rows(con, job.id, [e.path for e in entries])
+                for entry in entries:
+                    entry.rows = rows[entry.path]  # by path: never by position
+            _write_journal(job, action)
+            _complete_cleanup(job, action, con)
+        _finish_cleanup(job, action)  # only once the rows are committed
+        return [e.path for e in action.entries]
 
 
 def restore(job: JobFolder, db_path: Path | None) -> list[str]:
     """Undo the job's quarantines, newest first: files, label lines (at their places) and DuckDB rows.
 
     An older quarantined version of an item that a newer action also holds stays in quarantine (its record
-    kept), as does anything behind it; nothing is ever overwritten."""
+    kept), as does anything behind it; nothing is ever overwritten. The job is locked meanwhile."""
+    with job.lock():
+        return _restore(job, db_path)
+
+
+def _restore(job: JobFolder, db_path: Path | None) -> list[str]:
     finished = [e.path for a in recover(job, db_path) if a.state == RESTORING for e in a.entries]
     actions = sorted((a for a in _journals(job) if a.state == APPLIED and not a.purge), key=lambda a: a.id,
                      reverse=True)
@@ -150,6 +166,11 @@ def _occupied(job: JobFolder, path: str) -> bool:
 
 def recover(job: JobFolder, db_path: Path | None) -> list[Action]:
     """Complete what a killed cleanup or restore left half done; returns those actions, as they were found."""
+    with job.lock():
+        return _recover(job, db_path)
+
+
+def _recover(job: JobFolder, db_path: Path | None) -> list[Action]:
     job.sweep_temps()
     pending = [a for a in _journals(job) if a.state in (PLANNED, RESTORING)]
     found = [Action(a.id, a.state, a.purge, list(a.entries)) for a in pending]
@@ -188,6 +209,14 @@ def _complete_cleanup(job: JobFolder, action: Action, con) -> None:
 
 
 def _finish_cleanup(job: JobFolder, action: Action) -> None:
+    """Mark the action applied, listing only what its folder holds: an entry whose file is not there (moved by
+    nobody, or gone before the move) is dropped, and a journal left with nothing is removed, never applied."""
+    if not action.purge:
+        action.entries = [e for e in action.entries if job.is_file(action.stored(job, e))]
+        if not action.entries:
+            job.remove(job.journal_file(action.id))
+            _prune_quarantine(job, action)
+            return
     action.state = APPLIED
     _write_journal(job, action)
     if action.purge:  # nothing to restore: the journal has done its work
@@ -270,9 +299,12 @@ def _checked_action(job: JobFolder, name: str, doc: dict) -> Action:
 
 # labels.jsonl as lines, so that what is put back is byte for byte what was taken
 def _label_lines(job: JobFolder) -> list[str]:
+    """The lines of ``labels.jsonl``; one line for a file that lists an item twice (see ``read_labels``)."""
     if not job.has_labels():
         return []
-    return [line for line in job.read_bytes(job.labels_jsonl).decode("utf-8").split("\n") if line.strip()]
+    lines = [line for line in job.read_bytes(job.labels_jsonl).decode("utf-8").split("\n") if line.strip()]
+    job.check_unique_paths([_line_path(line) for line in lines])
+    return lines
 
 
 def _write_lines(job: JobFolder, lines: list[str]) -> None:

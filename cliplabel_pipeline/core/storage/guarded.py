@@ -19,12 +19,15 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import fcntl
 import logging
 import os
 import re
 import secrets
 import socket
 import stat
+import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path, PurePosixPath
@@ -318,3 +321,85 @@ def _alive(pid: int) -> bool:
     except PermissionError:
         return True
     return True
+
+
+# A lock that lives with the folder: cross-process (and across hosts where the file system honours flock, as
+# NFSv4 and most cluster file systems do); re-entrant within a thread, exclusive between threads and processes.
+_held = threading.local()
+LOCK_POLL_S = 0.2
+
+
+@contextmanager
+def locked(root: Path, rel: str, wait_s: float, on_wait=None) -> Iterator[None]:
+    """Hold the exclusive lock file ``root/rel`` for the block (made if missing, never through a link).
+
+    Another holder is waited for up to ``wait_s`` seconds (``on_wait(holder)`` called once when the lock is
+    busy, ``holder`` being what the holder wrote: host and pid), then a one-line ``CliplabelError``.
+    """
+    key = (os.fspath(root), rel)
+    held = getattr(_held, "keys", None)
+    if held is None:
+        held = _held.keys = {}
+    if held.get(key):
+        held[key] += 1
+        try:
+            yield
+        finally:
+            held[key] -= 1
+        return
+    fd = _open_lock_file(root, rel)
+    try:
+        deadline = time.monotonic() + wait_s
+        told = False
+        while not _try_lock(fd):
+            if not told and on_wait is not None:
+                on_wait(_holder(fd))
+                told = True
+            if time.monotonic() >= deadline:
+                raise CliplabelError(f"{shown(root)} is busy: another cliplabel process ({_holder(fd) or 'unknown'}) "
+                                     f"has held it for over {wait_s:g}s; try again when it has finished")
+            time.sleep(LOCK_POLL_S)
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{socket.gethostname()} pid {os.getpid()}\n".encode(), 0)
+        held[key] = 1
+        try:
+            yield
+        finally:
+            held.pop(key, None)
+    finally:
+        os.close(fd)  # closing the descriptor releases the lock, also when the process is killed
+
+
+def _open_lock_file(root: Path, rel: str) -> int:
+    parts = parts_of(rel)
+    flags = os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC
+    with folder_fd(root, parts[:-1], create=True) as dfd:
+        try:
+            fd = os.open(parts[-1], flags, 0o666, dir_fd=dfd)
+        except OSError as exc:
+            st = _lstat(dfd, parts[-1])
+            if exc.errno != errno.ELOOP or st is None or not stat.S_ISLNK(st.st_mode):
+                raise CliplabelError(f"cannot open the lock file {shown(root / rel)}: {exc.strerror or exc}") from None
+            log.warning("replaced a symbolic link planted at %s by a lock file (its target was not touched)",
+                        shown(root / rel))
+            os.unlink(parts[-1], dir_fd=dfd)
+            fd = os.open(parts[-1], flags | os.O_EXCL, 0o666, dir_fd=dfd)
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise NotRegularFile(f"the lock file {shown(root / rel)} is not a regular file")
+    return fd
+
+
+def _try_lock(fd: int) -> bool:
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        return True
+    except BlockingIOError:
+        return False
+
+
+def _holder(fd: int) -> str:
+    try:
+        return shown(os.pread(fd, 200, 0).decode("utf-8", "replace").strip())
+    except OSError:
+        return ""

@@ -6,6 +6,7 @@ opens a short connection, replaces the job's rows in one transaction, and closes
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -66,18 +67,37 @@ def write_connection(db_path: Path, wait_s: float | None = None):
         with FileLock(str(db_path) + ".lock", timeout=LOCK_TIMEOUT_S):
             con = _connect_waiting(db_path, wait_s)
             try:
-                _migrate(con)
-                con.execute("BEGIN TRANSACTION")
-                yield con
-                con.execute("COMMIT")
-            except BaseException:
-                con.execute("ROLLBACK")
-                raise
+                try:
+                    _migrate(con)
+                    con.execute("BEGIN TRANSACTION")
+                except duckdb.Error as exc:
+                    raise _unwritable(db_path, exc) from None
+                try:
+                    yield con
+                except BaseException:
+                    _rollback_quietly(con)  # the caller's error is the one to report, not a failed rollback
+                    raise
+                try:
+                    con.execute("COMMIT")
+                except duckdb.Error as exc:  # a full disk, a read-only file system: nothing was written
+                    _rollback_quietly(con)
+                    raise _unwritable(db_path, exc) from None
             finally:
-                con.close()
+                with contextlib.suppress(duckdb.Error):
+                    con.close()
     except Timeout:
         raise CliplabelError(f"DuckDB file {db_path} stayed locked for {LOCK_TIMEOUT_S}s by another writer; "
                              f"wait for it or remove a stale {db_path}.lock") from None
+
+
+def _rollback_quietly(con: duckdb.DuckDBPyConnection) -> None:
+    with contextlib.suppress(duckdb.Error):
+        con.execute("ROLLBACK")
+
+
+def _unwritable(db_path: Path, exc: Exception) -> CliplabelError:
+    return CliplabelError(f"cannot write to DuckDB file {db_path}: {' '.join(str(exc).split())[:200]} "
+                          f"(its transaction was rolled back: free space or fix the file system, then run again)")
 
 
 def _migrate(con: duckdb.DuckDBPyConnection) -> None:
@@ -136,14 +156,16 @@ def query(db_path: Path, sql: str, params: list | None = None) -> list[tuple]:
         con.close()
 
 
-def file_sha256(path: Path) -> str:
-    with Path(path).open("rb") as fh:
-        return stream_sha256(fh)
+MAX_HASHED_BYTES = 1 << 30  # as ``reading.items.MAX_FILE_BYTES``: an item larger than this is never labelled
 
 
-def stream_sha256(fh) -> str:
-    digest = hashlib.sha256()
+def stream_sha256(fh, limit: int | None = None) -> str | None:
+    """sha256 of what is left in ``fh``; None, having read no more than ``limit`` bytes, when there is more."""
+    digest, total = hashlib.sha256(), 0
     for block in iter(lambda: fh.read(1 << 20), b""):
+        total += len(block)
+        if limit is not None and total > limit:
+            return None
         digest.update(block)
     return digest.hexdigest()
 
@@ -172,7 +194,7 @@ def job_rows(run_id: str, labelled: "Labelled") -> JobRows:
     assets = []
     for path, kind, status, reason in ([(i.path, i.kind, "labelled", None) for i in labelled.embedded.items]
                                        + [(s.path, s.kind, "skipped", s.reason) for s in labelled.skipped]):
-        sha, size = _item_digest(job, path)
+        sha, size = _item_digest(job, path, hashed=status == "labelled")  # a skipped file is never read
         assets.append({"job_id": job.id, "path": path, "kind": kind, "sha256": sha, "bytes": size, "status": status,
                        "skip_reason": reason, "run_id": run_id})
     labels = [{"job_id": job.id, "path": r.path, "kind": r.kind, "top1": r.top1, "confidence": r.confidence,
@@ -205,14 +227,16 @@ def _ordered(con: duckdb.DuckDBPyConnection, table: str, rows: list[dict]) -> li
     return [tuple(row.get(n) for n in names) for row in rows]
 
 
-def _item_digest(job, path: str) -> tuple[str | None, int | None]:
-    """sha256 and size of a job's item, read as a regular file inside the job; ``(None, None)`` otherwise."""
+def _item_digest(job, path: str, hashed: bool) -> tuple[str | None, int | None]:
+    """sha256 (when ``hashed`` and the file is at most ``MAX_HASHED_BYTES``) and size of a job's item, opened as
+    a regular file inside the job; ``(None, None)`` otherwise."""
     try:
         fh = job.open_item(path)
     except CliplabelError:
         return None, None
     with fh:
-        return stream_sha256(fh), os.fstat(fh.fileno()).st_size
+        size = os.fstat(fh.fileno()).st_size
+        return (stream_sha256(fh, MAX_HASHED_BYTES) if hashed and size <= MAX_HASHED_BYTES else None), size
 
 
 def _insert(con: duckdb.DuckDBPyConnection, table: str, rows: list[tuple]) -> None:
