@@ -3,8 +3,10 @@
 Rules:
 - the format is recognised by content (JPEG, MPO - the multi-picture JPEG phones write -, PNG, WEBP); the
   extension is ignored; a source is a path or an already-open, seekable binary file (read, left open);
-- an image is refused, before its pixels are decoded, when it has more than ``MAX_PIXELS`` pixels or decoding
-  it would hold more than ``MAX_DECODE_BYTES`` (Pillow's 8 bytes a row count: a 1 x 50,000,000 strip);
+- an image is refused, before its pixels are decoded, when it has more than ``MAX_PIXELS`` pixels, decoding
+  it would hold more than ``MAX_DECODE_BYTES`` (Pillow's 8 bytes a row count: a 1 x 50,000,000 strip), or its
+  structure would make decoding cost more than ``budget.py`` allows (scans, chunks, frames); what is decoded
+  is stopped past a CPU-time budget;
 - EXIF orientation is applied; when it cannot be read or is not 1-8 the image is used as stored and a note
   says so (appended to ``notes``, and a warning in the log naming the file);
 - every mode becomes 8-bit RGB; transparency is composited on neutral grey;
@@ -31,6 +33,7 @@ from typing import TYPE_CHECKING, BinaryIO
 import numpy as np
 from PIL import Image
 
+from cliplabel_pipeline.core.reading.budget import CpuBudget, check_structure
 from cliplabel_pipeline.core.reading.picture import (
     ALPHA,
     EXACT_PIXELS,
@@ -127,7 +130,8 @@ def _decode(src: Source, notes: list[str] | None, reduced: bool) -> Picture:
     with _opened(src) as fp, decoding():
         if _byte_size(fp) == 0:
             raise ImageSkipped("empty file (0 bytes)")
-        img = Image.open(fp, formats=("JPEG", "PNG", "WEBP"))  # Pillow's JPEG opener reads MPO too
+        # Pillow's JPEG opener reads MPO too; every read the decoder makes checks its CPU time (budget.py)
+        img = Image.open(CpuBudget(fp), formats=("JPEG", "PNG", "WEBP"))
         if img.format not in SUPPORTED_FORMATS:
             raise ImageSkipped(f"unsupported image format {img.format} (JPEG, PNG or WEBP expected)")
         w, h = img.size
@@ -135,6 +139,7 @@ def _decode(src: Source, notes: list[str] | None, reduced: bool) -> Picture:
             raise ImageSkipped(f"image has no pixels ({w}x{h})")
         if w * h > MAX_PIXELS:
             raise ImageSkipped(f"decompression bomb: {w}x{h} pixels is over the {MAX_PIXELS:,} limit")
+        check_structure(fp, img.format, (w, h), getattr(img, "n_frames", 1))
         scale = next((s for s in (8, 4, 2) if min(w, h) // s >= DRAFT_MIN_SIDE), 1)
         if reduced and img.format in ("JPEG", "MPO") and w * h > EXACT_PIXELS and scale > 1:
             img.draft(None, (w // scale, h // scale))
