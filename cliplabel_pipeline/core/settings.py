@@ -30,11 +30,13 @@ ENV_VARS = {
     "db_wait_s": "CLIPLABEL_DB_WAIT_S",
     "job_wait_s": "CLIPLABEL_JOB_WAIT_S",
     "cache_dir": "CLIPLABEL_CACHE",
+    "cache_max_mb": "CLIPLABEL_CACHE_MAX_MB",
     "settle_s": "CLIPLABEL_SETTLE_S",
     "sensor_interval_s": "CLIPLABEL_SENSOR_INTERVAL_S",
     "heartbeat_s": "CLIPLABEL_HEARTBEAT_S",
     "backfill_cron": "CLIPLABEL_BACKFILL_CRON",
     "api_token": "CLIPLABEL_API_TOKEN",
+    "public_url": "CLIPLABEL_PUBLIC_URL",
     "batch_wait_ms": "CLIPLABEL_BATCH_WAIT_MS",
     "max_upload_bytes": "CLIPLABEL_MAX_UPLOAD_BYTES",
     "max_upload_pixels": "CLIPLABEL_MAX_UPLOAD_PIXELS",
@@ -77,12 +79,14 @@ class Settings:
     db_wait_s: float = 30.0  # how long a write waits for another process that holds the DuckDB file
     job_wait_s: float = 600.0  # how long labelling, cleanup or restore waits for another process on the same job
     cache_dir: Path = field(default_factory=default_cache_dir)
+    cache_max_mb: float = 512.0  # text-embedding cache files beyond this are evicted, least recently used first
     settle_s: float = 10.0
     sensor_interval_s: int = 30
     heartbeat_s: float = 30.0
     backfill_cron: str = "0 3 * * *"
     # the HTTP service
     api_token: str | None = field(default=None, repr=False)  # when set, every endpoint but the health checks needs it
+    public_url: str | None = None  # e.g. https://labels.example.org: status URLs built on it (else paths)
     batch_wait_ms: float = 50.0  # the longest a batch waits for uploads still arriving or decoding (none: no wait)
     max_upload_bytes: int = 20_000_000  # per uploaded file
     max_upload_pixels: int = 40_000_000  # per uploaded image

@@ -19,7 +19,7 @@ def test_a_job_is_accepted_with_a_status_url_and_ends_done_with_counts_and_files
     answer = client.post(f"/classify/job/{job_id}?top_k=2&export=csv,jsonl")
     assert answer.status_code == 202, answer.text
     body = answer.json()
-    assert body["status_url"].endswith(f"/classify/job/{job_id}") and answer.headers["location"] == body["status_url"]
+    assert body["status_url"] == f"/classify/job/{job_id}" and answer.headers["location"] == body["status_url"]
     done = wait_done(client, job_id)
     assert done["state"] == "done", done
     records = read_jsonl(service_root / job_id / "labels.jsonl")
@@ -69,7 +69,7 @@ def test_a_batch_of_job_ids_gets_one_status_url_each_and_errors_per_job(client, 
     answer = client.post("/classify/batch", json={"job_ids": [*ids, "missing-job", "../etc"]})
     assert answer.status_code == 202
     jobs = {j["job_id"]: j for j in answer.json()["jobs"]}
-    assert all(jobs[i]["status_url"].endswith(f"/classify/job/{i}") for i in ids)
+    assert all(jobs[i]["status_url"] == f"/classify/job/{i}" for i in ids)
     assert jobs["missing-job"]["status"] == 404 and jobs["../etc"]["status"] == 400
     assert all(wait_done(client, i)["state"] == "done" for i in ids)
 
@@ -153,3 +153,28 @@ def test_odd_json_in_a_batch_is_a_one_line_4xx_never_a_500(client, body, status)
     answer = client.post("/classify/batch", content=body, headers={"content-type": "application/json"})
     assert answer.status_code == status, answer.text
     assert "\n" not in answer.json()["detail"]
+
+
+def test_status_urls_never_echo_the_host_header(client, new_job, monkeypatch):
+    """A client's Host header is its own choice: a status URL or Location built on it points anywhere."""
+    job_id = new_job()
+    answer = client.post(f"/classify/job/{job_id}", headers={"Host": "evil.example"})
+    assert answer.status_code == 202
+    assert "evil" not in answer.headers["location"] and "evil" not in answer.json()["status_url"]
+    assert answer.headers["location"] == f"/classify/job/{job_id}"
+    status = client.get(f"/classify/job/{job_id}", headers={"Host": "evil.example"}).json()
+    assert status["status_url"] == f"/classify/job/{job_id}"
+
+
+def test_status_urls_are_built_on_the_configured_public_url(server, client, new_job):
+    import dataclasses
+
+    state = server.app.state.service
+    kept = state.settings
+    state.settings = dataclasses.replace(kept, public_url="https://labels.example.org/")
+    try:
+        job_id = new_job()
+        answer = client.post(f"/classify/job/{job_id}", headers={"Host": "evil.example"})
+        assert answer.headers["location"] == f"https://labels.example.org/classify/job/{job_id}"
+    finally:
+        state.settings = kept

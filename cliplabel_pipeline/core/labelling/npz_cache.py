@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from cliplabel_pipeline.core.errors import CliplabelError
+from cliplabel_pipeline.core.settings import Settings
 from cliplabel_pipeline.core.storage.guarded import atomic_writer
 
 log = logging.getLogger(__name__)
@@ -32,7 +33,8 @@ def checksum(arrays: Arrays) -> str:
 
 
 def write_npz(path: Path, **arrays: np.ndarray) -> bool:
-    """Write ``arrays`` and their checksum to ``path`` atomically (a temporary file beside it, then a rename).
+    """Write ``arrays`` and their checksum to ``path`` atomically (a temporary file beside it, then a rename),
+    then keep the folder's cache files of its kind within ``CLIPLABEL_CACHE_MAX_MB`` (``evict_lru``).
 
     A cache that cannot be written is not an error: one warning, False, and the caller goes on without it.
     """
@@ -41,11 +43,40 @@ def write_npz(path: Path, **arrays: np.ndarray) -> bool:
         path.parent.mkdir(parents=True, exist_ok=True)
         with atomic_writer(path.parent.resolve(), path.name) as fh:  # the umask's mode, a temp file renamed
             np.savez(fh, checksum=np.array(checksum(arrays)), **arrays)
-        return True
     except (OSError, CliplabelError) as exc:
         log.warning("could not write the cache file %s (%s); going on without it", path,
                     getattr(exc, "strerror", None) or exc)
         return False
+    evict_lru(path, int(Settings.from_env().cache_max_mb * 1e6))
+    return True
+
+
+def evict_lru(kept: Path, max_bytes: int) -> list[Path]:
+    """Remove the least recently used cache files of ``kept``'s kind (same folder, same prefix before the first
+    ``-``, same suffix) until they hold at most ``max_bytes``; ``kept`` itself always stays. A read marks a file
+    used (``read_npz`` touches it). Returns what was removed."""
+    prefix, suffix = kept.name.split("-", 1)[0] + "-", kept.suffix
+    files = []
+    with contextlib.suppress(OSError):
+        for entry in os.scandir(kept.parent):
+            if entry.name.startswith(prefix) and entry.name.endswith(suffix) and entry.is_file(follow_symlinks=False):
+                with contextlib.suppress(OSError):
+                    st = entry.stat(follow_symlinks=False)
+                    files.append((st.st_mtime_ns, st.st_size, Path(entry.path)))
+    total, removed = sum(size for _, size, _ in files), []
+    for _, size, path in sorted(files):  # oldest use first
+        if total <= max_bytes:
+            break
+        if path.name == kept.name:
+            continue
+        with contextlib.suppress(FileNotFoundError):
+            path.unlink()
+            removed.append(path)
+        total -= size
+    if removed:
+        log.info("cache %s: removed %d least recently used files (over %d MB)", kept.parent, len(removed),
+                 max_bytes // 1_000_000)
+    return removed
 
 
 def _load(fh) -> Arrays:
@@ -79,6 +110,8 @@ def read_npz(path: Path, problem: Callable[[Arrays], str | None]) -> Arrays | No
         else:
             why = problem(arrays)
     if why is None:
+        with contextlib.suppress(OSError):
+            os.utime(path)  # used now: the last to be evicted
         return arrays
     log.warning("cache file %s is unusable (%s); removed, it will be rebuilt", path, why)
     with contextlib.suppress(OSError):

@@ -23,7 +23,7 @@ from cliplabel_pipeline.service.params import label_options
 from cliplabel_pipeline.service.routes.images import classify_uploads, read_uploads
 from cliplabel_pipeline.service.routes.job_actions import cleanup_job, export_file, restore_job
 from cliplabel_pipeline.service.schemas import JobAccepted, JobStatusOut
-from cliplabel_pipeline.service.state import ServiceState, ready
+from cliplabel_pipeline.service.state import ServiceState, ready, state_of
 
 router = APIRouter()
 MAX_BATCH_JOBS = 1000
@@ -40,7 +40,11 @@ def open_job(state: ServiceState, job_id: str) -> JobFolder:
 
 
 def _status_url(request: Request, job_id: str) -> str:
-    return str(request.url_for("job_status", job_id=job_id))
+    """The job's status URL: from ``CLIPLABEL_PUBLIC_URL`` when set, else a path on this server. Never from the
+    request's ``Host`` header, which the client chooses (a link to another host in a trusted answer)."""
+    path = request.scope.get("root_path", "") + request.app.url_path_for("job_status", job_id=job_id)
+    base = state_of(request).settings.public_url
+    return f"{base.rstrip('/')}{path}" if base else path
 
 
 def _exports(text) -> tuple[str, ...]:
