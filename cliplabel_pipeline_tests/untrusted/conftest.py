@@ -6,12 +6,24 @@ from __future__ import annotations
 
 import hashlib
 import os
+import tempfile
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, settings
+from hypothesis.database import DirectoryBasedExampleDatabase
 
 from cliplabel_pipeline.cli import main
 from cliplabel_pipeline.toyworld.jobs import write_toy_job
+
+
+# The searching tests (Hypothesis) run a small budget by default, within the quick loop; HYPOTHESIS_PROFILE=slow
+# searches longer. Failing examples are kept outside the repository, so a rerun replays them first.
+_SEARCH = dict(deadline=None, print_blob=True, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+               database=DirectoryBasedExampleDatabase(os.path.join(tempfile.gettempdir(), "cliplabel-hypothesis")))
+settings.register_profile("quick", max_examples=10, stateful_step_count=8, **_SEARCH)
+settings.register_profile("slow", max_examples=150, stateful_step_count=30, **_SEARCH)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "quick"))
 
 
 def snapshot(folder: Path) -> dict[str, str]:
