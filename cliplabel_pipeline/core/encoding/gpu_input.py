@@ -216,14 +216,25 @@ def embed_jobs_on_device(handle: ClipHandle, manifests: Iterable[JobItems], batc
     (the model's device unless given); ``workers`` decoding threads (the machine's cores)."""
     device = torch.device(build_device or handle.device)
     batch_size = batch_size or choose_batch_size(device)
-    decoders = _Decoders(device, workers or os.cpu_count() or 1)
+    workers = workers or os.cpu_count() or 1
+    decoders = _Decoders(device, workers)
     encoder = _Encoder(handle, batch_size)
     waiting: deque[_Job] = deque()
-    try:
-        for manifest in manifests:
+    manifests = iter(manifests)
+    ahead: deque[tuple[_Job, Future]] = deque()  # the next jobs' sources decode while this one is built
+
+    def open_next():
+        while len(ahead) < 2 * workers and (manifest := next(manifests, None)) is not None:
             job = _Job(manifest, time.perf_counter())
+            ahead.append((job, decoders.source(job)))
+
+    try:
+        open_next()
+        while ahead:
+            job, source = ahead.popleft()
+            open_next()
             with torch.inference_mode():  # per step: a generator's caller must not inherit the mode
-                _build_job(handle, job, decoders, encoder, device)
+                _build_job(handle, job, source, decoders, encoder)
             waiting.append(job)
             while waiting and waiting[0].encoded == waiting[0].crops:
                 yield _embedded(handle, waiting.popleft(), encoder)
@@ -235,11 +246,11 @@ def embed_jobs_on_device(handle: ClipHandle, manifests: Iterable[JobItems], batc
         decoders.close()
 
 
-def _build_job(handle: ClipHandle, job: _Job, decoders: _Decoders, encoder: _Encoder, device: torch.device) -> None:
-    """Decode the job's source and masks once, build every item's crop on the device, hand them to the encoder."""
+def _build_job(handle: ClipHandle, job: _Job, source: Future, decoders: _Decoders, encoder: _Encoder) -> None:
+    """Decode the job's masks once (its source is on its way), build every item's crop on the device, hand them
+    to the encoder."""
     items = job.manifest.items
     job.first_batch = len(encoder.batch_seconds)
-    source = decoders.source(job)
     masks = {it.path.split("/", 1)[1]: i for i, it in enumerate(items) if it.kind == "mask"}
     paired = {i for i, it in enumerate(items) if it.kind == "object" and it.path.split("/", 1)[1] in masks}
     order = [i for i, it in enumerate(items) if it.kind == "mask"]
