@@ -43,3 +43,12 @@ cluster: $(STAMP)
 
 benchmark-cluster: $(STAMP)
 	$(PY) benchmarks/cluster.py
+
+# The CUDA path checked and measured on a GPU machine in one run (needs no install: torch, transformers, Pillow,
+# pytest and psutil; what is missing comes from .whl/); `make gpu-check-dry` runs all but the CUDA parts here.
+.PHONY: gpu-check gpu-check-dry
+gpu-check:
+	bash benchmarks/gpu_check.sh
+
+gpu-check-dry: $(STAMP)
+	PYTHON=$(PY) bash benchmarks/gpu_check.sh --dry

@@ -114,8 +114,15 @@ def embed_job(labeller, job: JobFolder, settings: LabelSettings = LabelSettings(
         job.sweep_temps()  # what a run killed mid-write left behind (never a live writer's)
     items = list_job_items(job)
     total = len(items.items)
-    embedded = embed_images(labeller.encoder, job_loaders(items), settings.batch_size,
-                            counter(progress, f"{job.id}: encoding", total))
+    if labeller.encoder.device.startswith("cuda"):  # source and masks decoded once, items built on the GPU
+        from cliplabel_pipeline.core.encoding.gpu_input import embed_jobs_on_device
+
+        advance = counter(progress, f"{job.id}: encoding", total)
+        embedded = next(embed_jobs_on_device(labeller.encoder, [items]))
+        advance(total)
+    else:
+        embedded = embed_images(labeller.encoder, job_loaders(items), settings.batch_size,
+                                counter(progress, f"{job.id}: encoding", total))
     embedded.skipped = items.skipped + embedded.skipped
     with job.lock():
         if not embedded.items:

@@ -51,12 +51,17 @@ def decode_item(handle: ClipHandle, job: Job) -> tuple[EmbeddedItem, np.ndarray 
         else:
             pixels = resize_and_crop(img, handle.image_size, handle.crop_size)
         return EmbeddedItem(item.path, item.kind, area), pixels, None
-    except ImageSkipped as exc:
-        log.info("skipped %s: %s", item.path, exc)
-        return item, None, str(exc)
     except Exception as exc:  # whatever one item raises is that item's: a skip, never the job's end
-        log.warning("skipped %s: unexpected %s", item.path, type(exc).__name__, exc_info=True)
-        return item, None, f"could not be read: {type(exc).__name__}: {' '.join(str(exc).split())[:200]}"
+        return item, None, skip_reason(item.path, exc)
+
+
+def skip_reason(path: str, exc: Exception) -> str:
+    """Why the item ``path`` is skipped after ``exc`` (logged): an ``ImageSkipped``'s own words, else the type."""
+    if isinstance(exc, ImageSkipped):
+        log.info("skipped %s: %s", path, exc)
+        return str(exc)
+    log.warning("skipped %s: unexpected %s", path, type(exc).__name__, exc_info=exc)
+    return f"could not be read: {type(exc).__name__}: {' '.join(str(exc).split())[:200]}"
 
 
 def _decoded_chunks(handle: ClipHandle, jobs: Iterable[Job], size: int) -> Iterator[list[tuple]]:

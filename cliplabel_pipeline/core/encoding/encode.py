@@ -19,9 +19,12 @@ def _image_forward(handle: ClipHandle, pixels: torch.Tensor) -> np.ndarray:
     if handle.image_tower is not None:
         out = torch.from_numpy(handle.image_tower(pixels.numpy()))
         return F.normalize(out, dim=-1).numpy()
-    cuda = handle.device.startswith("cuda")
-    if cuda:
-        pixels = pixels.pin_memory().to(handle.device, non_blocking=True)
+    if handle.device.startswith("cuda"):
+        if pixels.device.type == "cpu":
+            pixels = pixels.pin_memory()
+        pixels = pixels.to(handle.device, non_blocking=True)
+    else:  # pixels built on the GPU reach here after a fallback to the CPU
+        pixels = pixels.to("cpu")
     out = handle.model.get_image_features(pixel_values=pixels.to(handle.dtype)).pooler_output
     return F.normalize(out.float(), dim=-1).cpu().numpy()
 
