@@ -39,7 +39,7 @@ class JobItems:
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".mpo")
 MAX_DEPTH = 32  # folders under masks/ or objects/ deeper than this are skipped, said once each
-MAX_FILE_BYTES = 1 << 30  # an image file larger than this is skipped unread (no image cliplabel decodes needs it)
+MAX_FILE_BYTES = 1_000_000_000  # an image file larger than this is skipped unread (no image cliplabel decodes needs it)
 # The longest item name whose ``labels/<name>.json`` still fits in a file name (255 bytes on most systems).
 MAX_NAME_BYTES = 255 - len(".json")
 

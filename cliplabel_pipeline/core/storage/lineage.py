@@ -156,7 +156,7 @@ def query(db_path: Path, sql: str, params: list | None = None) -> list[tuple]:
         con.close()
 
 
-MAX_HASHED_BYTES = 1 << 30  # as ``reading.items.MAX_FILE_BYTES``: an item larger than this is never labelled
+MAX_HASHED_BYTES = 1_000_000_000  # as ``reading.items.MAX_FILE_BYTES``: an item larger than this is never labelled
 
 
 def stream_sha256(fh, limit: int | None = None) -> str | None:
