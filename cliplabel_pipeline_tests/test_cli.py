@@ -11,6 +11,24 @@ import pytest
 
 from cliplabel_pipeline.cli import main
 from cliplabel_pipeline.core.storage.files import read_jsonl
+from cliplabel_pipeline_tests.untrusted.promises import ROOT_FORMS, results_root_arg
+
+
+@pytest.fixture(params=ROOT_FORMS)
+def root_arg(request, results_root, monkeypatch) -> str:
+    """``--results-root`` for ``results_root`` in each form a user types (absolute, relative, through ``..``,
+    through a link), the working folder set to match."""
+    cwd, arg = results_root_arg(results_root.parent, request.param)
+    monkeypatch.chdir(cwd)
+    return arg
+
+
+def _nothing_outside(results_root) -> None:
+    """Only the results root, the working folders, the link and the lineage database beside the root."""
+    base = results_root.parent
+    assert not any((base / "cwd").iterdir()), sorted((base / "cwd").iterdir())
+    assert {p.name for p in base.iterdir()} <= {"results", "cwd", "link", "cliplabel.duckdb", "cliplabel.duckdb.lock",
+                                                "cliplabel.duckdb.wal"}
 
 
 def test_classify_prints_one_json_record_per_image(toy_model, toy_job, capsys):
@@ -38,31 +56,43 @@ def test_classify_with_a_user_label_list(toy_model, toy_job, capsys):
     assert record["top1"] == "blue circle" and {l["name"] for l in record["labels"]} == {"blue circle", "red star"}
 
 
-def test_job_writes_labels_jsonl(toy_model, toy_job, capsys, monkeypatch):
+def test_job_writes_labels_jsonl(toy_model, toy_job, root_arg, capsys, monkeypatch):
     root, job_id = toy_job
-    monkeypatch.setenv("CLIPLABEL_RESULTS_ROOT", str(root))
-    assert main(["job", job_id, "--results-root", str(root), "--model", toy_model]) == 0
-    assert "9 labelled" in capsys.readouterr().out
+    monkeypatch.setenv("CLIPLABEL_RESULTS_ROOT", root_arg)
+    assert main(["job", job_id, "--results-root", root_arg, "--model", toy_model]) == 0
+    out = capsys.readouterr().out
+    assert "9 labelled" in out
     assert len(read_jsonl(root / job_id / "labels.jsonl")) == 9
+    [shown] = [line.split("labels: ", 1)[1] for line in out.splitlines() if line.strip().startswith("labels: ")]
+    assert os.path.samefile(shown, root / job_id / "labels.jsonl")  # the path it prints is where it wrote
+    assert sorted(p.name for p in (root / job_id).iterdir() if p.is_dir()) == [
+        "_cliplabel", "export", "labels", "masks", "objects", "report"]  # never a nested results/<job>/ copy
+    assert (root.parent / "cliplabel.duckdb").is_file()  # the lineage beside the results root, in every form
+    _nothing_outside(root)
 
 
 @pytest.mark.parametrize("job_id", ["..", "../etc", "/etc", "a/b", "a\\b", "C:evil"])
-def test_job_ids_cannot_escape_the_results_root(results_root, toy_model, job_id, capsys):
-    assert main(["job", job_id, "--results-root", str(results_root), "--model", toy_model]) == 2
+def test_job_ids_cannot_escape_the_results_root(results_root, root_arg, toy_model, job_id, capsys):
+    assert main(["job", job_id, "--results-root", root_arg, "--model", toy_model]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("cliplabel: error: invalid job id") and "\n" not in err
 
 
-def test_unknown_job_is_one_readable_line(results_root, toy_model, capsys):
-    assert main(["job", "nope", "--results-root", str(results_root), "--model", toy_model]) == 2
-    assert "unknown job 'nope'" in capsys.readouterr().err
+def test_unknown_job_is_one_readable_line(results_root, root_arg, toy_model, capsys):
+    assert main(["job", "nope", "--results-root", root_arg, "--model", toy_model]) == 2
+    err = capsys.readouterr().err
+    assert "unknown job 'nope'" in err and err.count("\n") == 1
+    _nothing_outside(results_root)
 
 
-def test_missing_model_exits_nonzero_with_one_line_and_no_traceback(toy_job, tmp_path):
+@pytest.mark.parametrize("root_arg", [f if f == "absolute" else pytest.param(f, marks=pytest.mark.slow)
+                                      for f in ROOT_FORMS], indirect=True)  # a subprocess each: the rest slow
+def test_missing_model_exits_nonzero_with_one_line_and_no_traceback(toy_job, root_arg, tmp_path):
     root, job_id = toy_job
     env = {"PATH": "/usr/bin:/bin", "HF_HUB_CACHE": str(tmp_path / "empty"), "HOME": str(tmp_path)}
-    proc = subprocess.run([sys.executable, "-m", "cliplabel_pipeline.cli", "job", job_id, "--results-root", str(root),
-                           "--model", "openai/clip-vit-base-patch32"], capture_output=True, text=True, env=env)
+    proc = subprocess.run([sys.executable, "-m", "cliplabel_pipeline.cli", "job", job_id, "--results-root", root_arg,
+                           "--model", "openai/clip-vit-base-patch32"], capture_output=True, text=True, env=env,
+                          cwd=os.getcwd())
     assert proc.returncode == 2
     assert "Traceback" not in proc.stderr
     assert proc.stderr.count("\n") == 1 and "cliplabel model pull" in proc.stderr
@@ -90,9 +120,11 @@ def test_bad_argument_exits_nonzero(capsys):
     assert exc.value.code == 2 and "must be at least 1" in capsys.readouterr().err
 
 
-def test_demo_writes_and_labels_toy_jobs(tmp_path, capsys):
-    assert main(["demo", "--results-root", str(tmp_path / "demo"), "--jobs", "2"]) == 0
+def test_demo_writes_and_labels_toy_jobs(results_root, root_arg, capsys):
+    assert main(["demo", "--results-root", root_arg, "--jobs", "2"]) == 0
     out = capsys.readouterr().out
     assert "results root:" in out
     for job_id in ("demo-000", "demo-001"):
-        assert len(read_jsonl(tmp_path / "demo" / job_id / "labels.jsonl")) >= 5
+        assert len(read_jsonl(results_root / job_id / "labels.jsonl")) >= 5
+        assert not (results_root / job_id / "results").exists()
+    _nothing_outside(results_root)

@@ -152,22 +152,31 @@ class Killed(BaseException):
 _CHANGES = ("rename", "replace", "unlink", "remove", "rmdir", "mkdir", "link", "symlink")
 
 
+def touches_an_item(name: str, args: tuple) -> bool:
+    """Whether a change moves or deletes an item file (not a temp file: those start with a dot)."""
+    first = os.fsdecode(args[0]) if args and isinstance(args[0], (str, bytes, os.PathLike)) else ""
+    return name in ("rename", "replace", "unlink", "remove") and not Path(first).name.startswith(".") \
+        and Path(first).suffix == ".png"
+
+
 @contextlib.contextmanager
-def killed_at(n: int | None):
+def killed_at(n: int | None, when=None):
     """Within the block, the ``n``-th change to the file system (rename, replace, unlink, rmdir, mkdir, link)
-    and every one after it raises ``Killed`` instead of happening; ``n=None`` kills nothing. DuckDB's own writes
-    are not counted: an uncommitted transaction is rolled back when its connection closes, as after a kill."""
-    if n is None:
+    and every one after it raises ``Killed`` instead of happening; ``n=None`` kills nothing. With ``when``
+    (``when(name, args)``), the first change it is true of is the ``n``-th. DuckDB's own writes are not counted:
+    an uncommitted transaction is rolled back when its connection closes, as after a kill."""
+    if n is None and when is None:
         yield
         return
     real = {name: getattr(os, name) for name in _CHANGES}
-    count = {"n": 0}
+    count = {"n": 0, "dead": False}
 
     def patched(name):
         def change(*args, **kwargs):
             count["n"] += 1
-            if count["n"] >= n:
-                raise Killed(f"killed at change {n} ({name})")
+            if count["dead"] or (when(name, args) if when else count["n"] >= n):
+                count["dead"] = True
+                raise Killed(f"killed at change {count['n']} ({name})")
             return real[name](*args, **kwargs)
         return change
 
@@ -180,12 +189,12 @@ def killed_at(n: int | None):
             setattr(os, name, fn)
 
 
-def run_in_process(args: list[str], kill_at: int | None = None) -> Ran:
+def run_in_process(args: list[str], kill_at: int | None = None, when=None) -> Ran:
     """``cliplabel <args>`` in this process, its output captured; ``rc`` None when the injected kill hit."""
     out, err = io.StringIO(), io.StringIO()
     with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
         try:
-            with killed_at(kill_at):
+            with killed_at(kill_at, when):
                 rc = main(args)
         except Killed:
             rc = None

@@ -49,9 +49,11 @@ def content(kind: str, name: str) -> bytes:
 
 
 def one_line_error(ran: Ran, *expected: str) -> None:
-    err = ran.err.strip()
-    assert "Traceback" not in ran.err and err.startswith("cliplabel: error:") and "\n" not in err, ran.err
-    assert any(e in err for e in expected), f"unexpected error: {err}"
+    """The command failed with one error line (after any log lines), saying one of ``expected``."""
+    lines = ran.err.strip().splitlines()
+    assert ran.rc == 2 and "Traceback" not in ran.err and lines and lines[-1].startswith("cliplabel: error:"), ran.err
+    assert all(line.startswith(("WARNING ", "INFO ")) for line in lines[:-1]), ran.err
+    assert any(e in lines[-1] for e in expected), f"unexpected error: {lines[-1]}"
 
 
 class JobMachine(RuleBasedStateMachine):
@@ -248,3 +250,33 @@ def test_commands_killed_with_sigkill_at_random_moments_lose_nothing():
     current = settings()
     run_state_machine_as_test(KilledJobMachine, settings=settings(
         current, max_examples=max(2, current.max_examples // 5), stateful_step_count=current.stateful_step_count))
+
+
+# --- what the search found, kept as plain tests --------------------------------------------------------------
+@pytest.mark.parametrize("purge", [True, False], ids=["purge", "quarantine"])
+def test_an_interrupted_cleanup_completed_later_spares_a_version_written_since(purge, results_root, toy_model,
+                                                                              tmp_path):
+    """Found by the stateful test: cleanup killed after its journal, before its first file; the producer then
+    writes a new version of a planned item; the next command completes the cleanup. The new version was never
+    planned: it must not be deleted (purge) nor become a quarantined file whose sha256 the journal disowns, so
+    that restore fails for ever (quarantine)."""
+    from cliplabel_pipeline_tests.untrusted.promises import touches_an_item
+
+    job = write_toy_job(results_root, "job", seed=5, n_objects=3)
+    common = ["--results-root", str(results_root), "--db", str(tmp_path / "lineage.duckdb")]
+    assert run_in_process(["job", "job", *common, "--model", toy_model, "--precision", "fp32"]).rc == 0
+    cleanup = ["cleanup", "job", *common, "--min-confidence", "1", "--apply", *(["--purge"] if purge else [])]
+    assert run_in_process(cleanup, when=touches_an_item).rc is None  # killed before any item went
+    newer = pool()["masks/obj_04.png"]
+    (job / "masks" / "obj_00.png").write_bytes(newer)  # the producer writes a new version of a planned item
+    # what must survive: the newer version, and (quarantine) every planned item, in the job or quarantine
+    live = Counter({("masks/obj_00.png", sha(newer)): 1}) if purge else job_inputs(job) + quarantined(job)
+    restored = run_in_process(["restore", "job", *common])  # completes the cleanup first
+    assert "Traceback" not in restored.err
+    assert not lost(job, live), f"lost: {sorted(lost(job, live))}"
+    assert restored.rc == 0 or "nothing in quarantine" in restored.err, restored.err
+    if not purge:
+        again = run_in_process(["restore", "job", *common])
+        assert again.rc == 0 or "nothing in quarantine" in again.err, again.err
+        assert (job / "masks" / "obj_00.png").read_bytes() == newer
+    assert_agree(job, tmp_path / "lineage.duckdb")
