@@ -282,7 +282,7 @@ def main() -> None:
     if args.child:
         print(json.dumps(child(args.child, args)))
         return
-    from cliplabel_pipeline.core.encoding.model import cpu_has_native_bf16
+    from cliplabel_pipeline.core.encoding.devices import cpu_has_native_bf16
 
     args.workdir.mkdir(parents=True, exist_ok=True)
     print(f"preparing model and images in {args.workdir} ...", flush=True)

@@ -3,12 +3,18 @@
 from __future__ import annotations
 
 import hashlib
+import sys
 import threading
 import time
 from collections.abc import Callable
 
 import psutil
-import torch
+
+
+def _torch_if_loaded():
+    """torch when this process has imported it; a process that never did holds no GPU memory, and commands that
+    never encode (cleanup, restore, export) are not made to import it."""
+    return sys.modules.get("torch")
 
 
 def op_id(*parts: str) -> str:
@@ -19,7 +25,8 @@ def op_id(*parts: str) -> str:
 def memory_fields() -> str:
     """``rss=<MB>MB gpu=<allocated>/<reserved>MB`` of this process now."""
     rss = psutil.Process().memory_info().rss // (1 << 20)
-    if torch.cuda.is_available():
+    torch = _torch_if_loaded()
+    if torch is not None and torch.cuda.is_available():
         alloc, res = torch.cuda.memory_allocated() >> 20, torch.cuda.memory_reserved() >> 20
     else:
         alloc = res = 0
@@ -48,7 +55,8 @@ def peak_rss_mb() -> int:
 
 def peak_memory_mb() -> dict:
     """Peak resident memory of this process and peak CUDA memory allocated, in MB."""
-    gpu = torch.cuda.max_memory_allocated() >> 20 if torch.cuda.is_available() else 0
+    torch = _torch_if_loaded()
+    gpu = torch.cuda.max_memory_allocated() >> 20 if torch is not None and torch.cuda.is_available() else 0
     return {"peak_rss_mb": peak_rss_mb(), "peak_gpu_mb": int(gpu)}
 
 

@@ -10,10 +10,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from cliplabel_pipeline.core.encoding.embedding import embed_images, path_loaders
-from cliplabel_pipeline.core.encoding.model import ClipHandle, load_clip, resolve_device, resolve_precision, text_precision
-from cliplabel_pipeline.core.encoding.weights import embedding_width, model_identity, resolve_model_dir
+from cliplabel_pipeline.core.encoding.model import ClipHandle, load_clip
 from cliplabel_pipeline.core.labelling.concepts import bank_for
-from cliplabel_pipeline.core.labelling.index import ConceptIndex, build_concept_index, load_cached_index
+from cliplabel_pipeline.core.labelling.index import ConceptIndex, build_concept_index
 from cliplabel_pipeline.core.labelling.labels import assign_labels
 from cliplabel_pipeline.core.progress import Progress, counter, step
 from cliplabel_pipeline.core.settings import Settings
@@ -52,12 +51,3 @@ class Labeller:
         embedded = embed_images(self.encoder, path_loaders(paths), settings.batch_size,
                                 counter(progress, "encoding images", len(paths)))
         return assign_labels(embedded, self.index, settings), embedded.skipped
-
-
-def cached_concept_index(settings: Settings, spec: BankSpec) -> ConceptIndex | None:
-    """The index of ``spec`` for ``settings``' model from the on-disk cache, without loading the model;
-    None when it is not cached yet."""
-    model_dir = resolve_model_dir(settings.model)
-    precision = text_precision(resolve_precision(settings.precision, resolve_device(settings.device)))
-    return load_cached_index(settings.cache_dir, model_identity(model_dir), precision, bank_for(spec, model_dir),
-                             embedding_width(model_dir))

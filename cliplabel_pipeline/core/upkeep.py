@@ -65,16 +65,15 @@ def _rebuilt(job: JobFolder, paths: list[str], settings: Settings | None) -> Upk
 def rebuild_outputs(job: JobFolder, settings: Settings) -> tuple[JobResult | None, str | None]:
     """Rebuild groups, exports, metrics and report from the job's labels; ``(result, None)`` or
     ``(None, reason)`` with the job marked stale."""
-    from cliplabel_pipeline.core.labeller import cached_concept_index
+    from cliplabel_pipeline.core.labelling.index import cached_concept_index
     from cliplabel_pipeline.core.pipeline import export_grouped, group_labelled, load_labelled, report_exported
 
     labelled = load_labelled(job)
     missing = {r.path for r in labelled.records} - {i.path for i in labelled.embedded.items}
     prov = labelled.provenance
     index = None
-    if not missing:
-        index = cached_concept_index(settings.with_(model=prov.model, precision=prov.precision, device=prov.device),
-                                     prov.bank)
+    if not missing:  # the precision the run resolved: no device to look for, no model to load
+        index = cached_concept_index(settings.cache_dir, prov.model, prov.precision, prov.bank)
     if index is None:
         reason = (f"{len(missing)} labelled items have no embedding" if missing
                   else "the concept index of its model is not cached here")

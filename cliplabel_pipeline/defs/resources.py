@@ -52,10 +52,14 @@ class ClipModelResource(dg.ConfigurableResource):
 
     def concept_index(self, bank: BankSpec | None = None):
         """The index of ``bank``: from the on-disk cache without loading the model, else built with it."""
-        from cliplabel_pipeline.core.labeller import cached_concept_index
+        from cliplabel_pipeline.core.encoding.devices import resolve_device, resolve_precision
+        from cliplabel_pipeline.core.labelling.index import cached_concept_index
 
-        spec = bank if bank is not None else self.bank_spec
-        cached = cached_concept_index(self.settings, spec) if self._labeller is None else None
+        spec, settings = bank if bank is not None else self.bank_spec, self.settings
+        cached = None
+        if self._labeller is None:
+            precision = resolve_precision(settings.precision, resolve_device(settings.device))
+            cached = cached_concept_index(settings.cache_dir, settings.model, precision, spec)
         return cached if cached is not None else self.labeller(spec).index
 
 

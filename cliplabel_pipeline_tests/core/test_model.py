@@ -8,9 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from cliplabel_pipeline.core.encoding import model as model_mod
+from cliplabel_pipeline.core.encoding import devices
 from cliplabel_pipeline.core.errors import CliplabelError
-from cliplabel_pipeline.core.encoding.model import load_clip, resolve_precision
+from cliplabel_pipeline.core.encoding.devices import resolve_precision
+from cliplabel_pipeline.core.encoding.model import load_clip
 from cliplabel_pipeline.core.encoding.weights import ModelNotFoundError
 
 
@@ -54,7 +55,7 @@ def test_directory_without_config_is_refused(tmp_path):
     (True, "cpu", "bf16"), (False, "cpu", "fp32"), (True, "cuda", "fp16"), (False, "cuda", "fp16"),
 ])
 def test_auto_precision_follows_the_hardware(monkeypatch, bf16, device, expected):
-    monkeypatch.setattr(model_mod, "cpu_has_native_bf16", lambda: bf16)
+    monkeypatch.setattr(devices, "cpu_has_native_bf16", lambda: bf16)
     assert resolve_precision("auto", device) == expected
     assert resolve_precision("fp32", device) == "fp32"
 

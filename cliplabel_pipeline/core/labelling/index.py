@@ -19,9 +19,12 @@ from pathlib import Path
 import numpy as np
 
 from cliplabel_pipeline.core.labelling.calibration import PROBE_RECIPE, Calibration, calibrate, probe_pictures
-from cliplabel_pipeline.core.labelling.concepts import ConceptBank
+from cliplabel_pipeline.core.encoding.devices import text_precision
+from cliplabel_pipeline.core.encoding.weights import embedding_width, model_identity, resolve_model_dir
+from cliplabel_pipeline.core.labelling.concepts import ConceptBank, bank_for
 from cliplabel_pipeline.core.labelling.npz_cache import read_npz, write_npz
 from cliplabel_pipeline.core.progress import Progress, counter
+from cliplabel_pipeline.core.values import BankSpec
 
 log = logging.getLogger(__name__)
 
@@ -98,6 +101,14 @@ def load_cached_index(cache_dir: Path, model_identity: str, text_precision: str,
     emb, scale = arrays["text_emb"].astype(np.float32, copy=False), float(arrays["logit_scale"].item())
     return ConceptIndex(bank, emb, scale, model_identity, text_precision, Calibration.from_arrays(arrays),
                         cache_hit=True)
+
+
+def cached_concept_index(cache_dir: Path, model: str, precision: str, spec: BankSpec) -> ConceptIndex | None:
+    """The index of bank ``spec`` for ``model`` at the resolved ``precision`` a run recorded, from the on-disk
+    cache, without loading the model or importing torch; None when it is not cached here."""
+    model_dir = resolve_model_dir(model)
+    return load_cached_index(cache_dir, model_identity(model_dir), text_precision(precision),
+                             bank_for(spec, model_dir), embedding_width(model_dir))
 
 
 def build_concept_index(handle, bank: ConceptBank, cache_dir: Path, progress: Progress | None = None) -> ConceptIndex:

@@ -12,8 +12,6 @@ from __future__ import annotations
 from collections import defaultdict
 
 import numpy as np
-from sklearn.cluster import KMeans
-from sklearn.metrics import silhouette_score
 
 from cliplabel_pipeline.core.labelling.index import ConceptIndex
 from cliplabel_pipeline.core.values import Cluster, Group, Groups, LabelRecord
@@ -27,6 +25,9 @@ def choose_k(x: np.ndarray) -> int:
     n = len(np.unique(x.round(5), axis=0))  # a mask and its cut-out can embed identically
     if n < 3:
         return min(n, 1)
+    from sklearn.cluster import KMeans  # only where there is something to cluster: 1-2 s to import
+    from sklearn.metrics import silhouette_score
+
     best_k, best = 1, -1.0
     for k in range(2, min(MAX_K, n - 1) + 1):
         labels = KMeans(k, n_init=4, random_state=SEED).fit_predict(x)
@@ -43,7 +44,12 @@ def cluster_low_confidence(x: np.ndarray, text_emb: np.ndarray, names: tuple[str
     k = choose_k(x)
     if k == 0:
         return []
-    assign = np.zeros(len(x), int) if k == 1 else KMeans(k, n_init=4, random_state=SEED).fit_predict(x)
+    if k == 1:
+        assign = np.zeros(len(x), int)
+    else:
+        from sklearn.cluster import KMeans
+
+        assign = KMeans(k, n_init=4, random_state=SEED).fit_predict(x)
     found = []
     for c in range(k):
         members = np.flatnonzero(assign == c)

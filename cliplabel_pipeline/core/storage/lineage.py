@@ -239,12 +239,18 @@ def _item_digest(job, path: str, hashed: bool) -> tuple[str | None, int | None]:
         return (stream_sha256(fh, MAX_HASHED_BYTES) if hashed and size <= MAX_HASHED_BYTES else None), size
 
 
+SMALL_INSERT = 64
+
+
 def _insert(con: duckdb.DuckDBPyConnection, table: str, rows: list[tuple]) -> None:
     """Bulk insert through a DataFrame: thousands of rows in milliseconds (``executemany`` takes seconds)."""
     if not rows:
         return
+    if len(rows) <= SMALL_INSERT:  # a cleanup's or restore's few rows: no pandas to import (0.5 s)
+        con.executemany(f"INSERT INTO {table} VALUES ({', '.join('?' * len(rows[0]))})", rows)
+        return
     names = [r[0] for r in con.execute(f"DESCRIBE {table}").fetchall()]
-    import pandas as pd  # only writers need it
+    import pandas as pd  # only writers of many rows need it
 
     frame = pd.DataFrame(rows, columns=names).astype(object)  # keep None as NULL and ints as ints
     con.register("incoming", frame)
