@@ -54,13 +54,25 @@ def job(results_root) -> Path:
     return write_toy_job(results_root, "job", seed=5, n_objects=4)
 
 
+@pytest.fixture(params=["absolute", *(pytest.param(f, marks=pytest.mark.slow) for f in ("relative", "dotdot", "link"))])
+def root_form(request) -> str:
+    """How ``run`` spells the results root: absolute in the quick loop; relative, through ``..`` and through a
+    link too with the slow tests (each form is a run of the whole test)."""
+    return request.param
+
+
 @pytest.fixture
-def run(results_root, toy_model, tmp_path):
-    """``run("job", "job")`` or ``run("cleanup", "job", "--apply")``: the CLI in-process; returns its exit code."""
+def run(results_root, toy_model, tmp_path, root_form, monkeypatch):
+    """``run("job", "job")`` or ``run("cleanup", "job", "--apply")``: the CLI in-process, the results root given
+    in ``root_form`` (the working folder set to match); returns its exit code."""
+    from cliplabel_pipeline_tests.untrusted.promises import results_root_arg
+
     db = tmp_path / "lineage.duckdb"
+    cwd, root = results_root_arg(results_root.parent, root_form)
+    monkeypatch.chdir(cwd)
 
     def _run(command: str, job_id: str, *extra: str) -> int:
-        args = [command, job_id, "--results-root", str(results_root), *extra]
+        args = [command, job_id, "--results-root", root, *extra]
         if command == "job":
             args += ["--model", toy_model, "--precision", "fp32"]
         if command != "export":

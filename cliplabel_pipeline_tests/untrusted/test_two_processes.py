@@ -49,14 +49,16 @@ def test_two_processes_at_once_on_one_job_lose_nothing(pair, results_root, toy_m
     job = write_toy_job(results_root, "job", seed=5, n_objects=4)
     db = tmp_path / "lineage.duckdb"
     assert run_in_process(_args(["job"], results_root, db, toy_model)).rc == 0
-    if "restore" in pair:  # something to restore: a third of the items in quarantine already
+    if "restore" in pair:  # something to restore: the items below 0.99999 in quarantine already
         assert run_in_process(_args(HALF, results_root, db, toy_model)).rc == 0
     live = job_inputs(job) + quarantined(job)
     first, second = PAIRS[pair]
-    if PURGE in (first, second):
-        plan = run_in_process(_args(PURGE[:3], results_root, db, toy_model))  # the dry run: what will go
+    if PURGE in (first, second):  # what the purge may delete: what it plans now, and (when a restore runs
+        # first and brings them back below the same threshold) what is quarantined
+        plan = run_in_process(_args(PURGE[:3], results_root, db, toy_model))
         for rel in (line.split("\t")[0] for line in plan.out.splitlines()):
             live -= Counter({(rel, sha((job / rel).read_bytes())): 1})
+        live -= quarantined(job)
     gate = tmp_path / "gate"
     procs = [subprocess.Popen([sys.executable, "-m", "cliplabel_pipeline_tests.untrusted.at_once", str(gate),
                                *_args(c, results_root, db, toy_model)], env=cli_env(), text=True, cwd=REPO,
@@ -69,8 +71,8 @@ def test_two_processes_at_once_on_one_job_lose_nothing(pair, results_root, toy_m
     ended = [(p.wait(300), *p.communicate()) for p in procs]
     for command, (rc, _out, err) in zip((first, second), ended):
         assert "Traceback" not in err, err
-        if command == ["restore"] and rc == 2:  # the other process restored it first
-            assert err.strip().splitlines() == [f"cliplabel: error: job 'job' has nothing in quarantine"], err
+        if command == ["restore"] and rc == 2:  # the other process restored it first (a log line may say it waited)
+            assert err.strip().splitlines()[-1] == "cliplabel: error: job 'job' has nothing in quarantine", err
         else:
             assert rc == 0, err
     assert not lost(job, live), f"lost: {sorted(lost(job, live))}"
@@ -79,5 +81,5 @@ def test_two_processes_at_once_on_one_job_lose_nothing(pair, results_root, toy_m
     after = run_in_process(_args(["restore"], results_root, db, toy_model))
     assert after.rc == (0 if held else 2), after.err
     assert not quarantined(job), f"restore left {sorted(quarantined(job))} in quarantine"
-    assert job_inputs(job) == live, "after restore the job's inputs are not what the producer wrote"
+    assert not live - job_inputs(job), "after restore the job lacks inputs the producer wrote"
     assert_agree(job, db)
