@@ -280,3 +280,19 @@ def test_an_interrupted_cleanup_completed_later_spares_a_version_written_since(p
         assert again.rc == 0 or "nothing in quarantine" in again.err, again.err
         assert (job / "masks" / "obj_00.png").read_bytes() == newer
     assert_agree(job, tmp_path / "lineage.duckdb")
+
+
+@pytest.mark.parametrize("fmt", ["csv", "jsonl"])
+def test_an_export_kept_in_the_job_follows_a_cleanup_or_says_it_is_stale(fmt, results_root, toy_model, tmp_path):
+    """``export --format csv|jsonl`` writes ``export/<job>.<fmt>`` inside the job, beside the ZIP that every
+    cleanup and restore rebuilds: it must list what labels.jsonl lists afterwards too, or the job be stale."""
+    job = write_toy_job(results_root, "job", seed=5, n_objects=3)
+    common = ["--results-root", str(results_root)]
+    db = ["--db", str(tmp_path / "lineage.duckdb")]
+    assert run_in_process(["job", "job", *common, *db, "--model", toy_model, "--precision", "fp32"]).rc == 0
+    written = Path(run_in_process(["export", "job", *common, "--format", fmt]).out.strip())
+    assert written == job / "export" / f"job.{fmt}"
+    for step in (["cleanup", "job", *common, *db, "--min-confidence", "1", "--apply"], ["restore", "job", *common, *db]):
+        assert run_in_process(step).rc == 0
+        if not is_stale(job):
+            assert exported_paths(written, fmt) == set(label_lines(job)), f"export/job.{fmt} after {step[0]}"
