@@ -341,12 +341,18 @@ class JobFolder:
     def write_labels(self, records: list[LabelRecord]) -> Path:
         return self.write(self.labels_jsonl, _jsonl(r.to_json() for r in records))
 
-    def read_skipped(self) -> list[SkippedItem]:
-        path = self.skipped_jsonl
+    def read_skipped(self, path: Path | None = None) -> list[SkippedItem]:
+        path = path or self.skipped_jsonl
         return [SkippedItem.from_json(r) for r in self._read_jsonl(path)] if self.is_file(path) else []
 
-    def write_skipped(self, skipped: list[SkippedItem]) -> Path:
-        return self.write(self.skipped_jsonl, _jsonl(s.to_json() for s in skipped))
+    def write_skipped(self, skipped: list[SkippedItem], path: Path | None = None) -> Path:
+        return self.write(path or self.skipped_jsonl, _jsonl(s.to_json() for s in skipped))
+
+    @property
+    def encoded_skipped_jsonl(self) -> Path:
+        """What the encoding stage skipped, kept with the embeddings; ``skipped.jsonl`` itself lands with the
+        labels and their rows (``label_embedded``), so it never lists what DuckDB does not."""
+        return self.work_dir / "skipped.jsonl"
 
     def read_groups(self) -> Groups:
         if not self.is_file(self.groups_json):
@@ -371,14 +377,14 @@ class JobFolder:
         return self.write(self.lineage_rows_json, json.dumps(rows.to_json(), ensure_ascii=False).encode("utf-8"))
 
     def write_embedded(self, embedded: Embedded) -> Path:
-        """Embeddings (``.npy``), their items, encoder and timings, and ``skipped.jsonl``; returns the ``.npy``."""
+        """Embeddings (``.npy``), their items, encoder, timings and skipped items; returns the ``.npy``."""
         buf = io.BytesIO()
         np.save(buf, embedded.embeddings)
         self.write(self.embeddings_npy, buf.getvalue())
         self.write(self.embedded_items_jsonl, _jsonl(i.to_json() for i in embedded.items))
         self.write_json(self.encoding_json, {"encoder": embedded.encoder.__dict__, "seconds": embedded.seconds,
                                              "batch_seconds": embedded.batch_seconds})
-        self.write_skipped(embedded.skipped)
+        self.write_skipped(embedded.skipped, self.encoded_skipped_jsonl)
         return self.embeddings_npy
 
     def read_embedded(self) -> Embedded:
@@ -388,6 +394,7 @@ class JobFolder:
         items = [EmbeddedItem.from_json(r) for r in self._read_jsonl(self.embedded_items_jsonl)]
         with self.open_item(self.rel(self.embeddings_npy)) as fh:
             embeddings = np.load(fh, allow_pickle=False)
-        return Embedded(items, embeddings, self.read_skipped(), EncoderInfo(**info["encoder"]),
+        skipped = self.read_skipped(self.encoded_skipped_jsonl if self.is_file(self.encoded_skipped_jsonl) else None)
+        return Embedded(items, embeddings, skipped, EncoderInfo(**info["encoder"]),
                         info["batch_seconds"], info["seconds"])
 

@@ -155,6 +155,7 @@ def label_embedded(job: JobFolder, embedded: Embedded, index: ConceptIndex, bank
         if con is not None:
             write_run(con, run_id, labelled)
         job.write_labels(records)
+        job.write_skipped(labelled.skipped)
         job.write_provenance(provenance)
     if spool_rows:
         job.write_lineage_rows(job_rows(run_id, labelled))

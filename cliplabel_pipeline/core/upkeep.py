@@ -45,7 +45,12 @@ def cleanup(job: JobFolder, plan: list[LabelRecord], db_path: Path | None, purge
 def restore(job: JobFolder, db_path: Path | None, settings: Settings | None = None) -> Upkeep:
     """Undo every quarantine of the job, then rebuild the job's derived outputs (the job locked)."""
     with job.lock():
-        return _rebuilt(job, quarantine.restore(job, db_path), settings)
+        try:
+            return _rebuilt(job, quarantine.restore(job, db_path), settings)
+        except quarantine.NothingToRestore as exc:
+            if exc.recovered:  # it completed an interrupted cleanup: the outputs follow the labels all the same
+                _rebuilt(job, [], settings)
+            raise
 
 
 def recover(job: JobFolder, db_path: Path | None, settings: Settings | None = None) -> Upkeep | None:
@@ -66,8 +71,13 @@ def rebuild_outputs(job: JobFolder, settings: Settings) -> tuple[JobResult | Non
     """Rebuild groups, exports, metrics and report from the job's labels; ``(result, None)`` or
     ``(None, reason)`` with the job marked stale."""
     from cliplabel_pipeline.core.labelling.index import cached_concept_index
-    from cliplabel_pipeline.core.pipeline import export_grouped, group_labelled, load_labelled, report_exported
+    from cliplabel_pipeline.core.pipeline import (
+        export_format, export_grouped, group_labelled, load_labelled, report_exported,
+    )
 
+    for fmt in ("csv", "jsonl"):  # exports kept in the job follow the labels (they need no groups)
+        if job.is_file(job.export_file(fmt)):
+            export_format(job, fmt)
     labelled = load_labelled(job)
     missing = {r.path for r in labelled.records} - {i.path for i in labelled.embedded.items}
     prov = labelled.provenance

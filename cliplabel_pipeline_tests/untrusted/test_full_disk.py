@@ -62,7 +62,8 @@ def _digest(path: Path) -> str:
 
 # What the encoding stage keeps for itself (embeddings and their timings) may be rewritten by a run whose labels
 # never commit; everything a user or a later command reads from the job must not.
-ENCODING_CACHE = {"_cliplabel/embeddings.npy", "_cliplabel/items.jsonl", "_cliplabel/encoding.json"}
+ENCODING_CACHE = {"_cliplabel/embeddings.npy", "_cliplabel/items.jsonl", "_cliplabel/encoding.json",
+                  "_cliplabel/skipped.jsonl"}
 
 
 def _outputs(job: Path) -> dict[str, str]:

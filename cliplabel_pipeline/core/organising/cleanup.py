@@ -36,6 +36,15 @@ log = logging.getLogger(__name__)
 PLANNED, APPLIED, RESTORING = "planned", "applied", "restoring"
 
 
+class NothingToRestore(CliplabelError):
+    """``restore`` of a job with nothing in quarantine; ``recovered`` when it completed an interrupted cleanup
+    first (the job's labels changed, so its derived outputs must be rebuilt all the same)."""
+
+    def __init__(self, message: str, recovered: bool):
+        super().__init__(message)
+        self.recovered = recovered
+
+
 @dataclass
 class Entry:
     path: str
@@ -123,13 +132,14 @@ def restore(job: JobFolder, db_path: Path | None) -> list[str]:
 
 
 def _restore(job: JobFolder, db_path: Path | None) -> list[str]:
-    finished = [e.path for a in recover(job, db_path) if a.state == RESTORING for e in a.entries]
+    found = recover(job, db_path)
+    finished = [e.path for a in found if a.state == RESTORING for e in a.entries]
     actions = sorted((a for a in _journals(job) if a.state == APPLIED and not a.purge), key=lambda a: a.id,
                      reverse=True)
     if not actions:
         if finished:  # an interrupted restore, now complete
             return finished
-        raise CliplabelError(f"job {job.id!r} has nothing in quarantine")
+        raise NothingToRestore(f"job {job.id!r} has nothing in quarantine", recovered=bool(found))
     chosen, claimed = [], set()
     for action in actions:  # checked before anything changes
         paths = {e.path for e in action.entries}
@@ -194,14 +204,25 @@ def _recover(job: JobFolder, db_path: Path | None) -> list[Action]:
 
 
 def _complete_cleanup(job: JobFolder, action: Action, con) -> None:
-    """Every step is idempotent, so it completes an action that was interrupted anywhere."""
+    """Every step is idempotent, so it completes an action that was interrupted anywhere. An item whose file is
+    no longer the one planned (the producer wrote it again since) stays where it is, with its line and rows: the
+    action drops it, so a new version is never deleted nor quarantined under the old one's sha256."""
+    spared = []
     for e in action.entries:
         if not job.is_file(e.path):
             continue  # already moved (or deleted by the purge)
+        with job.open_item(e.path) as fh:
+            if stream_sha256(fh, MAX_HASHED_BYTES) != e.sha256:
+                log.warning("job %s: %s changed since the cleanup was planned; left in place", job.id, shown(e.path))
+                spared.append(e)
+                continue
         if action.purge:
             job.remove(e.path)
         else:
             guarded.move(job.path, e.path, action.stored(job, e))
+    if spared:
+        action.entries = [e for e in action.entries if e not in spared]
+        _write_journal(job, action)
     gone = {e.path for e in action.entries}
     _write_lines(job, [line for line in _label_lines(job) if _line_path(line) not in gone])
     if con is not None:

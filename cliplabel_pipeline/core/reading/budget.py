@@ -14,7 +14,7 @@ So before any pixel is decoded:
   labelled.
 
 What remains is decoded under ``DECODE_CPU_S`` seconds of the decoding thread's CPU time, checked each time the
-decoder reads from the file (every 64 KB at most): past it, the item is skipped with that reason. CPU time,
+decoder reads from the file (every ``DECODE_BLOCK`` bytes): past it, the item is skipped with that reason. CPU time,
 not wall time, so a busy machine never skips a good image.
 """
 
@@ -32,6 +32,7 @@ MAX_SCAN_MEGAPIXELS = 2_000
 MAX_PNG_CHUNKS = 100_000
 MAX_FRAMES = 64
 DECODE_CPU_S = 10.0
+DECODE_BLOCK = 4096  # bytes a progressive JPEG's decoder gets per read (Pillow's 64 KB can hold 1,000 scans)
 
 
 class CpuBudget:
@@ -103,33 +104,26 @@ _STANDALONE = {0x01, *range(0xD0, 0xD9)}  # TEM, RSTn, SOI: markers without a le
 
 def jpeg_scan_count(data, stop: int) -> int:
     """Start-of-scan markers of the first picture in ``data`` (up to its EOI), counting no further than
-    ``stop``. Entropy-coded data is skipped with ``find``, so the walk costs a pass over the file in C."""
+    ``stop``. Markers are found as libjpeg finds them: any bytes before a marker are skipped (libjpeg warns of
+    "extraneous bytes" and goes on, so they cannot hide a scan), as are fill bytes, stuffed ``FF 00`` and restart
+    markers inside entropy-coded data. ``find`` does the skipping, so the walk is one pass over the file in C."""
     n, pos, end = 0, 2, len(data)
-    while pos + 4 <= end and n < stop:
-        if data[pos] != 0xFF:
-            return n  # not a marker where one must be: the decoder will say what is wrong
-        marker = data[pos + 1]
-        if marker == 0xFF:  # fill byte
+    while n < stop:
+        pos = data.find(b"\xff", pos)
+        while 0 <= pos < end - 1 and data[pos + 1] == 0xFF:  # fill bytes
             pos += 1
+        if pos < 0 or pos + 1 >= end:
+            return n
+        marker = data[pos + 1]
+        if marker == 0x00 or marker in _STANDALONE:  # stuffed byte, or a marker without a length
+            pos += 2
             continue
         if marker == 0xD9:  # EOI: the first picture ends (an MPO's others follow)
             return n
-        if marker in _STANDALONE:
-            pos += 2
-            continue
+        if pos + 4 > end:
+            return n
         pos += 2 + int.from_bytes(data[pos + 2:pos + 4], "big")
-        if marker != 0xDA:
-            continue
-        n += 1
-        while True:  # to the next marker that is not a stuffed 0xFF00 or a restart marker
-            pos = data.find(b"\xff", pos)
-            if pos < 0 or pos + 1 >= end:
-                return n
-            nxt = data[pos + 1]
-            if nxt == 0 or 0xD0 <= nxt <= 0xD7 or nxt == 0xFF:
-                pos += 1 if nxt == 0xFF else 2
-                continue
-            break
+        n += marker == 0xDA  # the scan's entropy-coded data is then skipped by the next find
     return n
 
 

@@ -33,7 +33,7 @@ from typing import TYPE_CHECKING, BinaryIO
 import numpy as np
 from PIL import Image
 
-from cliplabel_pipeline.core.reading.budget import CpuBudget, check_structure
+from cliplabel_pipeline.core.reading.budget import DECODE_BLOCK, CpuBudget, check_structure
 from cliplabel_pipeline.core.reading.picture import (
     ALPHA,
     EXACT_PIXELS,
@@ -140,6 +140,8 @@ def _decode(src: Source, notes: list[str] | None, reduced: bool) -> Picture:
         if w * h > MAX_PIXELS:
             raise ImageSkipped(f"decompression bomb: {w}x{h} pixels is over the {MAX_PIXELS:,} limit")
         check_structure(fp, img.format, (w, h), getattr(img, "n_frames", 1))
+        if img.info.get("progressive"):  # the CPU budget is checked between blocks, and each scan is small
+            img.decodermaxblock = DECODE_BLOCK
         scale = next((s for s in (8, 4, 2) if min(w, h) // s >= DRAFT_MIN_SIDE), 1)
         if reduced and img.format in ("JPEG", "MPO") and w * h > EXACT_PIXELS and scale > 1:
             img.draft(None, (w // scale, h // scale))
