@@ -181,10 +181,15 @@ def make_model(work: Path, dry: bool) -> Path:
 
 def run_tests(dry: bool) -> dict:
     files = ["cliplabel_pipeline_tests/core/test_cuda.py", "cliplabel_pipeline_tests/core/test_gpu_input.py"]
-    cmd = [sys.executable, *(["-S"] if sys.flags.no_site else []), "-m", "pytest", *files, "-p", "no:cacheprovider", "-rs", "-q"]
+    cmd = [sys.executable, *(["-S"] if sys.flags.no_site else []), "-m", "pytest", *files, "-p", "no:cacheprovider",
+           "-rfEs", "--tb=line"]  # pyproject adds -q; one more would drop the summary line
     done = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=170)
-    tail = (done.stdout + done.stderr).strip().splitlines()
-    return {"returncode": done.returncode, "summary": tail[-1] if tail else "", "tail": tail[-25:]}
+    lines = (done.stdout + done.stderr).strip().splitlines()
+    # pytest's last line is its summary ("N passed, M failed ... in Ss"); -rfE lists each failure by name
+    summary = next((ln.strip("= ") for ln in reversed(lines) if " in " in ln and ("passed" in ln or "failed" in ln
+                                                                                  or "error" in ln)), "")
+    failures = [ln for ln in lines if ln.startswith(("FAILED ", "ERROR "))]
+    return {"returncode": done.returncode, "summary": summary, "failures": failures, "tail": lines[-15:]}
 
 
 def _sync(device: str) -> None:
