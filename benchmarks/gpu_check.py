@@ -24,7 +24,6 @@ import subprocess
 import sys
 import tempfile
 import time
-from concurrent.futures import ThreadPoolExecutor
 from multiprocessing import Pool
 from pathlib import Path
 
@@ -181,10 +180,15 @@ def make_model(work: Path, dry: bool) -> Path:
 
 def run_tests(dry: bool) -> dict:
     files = ["cliplabel_pipeline_tests/core/test_cuda.py", "cliplabel_pipeline_tests/core/test_gpu_input.py"]
-    cmd = [sys.executable, *(["-S"] if sys.flags.no_site else []), "-m", "pytest", *files, "-p", "no:cacheprovider", "-rs", "-q"]
+    cmd = [sys.executable, *(["-S"] if sys.flags.no_site else []), "-m", "pytest", *files, "-p", "no:cacheprovider",
+           "-rfEs", "--tb=line"]  # pyproject adds -q; one more would drop the summary line
     done = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=170)
-    tail = (done.stdout + done.stderr).strip().splitlines()
-    return {"returncode": done.returncode, "summary": tail[-1] if tail else "", "tail": tail[-25:]}
+    lines = (done.stdout + done.stderr).strip().splitlines()
+    # pytest's last line is its summary ("N passed, M failed ... in Ss"); -rfE lists each failure by name
+    summary = next((ln.strip("= ") for ln in reversed(lines) if " in " in ln and ("passed" in ln or "failed" in ln
+                                                                                  or "error" in ln)), "")
+    failures = [ln for ln in lines if ln.startswith(("FAILED ", "ERROR "))]
+    return {"returncode": done.returncode, "summary": summary, "failures": failures, "tail": lines[-15:]}
 
 
 def _sync(device: str) -> None:
@@ -214,48 +218,63 @@ def encoder_alone(handle, batch: int, seconds: float) -> dict:
 
 
 def decoding_alone(manifest, photos, cores: int) -> dict:
-    """Pillow's decoding with ``cores`` threads, nothing else: the masks at the source's size (the mask rule's
-    levels), and the photo sources in full."""
-    from cliplabel_pipeline.core.encoding.embedding import _load
-    from cliplabel_pipeline.core.encoding.gpu_input import _mask_levels
-    from cliplabel_pipeline.core.reading.images import load_picture
+    """Decoding with nothing else, by ``cores`` threads and by ``cores`` processes (``decode_pool``, the pool the
+    GPU path uses; started and warmed before the clock): the masks into their boxes, and the photo sources
+    into their own crops (as the CPU path makes them)."""
+    from cliplabel_pipeline.core.encoding.decode_pool import decode_masks, decode_pool, decode_source
+    from cliplabel_pipeline.core.encoding.gpu_input import MASK_TASK
 
-    job, masks = manifest.job, [i for i in manifest.items if i.kind == "mask"]
-    with ThreadPoolExecutor(cores) as pool:
-        t0 = time.perf_counter()
-        list(pool.map(lambda it: _load(job, it.path, lambda fh: _mask_levels(fh, (640, 480))), masks))
-        mask_s = time.perf_counter() - t0
-        some = photos[:max(cores * 8, 1)]
-        t0 = time.perf_counter()
-        list(pool.map(lambda m: _load(m.job, "source.png", lambda fh: load_picture(fh, reduced=False)[0].rgb().size),
-                      some))
-        photo_s = time.perf_counter() - t0
-    return {"threads": cores, "masks": len(masks), "masks_s": round(len(masks) / mask_s, 1),
-            "photos": len(some), "photos_s": round(len(some) / photo_s, 1)}
+    job, masks = manifest.job, [i.path for i in manifest.items if i.kind == "mask"]
+    runs = [masks[k:k + MASK_TASK] for k in range(0, len(masks), MASK_TASK)]
+    some = photos[:max(cores * 8, 1)]
+    out = {"cores": cores, "masks": len(masks), "photos": len(some)}
+    for mode in ("threads", "processes"):
+        pool = decode_pool(cores, processes=mode == "processes")
+        try:
+            t0 = time.perf_counter()
+            list(pool.map(decode_masks, [job] * cores, [[m] for m in masks[:cores]], [[None]] * cores,
+                          [(640, 480)] * cores))
+            out[f"{mode}_start_s"] = round(time.perf_counter() - t0, 2)
+            t0 = time.perf_counter()
+            list(pool.map(decode_masks, [job] * len(runs), runs, [[None] * len(r) for r in runs],
+                          [(640, 480)] * len(runs)))
+            out[f"{mode}_masks_s"] = round(len(masks) / (time.perf_counter() - t0), 1)
+            t0 = time.perf_counter()
+            list(pool.map(decode_source, [m.job for m in some], ["source.png"] * len(some), [False] * len(some),
+                          [224] * len(some), [224] * len(some)))
+            out[f"{mode}_photos_s"] = round(len(some) / (time.perf_counter() - t0), 1)
+        finally:
+            pool.shutdown()
+    out["masks_s"], out["photos_s"] = out["processes_masks_s"], out["processes_photos_s"]
+    return out
 
 
 def preprocessing_alone(handle, manifest, device: str, cores: int, limit: int) -> dict:
-    """The masks' crops built on the device from levels already there (decoding and the model left out)."""
+    """The masks' crops built on the device from masks already there (decoding and the model left out)."""
+    import numpy as np
     import torch
 
-    from cliplabel_pipeline.core.encoding.device_crops import Boxes, build_crops, mask_boxes
-    from cliplabel_pipeline.core.encoding.embedding import _load
-    from cliplabel_pipeline.core.encoding.gpu_input import MASK_CHUNK, _mask_levels
-    from cliplabel_pipeline.core.reading.images import load_picture
+    from cliplabel_pipeline.core.encoding.decode_pool import decode_masks, decode_source
+    from cliplabel_pipeline.core.encoding.device_crops import Boxes, build_crops
+    from cliplabel_pipeline.core.encoding.gpu_input import MASK_CHUNK
 
-    job, masks = manifest.job, [i for i in manifest.items if i.kind == "mask"][:limit]
-    with ThreadPoolExecutor(cores) as pool:
-        levels = list(pool.map(lambda it: _load(job, it.path, lambda fh: _mask_levels(fh, (640, 480))), masks))
-    source = torch.from_numpy(__import__("numpy").array(_load(job, "source.png", load_picture)[0].rgb())).to(device)
-    chunks = [torch.stack([torch.from_numpy(a.copy()) for a in levels[i:i + MASK_CHUNK]]).to(device)
-              for i in range(0, len(levels), MASK_CHUNK)]
+    job, masks = manifest.job, [i.path for i in manifest.items if i.kind == "mask"][:limit]
+    cuts = [c for c in decode_masks(job, masks, [None] * len(masks), (640, 480)) if not isinstance(c, str)]
+    source = torch.from_numpy(decode_source(job, "source.png", True, 224, 224).rgb.copy()).to(device)
+    chunks = []
+    for k in range(0, len(cuts), MASK_CHUNK):
+        part = cuts[k:k + MASK_CHUNK]
+        levels = np.zeros((len(part), max(c.inside.shape[0] for c in part), max(c.inside.shape[1] for c in part)),
+                          np.uint8)
+        for j, c in enumerate(part):
+            levels[j, :c.inside.shape[0], :c.inside.shape[1]] = c.inside * np.uint8(255)
+        boxes = torch.tensor([c.box for c in part], device=device)
+        chunks.append((boxes, torch.from_numpy(levels).to(device)))
     with torch.inference_mode():
         def once():
-            for chunk in chunks:
-                xyxy, areas = mask_boxes(chunk)
-                areas.cpu()
-                build_crops(source, Boxes(xyxy, xyxy[:, 2:] - xyxy[:, :2]), chunk, True, handle.crop_size,
-                            handle.image_size, handle.mean, handle.std, handle.dtype)
+            for boxes, levels in chunks:
+                build_crops(source, Boxes(boxes, boxes[:, 2:] - boxes[:, :2]), levels, True, handle.crop_size,
+                            handle.image_size, handle.mean, handle.std, handle.dtype, levels_at_box=True)
             _sync(device)
         once()
         t0, rounds = time.perf_counter(), 0
@@ -263,21 +282,23 @@ def preprocessing_alone(handle, manifest, device: str, cores: int, limit: int) -
             once()
             rounds += 1
         dt = time.perf_counter() - t0
-    return {"crops": len(levels) * rounds, "crops_s": round(len(levels) * rounds / dt, 1)}
+    return {"crops": len(cuts) * rounds, "crops_s": round(len(cuts) * rounds / dt, 1)}
 
 
-def end_to_end(handle, manifests, label: str) -> dict:
-    """Job folders to embeddings by the GPU input path (``embed_jobs_on_device``)."""
+def end_to_end(handle, manifests, label: str, processes: bool = True) -> dict:
+    """Job folders to embeddings by the GPU input path (``embed_jobs_on_device``), its decoding pool started
+    inside the clock."""
     from cliplabel_pipeline.core.encoding.gpu_input import choose_batch_size, embed_jobs_on_device
 
     t0 = time.perf_counter()
     items = skipped = 0
-    for embedded in embed_jobs_on_device(handle, manifests):
+    for embedded in embed_jobs_on_device(handle, manifests, processes=processes):
         items += len(embedded.items)
         skipped += len(embedded.skipped)
     _sync(handle.device)
     dt = time.perf_counter() - t0
-    return {"what": label, "jobs": len(manifests), "items": items, "skipped": skipped,
+    return {"what": label, "decoding": "processes" if processes else "threads", "jobs": len(manifests),
+            "items": items, "skipped": skipped,
             "items_s": round((items + skipped) / dt, 1), "batch": choose_batch_size(handle.device)}
 
 
@@ -383,6 +404,7 @@ def main(argv=None) -> int:
     check.stage("decoding_alone", 60, decoding_alone, obj, photo_jobs, cores)
     check.stage("preprocessing_alone", 40, preprocessing_alone, handle, obj, device, cores, 32 if args.dry else 1024)
     check.stage("end_to_end_objects", 90, end_to_end, handle, [obj], "object job")
+    check.stage("end_to_end_objects_threads", 60, end_to_end, handle, [obj], "object job", False)
     check.stage("end_to_end_photos", 60, end_to_end, handle, photo_jobs, "photo jobs")
     check.stage("per_file_path", 40, per_file_path, handle, obj, 20 if args.dry else 4000)
     check.figures["verdict"] = verdict(check.figures["stages"])

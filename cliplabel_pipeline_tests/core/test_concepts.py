@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import torch
 import pytest
 
 from cliplabel_pipeline.core.encoding import encode
@@ -62,3 +63,19 @@ def test_embedding_is_the_renormalised_mean_of_template_embeddings(toy_model, tm
     per_template = encode.encode_texts(handle, [t.format("purple square") for t in bank.templates])
     mean = per_template.mean(0)
     np.testing.assert_allclose(emb[0], mean / np.linalg.norm(mean), atol=1e-5)
+
+
+def test_texts_tokenized_once_encode_as_the_tokenizers_own_batches(toy_model):
+    """One tokenizer call padded here gives the tokenizer's own padded tensors, and the same embeddings as
+    encoding each prompt alone (so the cached bank is unchanged)."""
+    handle = load_clip(toy_model, device="cpu", precision="fp32")
+    bank = load_bank()
+    texts = [t.format(n) for n in list(bank.names)[:40] for t in bank.templates[:3]]
+    ids = handle.tokenizer(texts, truncation=True, max_length=handle.max_text_length)["input_ids"]
+    want = handle.tokenizer(texts, padding=True, truncation=True, max_length=handle.max_text_length,
+                            return_tensors="pt")
+    got_ids, got_mask = encode._padded(ids, handle.tokenizer)
+    assert torch.equal(got_ids, want["input_ids"]) and torch.equal(got_mask, want["attention_mask"])
+    together = encode.encode_texts(handle, texts, batch_size=64)
+    alone = np.concatenate([encode.encode_texts(handle, [t]) for t in texts[:12]])
+    np.testing.assert_allclose(together[:12], alone, atol=1e-5)

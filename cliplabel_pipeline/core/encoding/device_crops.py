@@ -38,7 +38,7 @@ def mask_boxes(levels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def _regions(picture: torch.Tensor, xyxy: torch.Tensor, levels: torch.Tensor | None, height: int,
-             width: int) -> torch.Tensor:
+             width: int, levels_at_box: bool = False) -> torch.Tensor:
     """float32 ``[n, 3, height, width]``: each box of ``picture`` ``[H, W, 3]`` (uint8) offset by -128, zero (grey)
     where its mask (``levels[i]``) is off; beyond the box, edge pixels the weights ignore."""
     dev = picture.device
@@ -48,6 +48,8 @@ def _regions(picture: torch.Tensor, xyxy: torch.Tensor, levels: torch.Tensor | N
     region = picture[ys, xs].to(torch.float32).sub_(rs.GREY)  # [n, height, width, 3]
     if levels is not None:
         n = torch.arange(len(xyxy), device=dev)[:, None, None]
+        if levels_at_box:  # each item's levels start at its box's corner
+            ys, xs = ys - xyxy[:, 1, None, None], xs - xyxy[:, 0, None, None]
         region.mul_((levels[n, ys, xs] >= 128).unsqueeze(-1))
     return region.permute(0, 3, 1, 2)
 
@@ -60,11 +62,12 @@ def _normalised(placed: torch.Tensor, mean, std, dtype: torch.dtype) -> torch.Te
 
 
 def build_crops(picture: torch.Tensor, boxes: Boxes, levels: torch.Tensor | None, letterboxed: bool, side: int,
-                short_side: int, mean, std, dtype: torch.dtype) -> torch.Tensor:
+                short_side: int, mean, std, dtype: torch.dtype, levels_at_box: bool = False) -> torch.Tensor:
     """Model-ready pixels ``[n, 3, side, side]`` of ``dtype`` for ``n`` regions of one ``picture`` ``[H, W, 3]`` uint8:
     letterboxed on grey (masks and cut-outs) or resized to ``short_side`` and centre-cropped (CLIP's own geometry),
     grey outside each item's mask where ``levels`` (``[n, H, W]`` uint8) are given. Built in batches that fit
-    ``PIXEL_BUDGET``, largest boxes together."""
+    ``PIXEL_BUDGET``, largest boxes together. With ``levels_at_box`` the levels are ``[n, h, w]`` from each box's
+    corner (masks decoded cropped to their box), not the picture's."""
     xyxy = boxes.xyxy
     wh = xyxy[:, 2:] - xyxy[:, :2]
     fw, fh = boxes.size[:, 0], boxes.size[:, 1]
@@ -84,7 +87,14 @@ def build_crops(picture: torch.Tensor, boxes: Boxes, levels: torch.Tensor | None
         width, height = (int(v) for v in sizes[order[start:start + count]].max(0).values)
         wx = rs.resize_weights(wh[idx, 0], new_w[idx], off_x[idx], side, width)
         wy = rs.resize_weights(wh[idx, 1], new_h[idx], off_y[idx], side, height)
-        region = _regions(picture, xyxy[idx], None if levels is None else levels[idx], height, width)
+        region = _regions(picture, xyxy[idx], None if levels is None else levels[idx], height, width, levels_at_box)
         out[idx] = _normalised(rs.resample(region, wy, wx, down_first[idx]), mean, std, dtype)
         start += count
     return out
+
+
+def uint8_crops(pixels: torch.Tensor, mean, std, dtype: torch.dtype) -> torch.Tensor:
+    """uint8 crops ``[n, H, W, 3]`` already on the device (the CPU path's own pixels) normalised as
+    ``normalise_batch`` does: ``[n, 3, H, W]`` of ``dtype``."""
+    placed = pixels.permute(0, 3, 1, 2).to(torch.float32).sub_(rs.GREY)
+    return _normalised(placed, mean, std, dtype)

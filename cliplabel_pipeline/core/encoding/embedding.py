@@ -25,20 +25,20 @@ import torch
 from PIL import Image
 
 from cliplabel_pipeline.core.encoding import heap
+from cliplabel_pipeline.core.encoding.decode_pool import LETTERBOXED, crop_of, skip_reason
+from cliplabel_pipeline.core.encoding.decode_pool import load_item as _load
 from cliplabel_pipeline.core.encoding.encode import encode_images
 from cliplabel_pipeline.core.reading.images import (
-    ImageSkipped, Picture, crop_source_under_mask, letterbox, load_picture, normalise_batch, resize_and_crop,
+    ImageSkipped, Picture, crop_source_under_mask, load_picture, normalise_batch,
 )
 from cliplabel_pipeline.core.encoding.model import ClipHandle
 from cliplabel_pipeline.core.heartbeat import memory_fields
 from cliplabel_pipeline.core.reading.items import JobItems
-from cliplabel_pipeline.core.storage.guarded import NotRegularFile
 from cliplabel_pipeline.core.values import Embedded, EmbeddedItem, SkippedItem
 
 log = logging.getLogger(__name__)
 Loader = Callable[[], tuple[Picture | Image.Image, int]]
 Job = tuple[EmbeddedItem, Loader]  # the item (area 0 until decoded) and how to decode it
-LETTERBOXED = {"mask", "object"}  # whole objects: letterboxed, never centre-cropped
 
 
 def decode_item(handle: ClipHandle, job: Job) -> tuple[EmbeddedItem, np.ndarray | None, str | None]:
@@ -46,22 +46,10 @@ def decode_item(handle: ClipHandle, job: Job) -> tuple[EmbeddedItem, np.ndarray 
     item, loader = job
     try:
         img, area = loader()
-        if item.kind in LETTERBOXED:
-            pixels = letterbox(img, handle.crop_size)
-        else:
-            pixels = resize_and_crop(img, handle.image_size, handle.crop_size)
+        pixels = crop_of(img, item.kind, handle.image_size, handle.crop_size)
         return EmbeddedItem(item.path, item.kind, area), pixels, None
     except Exception as exc:  # whatever one item raises is that item's: a skip, never the job's end
         return item, None, skip_reason(item.path, exc)
-
-
-def skip_reason(path: str, exc: Exception) -> str:
-    """Why the item ``path`` is skipped after ``exc`` (logged): an ``ImageSkipped``'s own words, else the type."""
-    if isinstance(exc, ImageSkipped):
-        log.info("skipped %s: %s", path, exc)
-        return str(exc)
-    log.warning("skipped %s: unexpected %s", path, type(exc).__name__, exc_info=exc)
-    return f"could not be read: {type(exc).__name__}: {' '.join(str(exc).split())[:200]}"
 
 
 def _decoded_chunks(handle: ClipHandle, jobs: Iterable[Job], size: int) -> Iterator[list[tuple]]:
@@ -165,16 +153,6 @@ def job_loaders(manifest: JobItems) -> Iterator[Job]:
             yield meta, (lambda p=item.path: _load(manifest.job, p, lambda fh: crop_source_under_mask(source_picture(), fh)))
         else:
             yield meta, (lambda p=item.path: _load(manifest.job, p, load_picture))
-
-
-def _load(job, rel: str, decode: Callable):
-    """``decode`` the item ``rel``, opened as a regular file inside the job (never through a link)."""
-    try:
-        fh = job.open_item(rel)
-    except NotRegularFile as exc:
-        raise ImageSkipped(str(exc)) from None
-    with fh:
-        return decode(fh)
 
 
 def path_loaders(paths: Iterable[Path]) -> Iterator[Job]:

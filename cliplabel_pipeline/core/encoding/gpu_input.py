@@ -1,10 +1,11 @@
 """Jobs embedded on the GPU: each job's ``source.png`` and masks decoded once, every item built on the device.
 
 A per-file loader decodes the source once per mask and a cut-out per object; on a GPU that decoding, not the
-model, bounds the rate. Here a pool of threads (one per core; Pillow decodes without the GIL) decodes the
-source and each mask once and sends them to the device as uint8, where ``device_crops`` builds the items:
-the mask rule, the crop, the grey outside, the square padding or centre crop, the resize and normalisation
-that the CPU path (``reading.images``) and ``CLIPImageProcessor`` produce, to a level.
+model, bounds the rate. Here a pool of processes (``decode_pool``, one per core) decodes the source and
+each mask once, a mask into its box and the bool mask inside it; they go to the device as uint8, where
+``device_crops`` builds the masks' items: the crop, the grey outside, the square padding, the resize and
+normalisation that the CPU path (``reading.images``) produces, to a level. Whole pictures (the source's own
+item, a cut-out decoded itself) come from the workers as the CPU path's own uint8 crops.
 
 A cut-out is decoded only where no mask stands for it. A segmentation service writes ``objects/<name>`` as the
 source under ``masks/<name>``, cropped to the mask's box; such a cut-out's crop is the mask's crop, pixel for
@@ -20,30 +21,28 @@ from __future__ import annotations
 
 import logging
 import os
-import struct
 import time
 from collections import deque
 from collections.abc import Iterable, Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Executor, Future
 from dataclasses import dataclass, field
 
 import numpy as np
 import torch
-from PIL import Image
-
-from cliplabel_pipeline.core.encoding.device_crops import Boxes, build_crops, mask_boxes
-from cliplabel_pipeline.core.encoding.embedding import LETTERBOXED, _load, skip_reason
+from cliplabel_pipeline.core.encoding.decode_pool import (
+    MaskCut, SourceDecoded, decode_masks, decode_pictures, decode_pool, decode_source,
+)
+from cliplabel_pipeline.core.encoding.device_crops import Boxes, build_crops, uint8_crops
 from cliplabel_pipeline.core.encoding.encode import encode_images
 from cliplabel_pipeline.core.encoding.model import ClipHandle
-from cliplabel_pipeline.core.reading.images import _decode, _mask_inside, _uses_alpha, load_picture
-from cliplabel_pipeline.core.reading.items import Item, JobItems
-from cliplabel_pipeline.core.reading.picture import TRANSPOSE, ImageSkipped, decoding
+from cliplabel_pipeline.core.reading.items import JobItems
 from cliplabel_pipeline.core.values import Embedded, EmbeddedItem, SkippedItem
 
 log = logging.getLogger(__name__)
-MASK_CHUNK = 256  # masks stacked on the device at once (80 MB of 480p levels)
-AHEAD = 1024  # decoded items waiting at most (bounds host and device memory whatever the job's size)
-PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+MASK_CHUNK = 256  # masks built on the device at once (their levels cropped to their boxes)
+MASK_TASK = 64  # masks a decoding task takes: few enough to spread a job over the cores, enough to amortise a task
+PICTURE_TASK = 16  # whole pictures a decoding task takes
+AHEAD = 2048  # masks decoded or decoding at most (bounds host memory whatever the job's size)
 
 
 def choose_batch_size(device: str | torch.device) -> int:
@@ -84,87 +83,35 @@ class _Job:
     encoded: int = 0
 
 
-def _png_size(fh) -> tuple[int, int] | None:
-    """Width and height from a PNG's header (24 bytes; no pixels decoded), None for anything else."""
-    head = fh.read(24)
-    if len(head) < 24 or head[:8] != PNG_SIGNATURE or head[12:16] != b"IHDR":
-        return None
-    return struct.unpack(">II", head[16:24])
-
-
-def _mask_levels(fh, source_size: tuple[int, int]) -> np.ndarray:
-    """uint8 ``[h, w]`` at the source's size, on where >= 128: an 8-bit grey mask as stored, any other form
-    through ``reading.images``' own rule. Orientation and size as ``crop_source_under_mask`` takes them."""
-    mask = _decode(fh, None, reduced=False)
-    with decoding():
-        img = mask.image
-        if img.mode == "L" and not _uses_alpha(img):
-            inside = img
-        else:
-            inside = _mask_inside(img)
-        if mask.orientation != 1:
-            inside = inside.transpose(TRANSPOSE[mask.orientation])
-        if inside.size != source_size:
-            (sw, sh), (mw, mh) = source_size, inside.size
-            if abs(mw / mh - sw / sh) > 0.01:
-                raise ImageSkipped(f"mask is {mw}x{mh} but source.png is {sw}x{sh} (different aspect ratio)")
-            inside = inside.resize(source_size, Image.NEAREST)
-        return np.asarray(inside)
-
-
 def _to_device(array: np.ndarray, device: torch.device) -> torch.Tensor:
-    """A decoded picture onto the device as uint8 (copied first: Pillow's buffers are read-only)."""
-    return torch.from_numpy(np.array(array, order="C")).to(device)
+    """A decoded picture onto the device as uint8 (copied first where its buffer is read-only)."""
+    return torch.from_numpy(array if array.flags.writeable else np.array(array, order="C")).to(device)
 
 
 class _Decoders:
-    """Decoding tasks for the items of a stream of jobs, run by a pool, their results taken in order."""
+    """Decoding tasks for a stream of jobs, run by a pool (``decode_pool``), results taken in order."""
 
-    def __init__(self, device: torch.device, workers: int):
-        self.device = device
-        self.pool = ThreadPoolExecutor(workers, thread_name_prefix="decode-job")
+    def __init__(self, handle: ClipHandle, workers: int, processes: bool, pool: Executor | None):
+        self.sizes = (handle.image_size, handle.crop_size)
+        self.owned = pool is None
+        self.pool = pool or decode_pool(workers, processes)
 
-    def source(self, job: _Job) -> Future:
+    def source(self, job: _Job) -> Future | None:
         item = job.manifest.source
+        if item is None:
+            return None
+        has_masks = any(it.kind == "mask" for it in job.manifest.items)
+        return self.pool.submit(decode_source, job.manifest.job, item.path, has_masks, *self.sizes)
 
-        def run():
-            if item is None:
-                return None
-            try:
-                pic, area = _load(job.manifest.job, item.path, lambda fh: load_picture(fh, reduced=False))
-                return _Source(_to_device(np.asarray(pic.rgb()), self.device), pic.size, area)
-            except Exception as exc:  # the source's own skip, and every mask's reason
-                return skip_reason(item.path, exc)
-        return self.pool.submit(run)
+    def masks(self, job: _Job, masks: list[str], cutouts: list[str | None], size: tuple[int, int]) -> Future:
+        return self.pool.submit(decode_masks, job.manifest.job, masks, cutouts, size)
 
-    def mask(self, job: _Job, source: Future, item: Item) -> Future:
-        def run():
-            src = source.result()
-            if src is None:
-                raise ImageSkipped("the job has no source.png to cut the mask from")
-            if isinstance(src, str):
-                raise ImageSkipped(f"source.png unreadable ({src})")
-            return _to_device(_load(job.manifest.job, item.path, lambda fh: _mask_levels(fh, src.size)), self.device)
-        return self.pool.submit(self._guarded, item, run)
-
-    def header(self, job: _Job, item: Item) -> Future:
-        return self.pool.submit(self._guarded, item, lambda: _load(job.manifest.job, item.path, _png_size))
-
-    def picture(self, job: _Job, item: Item) -> Future:
-        def run():
-            pic, area = _load(job.manifest.job, item.path, load_picture)
-            return _to_device(np.asarray(pic.rgb()), self.device), pic.size, area
-        return self.pool.submit(self._guarded, item, run)
-
-    @staticmethod
-    def _guarded(item: Item, run):
-        try:
-            return run()
-        except Exception as exc:  # one item's failure is that item's skip, never the job's end
-            return ImageSkipped(skip_reason(item.path, exc))
+    def pictures(self, job: _Job, items: list[tuple[str, str]]) -> Future:
+        return self.pool.submit(decode_pictures, job.manifest.job, items, *self.sizes)
 
     def close(self) -> None:
-        self.pool.shutdown(cancel_futures=True)
+        if self.owned:
+            self.pool.shutdown(cancel_futures=True)
 
 
 class _Encoder:
@@ -210,18 +157,20 @@ class _Encoder:
 
 
 def embed_jobs_on_device(handle: ClipHandle, manifests: Iterable[JobItems], batch_size: int | None = None,
-                         workers: int | None = None, build_device: str | None = None) -> Iterator[Embedded]:
+                         workers: int | None = None, build_device: str | None = None, processes: bool = True,
+                         pool: Executor | None = None) -> Iterator[Embedded]:
     """The ``Embedded`` of each job of ``manifests``, in order: the same items, skips and (to a level of each
     crop) the same embeddings as ``embed_images`` over ``job_loaders``. Crops are built on ``build_device``
-    (the model's device unless given); ``workers`` decoding threads (the machine's cores)."""
+    (the model's device unless given); decoding by ``pool`` if given, else by ``workers`` processes (the
+    machine's cores; threads where ``processes`` is False)."""
     device = torch.device(build_device or handle.device)
     batch_size = batch_size or choose_batch_size(device)
     workers = workers or os.cpu_count() or 1
-    decoders = _Decoders(device, workers)
+    decoders = _Decoders(handle, workers, processes, pool)
     encoder = _Encoder(handle, batch_size)
     waiting: deque[_Job] = deque()
     manifests = iter(manifests)
-    ahead: deque[tuple[_Job, Future]] = deque()  # the next jobs' sources decode while this one is built
+    ahead: deque[tuple[_Job, Future | None]] = deque()  # the next jobs' sources decode while this one is built
 
     def open_next():
         while len(ahead) < 2 * workers and (manifest := next(manifests, None)) is not None:
@@ -234,7 +183,7 @@ def embed_jobs_on_device(handle: ClipHandle, manifests: Iterable[JobItems], batc
             job, source = ahead.popleft()
             open_next()
             with torch.inference_mode():  # per step: a generator's caller must not inherit the mode
-                _build_job(handle, job, source, decoders, encoder)
+                _build_job(handle, job, source, decoders, encoder, device)
             waiting.append(job)
             while waiting and waiting[0].encoded == waiting[0].crops:
                 yield _embedded(handle, waiting.popleft(), encoder)
@@ -246,105 +195,112 @@ def embed_jobs_on_device(handle: ClipHandle, manifests: Iterable[JobItems], batc
         decoders.close()
 
 
-def _build_job(handle: ClipHandle, job: _Job, source: Future, decoders: _Decoders, encoder: _Encoder) -> None:
-    """Decode the job's masks once (its source is on its way), build every item's crop on the device, hand them
-    to the encoder."""
+def _build_job(handle: ClipHandle, job: _Job, source: Future | None, decoders: _Decoders, encoder: _Encoder,
+               device: torch.device) -> None:
+    """The job's masks decoded in runs (its source first: they are cut from it), each run's crops built on the
+    device; cut-outs their mask stands for take its crop, other pictures come as the CPU path's crops."""
     items = job.manifest.items
     job.first_batch = len(encoder.batch_seconds)
-    masks = {it.path.split("/", 1)[1]: i for i, it in enumerate(items) if it.kind == "mask"}
-    paired = {i for i, it in enumerate(items) if it.kind == "object" and it.path.split("/", 1)[1] in masks}
-    order = [i for i, it in enumerate(items) if it.kind == "mask"]
-    order += [i for i, it in enumerate(items) if it.kind not in ("mask", "source")]
-    tasks: deque[tuple[int, str, Future]] = deque()
-    submitted = 0
+    src = None if source is None else source.result()
+    masks = [i for i, it in enumerate(items) if it.kind == "mask"]
+    by_name = {it.path.split("/", 1)[1]: i for i, it in enumerate(items) if it.kind == "object"}
+    paired: set[int] = set()
+    pictures = []
+    if isinstance(src, SourceDecoded) and masks:
+        job.source = _Source(_to_device(src.rgb, device), src.size, src.area)
+        runs: deque[tuple[list[int], list[int | None], Future]] = deque()
+        for start in range(0, len(masks), MASK_TASK):
+            run = masks[start:start + MASK_TASK]
+            cut = [by_name.get(items[i].path.split("/", 1)[1]) for i in run]
+            paired.update(c for c in cut if c is not None)
+            runs.append((run, cut, None))
+        chunk: list[tuple[int, MaskCut]] = []
+        submitted = 0
 
-    def top_up():
-        nonlocal submitted
-        while submitted < len(order) and len(tasks) < AHEAD:
-            i = order[submitted]
-            if items[i].kind == "mask":
-                tasks.append((i, "mask", decoders.mask(job, source, items[i])))
-            elif i in paired:
-                tasks.append((i, "header", decoders.header(job, items[i])))
-            else:
-                tasks.append((i, "picture", decoders.picture(job, items[i])))
-            submitted += 1
-
-    top_up()
-    job.source = source.result()
-    chunk: list[tuple[int, torch.Tensor]] = []
-    late: list[tuple[int, Future]] = []  # cut-outs their mask does not stand for: decoded after all
-    while tasks:
-        i, task, future = tasks.popleft()
-        result = future.result()
+        def top_up():
+            nonlocal submitted
+            while submitted < len(runs) and submitted - done < AHEAD // MASK_TASK:
+                run, cut, _ = runs[submitted]
+                runs[submitted] = (run, cut, decoders.masks(job, [items[i].path for i in run],
+                                                            [None if c is None else items[c].path for c in cut],
+                                                            src.size))
+                submitted += 1
+        done = 0
         top_up()
-        if task == "header":
-            m = masks[items[i].path.split("/", 1)[1]]
-            if not isinstance(result, ImageSkipped) and m in job.rows and job.boxes[m] == result:
-                job.same_as[i] = m
-            else:
-                late.append((i, decoders.picture(job, items[i])))
-        elif isinstance(result, ImageSkipped):
-            job.reasons[i] = str(result)
-        elif task == "mask":
-            chunk.append((i, result))
-        else:
-            _build_picture(handle, job, i, *result, encoder)
-        if chunk and (len(chunk) == MASK_CHUNK or not tasks or tasks[0][1] != "mask"):
+        while done < len(runs):
+            run, cut, future = runs[done]
+            results = future.result()
+            runs[done] = (run, cut, None)
+            done += 1
+            top_up()
+            for i, c, result in zip(run, cut, results):
+                if isinstance(result, str):
+                    job.reasons[i] = result
+                    if c is not None:
+                        pictures.append(c)
+                    continue
+                chunk.append((i, result))
+                if c is not None:
+                    box = result.box
+                    if result.cutout_size == (box[2] - box[0], box[3] - box[1]):
+                        job.same_as[c] = i
+                    else:
+                        pictures.append(c)
+                if len(chunk) == MASK_CHUNK:
+                    _build_masks(handle, job, chunk, encoder)
+                    chunk = []
+        if chunk:
             _build_masks(handle, job, chunk, encoder)
-            chunk = []
-    for i, future in late:
-        result = future.result()
-        if isinstance(result, ImageSkipped):
-            job.reasons[i] = str(result)
-        else:
-            _build_picture(handle, job, i, *result, encoder)
+    else:
+        reason = "the job has no source.png to cut the mask from" if src is None else f"source.png unreadable ({src})"
+        for i in masks:
+            job.reasons[i] = reason
+    pictures += [i for i, it in enumerate(items) if it.kind not in ("mask", "source") and i not in paired]
+    futures = [(run, decoders.pictures(job, [(items[i].path, items[i].kind) for i in run]))
+               for run in (pictures[k:k + PICTURE_TASK] for k in range(0, len(pictures), PICTURE_TASK))]
+    for run, future in futures:
+        for i, result in zip(run, future.result()):
+            if isinstance(result, str):
+                job.reasons[i] = result
+            else:
+                _add_crop(handle, job, i, *result, encoder, device)
     if job.manifest.source is not None:
         s = items.index(job.manifest.source)
-        if isinstance(job.source, _Source):
-            _build_picture(handle, job, s, job.source.picture, job.source.size, job.source.area, encoder)
+        if not isinstance(src, SourceDecoded):
+            job.reasons[s] = src
+        elif isinstance(src.own, str):
+            job.reasons[s] = src.own
         else:
-            job.reasons[s] = job.source
+            _add_crop(handle, job, s, src.own, src.area, encoder, device)
     job.source = None  # the decoded source goes with the job's last crop
 
 
-def _build_masks(handle: ClipHandle, job: _Job, chunk: list[tuple[int, torch.Tensor]], encoder: _Encoder) -> None:
-    levels = torch.stack([t for _, t in chunk])
-    xyxy, areas = mask_boxes(levels)
-    areas_cpu, xyxy_cpu = areas.cpu().tolist(), xyxy.cpu()
-    keep = [k for k, a in enumerate(areas_cpu) if a > 0]
-    for k, (i, _) in enumerate(chunk):
-        if areas_cpu[k] == 0:
-            job.reasons[i] = "empty mask (no foreground pixels)"
-    if not keep:
-        return
-    sel = torch.tensor(keep, device=levels.device)
-    boxes = xyxy[sel]
-    wh = boxes[:, 2:] - boxes[:, :2]
-    pixels = build_crops(job.source.picture, Boxes(boxes, wh), levels[sel], True, handle.crop_size,
-                         handle.image_size, handle.mean, handle.std, handle.dtype)
-    for row, k in enumerate(keep):
-        i = chunk[k][0]
-        job.rows[i], job.areas[i] = job.crops + row, int(areas_cpu[k])
-        x0, y0, x1, y1 = xyxy_cpu[k].tolist()
-        job.boxes[i] = (x1 - x0, y1 - y0)
+def _build_masks(handle: ClipHandle, job: _Job, chunk: list[tuple[int, MaskCut]], encoder: _Encoder) -> None:
+    """A run of decoded masks' crops built on the device from the source: their cropped masks padded into one
+    array, sent at once."""
+    height = max(c.inside.shape[0] for _, c in chunk)
+    width = max(c.inside.shape[1] for _, c in chunk)
+    levels = np.zeros((len(chunk), height, width), np.uint8)
+    for k, (_, cut) in enumerate(chunk):
+        h, w = cut.inside.shape
+        levels[k, :h, :w] = cut.inside
+        levels[k, :h, :w] *= 255
+    dev = job.source.picture.device
+    boxes = torch.tensor([c.box for _, c in chunk], device=dev)
+    pixels = build_crops(job.source.picture, Boxes(boxes, boxes[:, 2:] - boxes[:, :2]),
+                         torch.from_numpy(levels).to(dev), True, handle.crop_size, handle.image_size,
+                         handle.mean, handle.std, handle.dtype, levels_at_box=True)
+    for row, (i, cut) in enumerate(chunk):
+        job.rows[i], job.areas[i] = job.crops + row, cut.area
     encoder.add(job, pixels)
 
 
-def _build_picture(handle: ClipHandle, job: _Job, i: int, picture: torch.Tensor, size: tuple[int, int], area: int,
-                   encoder: _Encoder) -> None:
-    """One item that is a whole picture of its own (the source, a cut-out): its crop on the device."""
-    h, w = picture.shape[:2]
-    dev = picture.device
-    letterboxed = job.manifest.items[i].kind in LETTERBOXED
-    if not letterboxed and min(handle.image_size, int(handle.image_size * max(size) / min(size))) < handle.crop_size:
-        job.reasons[i] = f"image of {size[0]}x{size[1]} is too small to crop to {handle.crop_size}"  # as resize_and_crop
-        return
-    boxes = Boxes(torch.tensor([[0, 0, w, h]], device=dev), torch.tensor([list(size)], device=dev))
-    pixels = build_crops(picture, boxes, None, letterboxed, handle.crop_size, handle.image_size,
-                         handle.mean, handle.std, handle.dtype)
+def _add_crop(handle: ClipHandle, job: _Job, i: int, pixels: np.ndarray, area: int, encoder: _Encoder,
+              device: torch.device) -> None:
+    """One item whose uint8 crop the CPU path's own code made (a source's, a cut-out's): normalised on the device."""
+    crop = torch.from_numpy(np.array(pixels, order="C")[None]).to(device)
     job.rows[i], job.areas[i] = job.crops, area
-    encoder.add(job, pixels)
+    encoder.add(job, uint8_crops(crop, handle.mean, handle.std, handle.dtype))
 
 
 def _embedded(handle: ClipHandle, job: _Job, encoder: _Encoder) -> Embedded:

@@ -58,7 +58,8 @@ MAX_DECODE_BYTES = 400_000_000  # what decoding one image may hold at once (a 90
 EXACT_ASPECT = 16  # exact CLIP geometry while the resized image is at most 16 crops long (3 MB at 224)
 DRAFT_MIN_SIDE = 2048  # a JPEG decoded reduced keeps this many pixels on its short side (>= 6 x 336)
 _BYTES_PER_PIXEL = {"1": 1, "L": 1, "P": 1, "I;16": 2, "I;16B": 2, "I;16L": 2}  # Pillow stores the rest in 4
-_AT_LEAST_HALF = [0] * 128 + [255] * 128
+HALF = 128  # a mask's level (or alpha) at or above this is on
+_AT_LEAST_HALF = [0] * HALF + [255] * (256 - HALF)
 _NONZERO = [0] + [255] * 255
 Source = str | os.PathLike | BinaryIO
 
@@ -215,6 +216,30 @@ def _mask_inside(img: Image.Image) -> Image.Image:
     return inside
 
 
+def mask_inside_array(img: Image.Image) -> np.ndarray:
+    """``_mask_inside(img)`` as a bool array ``[h, w]``: an 8-bit grey mask, or one whose alpha is used and is
+    its own band (LA, RGBA), thresholded in one vectorised step; any other form through ``_mask_inside``."""
+    alpha = _uses_alpha(img)
+    if img.mode == "L" and not alpha:
+        return np.asarray(img) >= HALF
+    if alpha and img.mode in ("LA", "RGBA"):
+        return np.asarray(img.getchannel("A")) >= HALF
+    return np.asarray(_mask_inside(img)) != 0
+
+
+def upright_mask(inside: Image.Image, orientation: int, source_size: tuple[int, int]) -> Image.Image:
+    """A mask's ``L`` inside image turned upright and brought to the source's size (nearest), or the reason
+    it cannot be (a different aspect ratio)."""
+    if orientation != 1:
+        inside = inside.transpose(TRANSPOSE[orientation])
+    if inside.size != source_size:
+        (sw, sh), (mw, mh) = source_size, inside.size
+        if abs(mw / mh - sw / sh) > 0.01:
+            raise ImageSkipped(f"mask is {mw}x{mh} but source.png is {sw}x{sh} (different aspect ratio)")
+        inside = inside.resize(source_size, Image.NEAREST)
+    return inside
+
+
 def crop_source_under_mask(source: Picture | Image.Image, mask_src: Source,
                            notes: list[str] | None = None) -> tuple[Image.Image, int]:
     """The region of ``source`` under the mask as RGB, cropped to its bounding box, outside painted grey; and
@@ -226,13 +251,7 @@ def crop_source_under_mask(source: Picture | Image.Image, mask_src: Source,
     with decoding():
         inside = _mask_inside(mask.image)
         del mask  # the decoded mask goes; its one-byte form stays
-        if orientation != 1:
-            inside = inside.transpose(TRANSPOSE[orientation])
-        if inside.size != source.size:
-            (sw, sh), (mw, mh) = source.size, inside.size
-            if abs(mw / mh - sw / sh) > 0.01:
-                raise ImageSkipped(f"mask is {mw}x{mh} but source.png is {sw}x{sh} (different aspect ratio)")
-            inside = inside.resize(source.size, Image.NEAREST)
+        inside = upright_mask(inside, orientation, source.size)
         box = inside.getbbox()
         if box is None:
             raise ImageSkipped("empty mask (no foreground pixels)")
