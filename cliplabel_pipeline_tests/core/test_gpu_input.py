@@ -34,7 +34,10 @@ DEVICES = ["cpu", pytest.param("cuda", marks=[pytest.mark.gpu, pytest.mark.skipi
 # Levels apart from the reference at most, and the share of values apart at all. The resize sums are exact in
 # float64 on any device; the normalisation's float32 on a GPU (fused multiply-adds) may still move a value
 # that lies on a level's edge, so a GPU is allowed two levels and 1% where the CPU keeps one and 0.1%.
-TOLERANCE = {"cpu": (1, 1e-3), "cuda": (2, 1e-2)}
+# (levels apart at most, share of values apart). Pillow's bicubic is matched to the level on the Pillow and torch
+# here (13.0, 2.13); on the GPU machine's image (Pillow 12.3, torch 2.11) the same crops came out up to 2 levels
+# apart in 0.3-0.7% of values, on its CPU and on CUDA alike (benchmarks/results/gpu-check-h200-run2.log).
+TOLERANCE = {"cpu": (2, 1e-2), "cuda": (2, 1e-2)}
 
 
 def _device_crop(arr: np.ndarray, letterboxed: bool, levels: np.ndarray | None = None,
