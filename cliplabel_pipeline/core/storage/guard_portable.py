@@ -19,6 +19,7 @@ README says so.
 from __future__ import annotations
 
 import contextlib
+import errno
 import logging
 import ntpath
 import os
@@ -67,11 +68,13 @@ def _check_real(path: str) -> None:
 def _folder(root: Path, parts: tuple[str, ...], create: bool = False) -> str:
     """``root/<parts>`` checked to be real folders, no link on the way (made when ``create``; a link planted
     where a folder is made is replaced, its target untouched)."""
-    st = _lstat(os.fspath(root))
+    st = _lstat(os.fspath(root))  # the folder itself: refused as guard_posix's open(O_NOFOLLOW | O_DIRECTORY) does
     if st is None:
-        raise FileNotFoundError(2, "No such file or directory", os.fspath(root))
-    if is_link(st) or not stat.S_ISDIR(st.st_mode):
-        raise NotRegularFile(f"{shown(root)} is {kind_of(st)}, not a folder")
+        raise FileNotFoundError(errno.ENOENT, os.strerror(errno.ENOENT), os.fspath(root))
+    if is_link(st):
+        raise OSError(errno.ELOOP, "a symbolic link, not followed", os.fspath(root))
+    if not stat.S_ISDIR(st.st_mode):
+        raise NotADirectoryError(errno.ENOTDIR, os.strerror(errno.ENOTDIR), os.fspath(root))
     path = os.path.realpath(root)
     for i, name in enumerate(parts):
         path, where = os.path.join(path, name), "/".join(parts[: i + 1])

@@ -2,7 +2,8 @@
 
 Every folder on the way to a file is opened relative to its parent with ``O_NOFOLLOW`` (a descriptor per
 step), so a link planted anywhere in the path, even one swapped in between two calls, is never followed out
-of the folder. Imported only where the system has these calls (``guarded.py`` checks).
+of the folder. Used only where the system has these calls (``usable()``; ``guarded.py`` asks), importable
+anywhere.
 """
 
 from __future__ import annotations
@@ -24,7 +25,19 @@ from cliplabel_pipeline.core.storage.guard_base import (
 
 log = logging.getLogger(__name__)
 
-_DIR = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+_FLAGS = ("O_NOFOLLOW", "O_DIRECTORY", "O_CLOEXEC", "O_NONBLOCK")
+_DIR_FD_CALLS = ("open", "stat", "mkdir", "unlink", "rmdir", "rename")
+
+
+def usable() -> bool:
+    """Whether this system can open a path relative to a folder without following links (POSIX can)."""
+    return (all(hasattr(os, flag) for flag in _FLAGS)
+            and all(getattr(os, call) in os.supports_dir_fd for call in _DIR_FD_CALLS)
+            and os.listdir in os.supports_fd)
+
+
+_OK = usable()
+_DIR = os.O_RDONLY | (os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC if _OK else 0)
 
 
 def _lstat(dir_fd: int, name: str) -> os.stat_result | None:
@@ -59,6 +72,8 @@ def _step(fd: int, name: str, create: bool, where: str) -> int:
 @contextmanager
 def folder_fd(root: Path, parts: tuple[str, ...], create: bool = False) -> Iterator[int]:
     """A descriptor of ``root/<parts>``, each step opened without following links (made when ``create``)."""
+    if not _OK:  # every call here starts with this one: none runs without O_NOFOLLOW
+        raise RuntimeError("guard_posix needs O_NOFOLLOW, O_DIRECTORY and dir_fd; use guarded, which picks")
     fd = os.open(root, _DIR)
     try:
         for i, name in enumerate(parts):

@@ -35,25 +35,14 @@ from cliplabel_pipeline.core.errors import CliplabelError
 from cliplabel_pipeline.core.storage.guard_base import (  # noqa: F401 - the names callers use from here
     HOST as _HOST, MAX_WALK_DEPTH, NotRegularFile, is_link, parts_of, shown,
 )
+from cliplabel_pipeline.core.storage import guard_portable, guard_posix
 from cliplabel_pipeline.core.storage.guard_lock import lock_calls
 
-_DIR_FD_CALLS = ("open", "stat", "mkdir", "unlink", "rmdir", "rename")
-
-
-def has_folder_descriptors() -> bool:
-    """Whether this system can open a path relative to a folder without following links (POSIX can)."""
-    return (all(hasattr(os, flag) for flag in ("O_NOFOLLOW", "O_DIRECTORY", "O_CLOEXEC", "O_NONBLOCK"))
-            and all(getattr(os, call) in os.supports_dir_fd for call in _DIR_FD_CALLS)
-            and os.listdir in os.supports_fd)
 
 
 def choose_backend():
     """``guard_posix`` where the system has folder descriptors, else ``guard_portable``; with the lock calls."""
-    if has_folder_descriptors():
-        from cliplabel_pipeline.core.storage import guard_posix as backend
-    else:
-        from cliplabel_pipeline.core.storage import guard_portable as backend
-    return backend, lock_calls()
+    return (guard_posix if guard_posix.usable() else guard_portable), lock_calls()
 
 
 _backend, _locks = choose_backend()
