@@ -78,3 +78,22 @@ def test_a_job_id_windows_reads_as_a_drive_is_refused_as_before():
 @pytest.mark.parametrize("name", ["CON.png", "a:b.png", "x.png.", "LPT1"])
 def test_zip_entry_names_follow_the_same_rules(name):
     assert windows_names.name_problem(portable_name(name)) is None
+
+
+def test_items_windows_could_not_hold_are_listed_with_one_line(results_root):
+    from cliplabel_pipeline.core.job_folder import JobFolder
+    from cliplabel_pipeline.core.reading.items import list_job_items, windows_note
+    from cliplabel_pipeline.toyworld.jobs import write_toy_job
+
+    job = write_toy_job(results_root, "j1", seed=5, n_objects=2)
+    png = (job / "masks" / "obj_00.png").read_bytes()
+    for name in ("a:b.png", "OBJ_00.png", "CON.png"):
+        (job / "masks" / name).write_bytes(png)
+    items = list_job_items(JobFolder.open(results_root, "j1"))
+    assert {"masks/a:b.png", "masks/OBJ_00.png", "masks/CON.png"} <= {i.path for i in items.items}  # still labelled
+    note = windows_note(items)
+    assert note.startswith("job j1: 3 item path(s) could not exist on Windows (") and "\n" not in note
+    assert note.endswith("labelled here, but this job folder cannot be copied to Windows as it is")
+    for name in ("a:b.png", "OBJ_00.png", "CON.png"):
+        (job / "masks" / name).unlink()
+    assert windows_note(list_job_items(JobFolder.open(results_root, "j1"))) is None
