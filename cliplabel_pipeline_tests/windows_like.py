@@ -77,7 +77,7 @@ def fake_msvcrt(flock=None) -> types.ModuleType:
 
 class _NoGlibc(ctypes.CDLL):
     def __init__(self, name, *args, **kwargs):
-        if name is None or "libc.so" in str(name):
+        if "libc.so" in str(name):  # (CDLL(None), the running program, stays: Linux builds of watchdog use it)
             raise OSError(f"{name}: cannot open shared object file: No such file or directory")
         super().__init__(name, *args, **kwargs)
 
