@@ -78,3 +78,39 @@ def fp32_reference(labeller, tmp_path_factory):
     tops = {j: {r.path: r.top1 for r in label_job(labeller, JobFolder.open(root, j)).records if r.kind != "source"}
             for j in ids}
     return root, ids, tops
+
+
+def pytest_addoption(parser):
+    parser.addoption("--windows-like", action="store_true",
+                     help="run every test with the POSIX-only calls hidden as on Windows (windows_like.py)")
+
+
+@pytest.fixture
+def windows_like(monkeypatch):
+    """This test sees what Windows' CPython offers (``windows_like.hide``), and cliplabel decides again by
+    capability: guarded access by path (``guard_portable``), ``msvcrt`` locks, no glibc heap policy. Undone after."""
+    from cliplabel_pipeline.core.encoding import heap
+    from cliplabel_pipeline.core.storage import guarded
+    from cliplabel_pipeline_tests.windows_like import hide
+
+    import filelock
+
+    from cliplabel_pipeline.core.storage import lineage
+
+    # Signals stay: the tests' own helpers kill processes with them (the subprocess tests hide them too).
+    hide(monkeypatch.setattr, monkeypatch.delattr, monkeypatch.setitem, signals=False)
+    # filelock chose flock when it was imported; without fcntl it picks SoftFileLock (on Windows, msvcrt's)
+    monkeypatch.setattr(lineage, "FileLock", filelock.SoftFileLock)
+    backend, locks = guarded.choose_backend()
+    monkeypatch.setattr(guarded, "_backend", backend)
+    monkeypatch.setattr(guarded, "_locks", locks)
+    heap._libc.cache_clear()
+    yield
+    heap._libc.cache_clear()
+
+
+@pytest.fixture(autouse=True)
+def _windows_like_everywhere(request):
+    """``pytest --windows-like``: the whole suite in the simulated Windows mode."""
+    if request.config.getoption("--windows-like"):
+        request.getfixturevalue("windows_like")

@@ -18,13 +18,14 @@ import io
 import json
 import logging
 import os
+import stat
 from pathlib import Path, PurePosixPath, PureWindowsPath
 
 import numpy as np
 
 from cliplabel_pipeline.core.errors import CliplabelError
 from cliplabel_pipeline.core.settings import Settings
-from cliplabel_pipeline.core.storage import guarded
+from cliplabel_pipeline.core.storage import guarded, windows_names
 from cliplabel_pipeline.core.storage.files import jsonl_bytes as _jsonl
 from cliplabel_pipeline.core.storage.job_rows import JobRows
 from cliplabel_pipeline.core.values import (
@@ -40,7 +41,8 @@ MAX_JOB_ID_BYTES = 200  # leaves room for "<job>.zip" and temp names within a 25
 
 
 def validate_job_id(job_id: str) -> str:
-    """``job_id`` if it names a single folder; refuses ``..``, separators, drive letters and absolute paths."""
+    """``job_id`` if it names a single folder on every system; refuses ``..``, separators, drive letters,
+    absolute paths, and names Windows cannot hold (``CON``, ``a:b``, a trailing dot: ``windows_names``)."""
     bad = (not job_id or job_id in (".", "..") or "/" in job_id or "\\" in job_id
            or PurePosixPath(job_id).is_absolute() or PureWindowsPath(job_id).drive
            or not all(c.isprintable() for c in job_id))
@@ -49,7 +51,19 @@ def validate_job_id(job_id: str) -> str:
                              "(no '..', separators, control characters or absolute paths)")
     if len(job_id.encode("utf-8", "surrogateescape")) > MAX_JOB_ID_BYTES:
         raise CliplabelError(f"invalid job id {guarded.shown(job_id[:40])}...: longer than {MAX_JOB_ID_BYTES} bytes")
+    if problem := windows_names.name_problem(job_id):  # on every system: a results root moves between them
+        raise CliplabelError(f"invalid job id {guarded.shown(job_id)!r}: {problem} (a job id must be a folder "
+                             "name on every system, Windows included)")
     return job_id
+
+
+def is_real_folder(path: Path) -> bool:
+    """A folder, and no link to one (nor a Windows junction, which looks like a folder)."""
+    try:
+        st = path.lstat()
+    except OSError:
+        return False
+    return stat.S_ISDIR(st.st_mode) and not guarded.is_link(st)
 
 
 class JobFolder:
@@ -72,7 +86,7 @@ class JobFolder:
         root = job.results_root
         if not root.is_dir():
             raise CliplabelError(f"results root {root} does not exist; set --results-root or CLIPLABEL_RESULTS_ROOT")
-        if not job.path.is_dir() or job.path.is_symlink():
+        if not is_real_folder(job.path):
             raise CliplabelError(f"unknown job {job_id!r}: no folder {job.path}")
         return job
 
@@ -261,7 +275,7 @@ class JobFolder:
         """Files under ``folder`` of the job (paths relative to it; hidden ones left out); links not followed.
         Walked with a stack, not recursion: the producer decides how deep the folders go."""
         base = self.path / self.rel(folder)
-        if base.is_symlink() or not base.is_dir():
+        if not is_real_folder(base):
             return []
         found, pending = [], [""]
         while pending:
@@ -274,7 +288,11 @@ class JobFolder:
                 if entry.name.startswith("."):
                     continue
                 sub = f"{rel}/{entry.name}" if rel else entry.name
-                if entry.is_dir(follow_symlinks=False):
+                try:
+                    linked = guarded.is_link(entry.stat(follow_symlinks=False))  # a junction too
+                except OSError:
+                    continue
+                if entry.is_dir(follow_symlinks=False) and not linked:
                     pending.append(sub)
                 elif not entry.is_dir():  # as os.walk lists them: a link to a file is listed (and refused when
                     found.append(sub)     # read), a link to a folder is neither listed nor followed

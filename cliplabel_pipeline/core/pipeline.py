@@ -108,11 +108,13 @@ def embed_job(labeller, job: JobFolder, settings: LabelSettings = LabelSettings(
     """Encode every readable item; writes the embeddings and ``skipped.jsonl``. Fails only when nothing
     at all could be read."""
     from cliplabel_pipeline.core.encoding.embedding import embed_images, job_loaders
-    from cliplabel_pipeline.core.reading.items import list_job_items
+    from cliplabel_pipeline.core.reading.items import list_job_items, windows_note
 
     with job.lock():
         job.sweep_temps()  # what a run killed mid-write left behind (never a live writer's)
     items = list_job_items(job)
+    if note := windows_note(items):
+        log.warning("%s", note)
     total = len(items.items)
     if labeller.encoder.device.startswith("cuda"):  # source and masks decoded once, items built on the GPU
         from cliplabel_pipeline.core.encoding.gpu_input import embed_jobs_on_device

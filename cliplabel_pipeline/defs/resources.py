@@ -8,7 +8,7 @@ from pathlib import Path
 import dagster as dg
 from pydantic import PrivateAttr
 
-from cliplabel_pipeline.core.job_folder import JobFolder
+from cliplabel_pipeline.core.job_folder import JobFolder, is_real_folder
 from cliplabel_pipeline.core.settings import Settings
 from cliplabel_pipeline.core.values import BankSpec
 
@@ -92,7 +92,7 @@ class ResultsRootResource(dg.ConfigurableResource):
     def job_ids(self) -> list[str]:
         if not self.root.is_dir():
             return []
-        return sorted(p.name for p in self.root.iterdir() if p.is_dir() and not p.is_symlink()
+        return sorted(p.name for p in self.root.iterdir() if is_real_folder(p)
                       and not p.name.startswith((".", "_")))
 
 

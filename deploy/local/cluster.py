@@ -8,13 +8,16 @@ folder), the Dagster daemon and webserver, the ``lineage`` worker beside them (t
 worker "hosts" ``a``, ``b``, ... each in its own working folder with its own text-embedding cache and log,
 consuming the ``dagster`` and ``clip`` queues. The hosts share only the results root. It stops everything it
 started, by process id, on Ctrl-C (or when the ``with LocalCluster(...)`` block ends).
+
+Process control goes through what the system offers: a process group and its signals where there are
+(``os.killpg``), each process of the tree by ``psutil`` where there are none (Windows: no ``SIGKILL``, no
+process groups to signal). Celery's workers need POSIX; the cluster is a Linux and macOS tool.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
-import pwd
 import shutil
 import signal
 import socket
@@ -24,6 +27,8 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+
+import psutil
 
 REPO = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
@@ -157,8 +162,10 @@ class LocalCluster:
     def _spawn(self, name: str, cmd: list[str], cwd: Path, env: dict | None = None, **kw) -> subprocess.Popen:
         cwd.mkdir(parents=True, exist_ok=True)
         out = self.log(name).open("ab")
+        own_group = ({"start_new_session": True} if hasattr(os, "setsid")
+                     else {"creationflags": getattr(subprocess, "CREATE_NEW_PROCESS_GROUP", 0)})
         self.procs[name] = subprocess.Popen(cmd, cwd=cwd, env={**(self.env or os.environ), **(env or {})},
-                                            stdout=out, stderr=subprocess.STDOUT, start_new_session=True, **kw)
+                                            stdout=out, stderr=subprocess.STDOUT, **own_group, **kw)
         out.close()
         return self.procs[name]
 
@@ -167,7 +174,9 @@ class LocalCluster:
         ``postgres`` user), listening on 127.0.0.1 only; then the ``dagster`` database."""
         as_user = {}
         self.pg_dir = Path(tempfile.mkdtemp(prefix="cliplabel-pg-"))
-        if os.geteuid() == 0:
+        if hasattr(os, "geteuid") and os.geteuid() == 0:
+            import pwd  # POSIX only, as running as root is
+
             user = pwd.getpwnam("postgres")
             os.chown(self.pg_dir, user.pw_uid, user.pw_gid)
             as_user = {"user": user.pw_uid, "group": user.pw_gid, "extra_groups": []}
@@ -202,24 +211,46 @@ class LocalCluster:
         raise RuntimeError(f"worker {worker} not ready within {timeout:g}s; see {self.log(worker)}")
 
     def kill(self, name: str) -> None:
-        """SIGKILL a process and its children (a worker "host" lost mid-step)."""
+        """Kill a process and its children at once (a worker "host" lost mid-step)."""
         proc = self.procs.pop(name)
-        os.killpg(proc.pid, signal.SIGKILL)
+        _end_tree(proc.pid, kill=True)
         proc.wait()
 
     def stop(self) -> None:
-        """Stop every process this cluster started (newest first), by process group; remove PostgreSQL's data."""
+        """Stop every process this cluster started (newest first), with its children; remove PostgreSQL's data."""
         for name, proc in reversed(list(self.procs.items())):
             if proc.poll() is None:
-                os.killpg(proc.pid, signal.SIGINT if name == "postgres" else signal.SIGTERM)
+                _end_tree(proc.pid, fast_shutdown=name == "postgres")
                 try:
                     proc.wait(30)
                 except subprocess.TimeoutExpired:
-                    os.killpg(proc.pid, signal.SIGKILL)
+                    _end_tree(proc.pid, kill=True)
                     proc.wait()
         self.procs.clear()
         if getattr(self, "pg_dir", None):
             shutil.rmtree(self.pg_dir, ignore_errors=True)
+
+
+def _end_tree(pid: int, kill: bool = False, fast_shutdown: bool = False) -> None:
+    """End process ``pid`` and its children: its process group signalled where the system has them (SIGINT is
+    PostgreSQL's fast shutdown), else each process of the tree through ``psutil`` (terminate, or kill)."""
+    if hasattr(os, "killpg"):
+        sig = signal.SIGKILL if kill else signal.SIGINT if fast_shutdown else signal.SIGTERM
+        try:
+            os.killpg(pid, sig)
+        except ProcessLookupError:
+            pass
+        return
+    try:
+        root = psutil.Process(pid)
+        tree = [*root.children(recursive=True), root]
+    except psutil.NoSuchProcess:
+        return
+    for proc in tree:
+        try:
+            proc.kill() if kill else proc.terminate()
+        except psutil.NoSuchProcess:
+            pass
 
 
 def main() -> None:

@@ -12,7 +12,7 @@ reused from one batch to the next. ``settle()``, called once a batch, runs ``mal
 
 Measured on ViT-B/32 at batch 32 (bf16, 2 cores), the encoder alone in a thread, fresh processes: 29.5-37.2
 img/s and 1,400-110,000 faults a batch with glibc's defaults (by run), 36.4-36.5 img/s and 600-6,900 faults
-with this policy. Off glibc (macOS, musl) nothing is changed. Measured before, with a trim every batch: a
+with this policy. Off glibc (Windows, macOS, musl) nothing is changed. Measured before, with a trim every batch: a
 *low* fixed mmap threshold also kept RSS flat but made every decoded image pay for fresh pages (64 KB:
 decoding 1.0 -> 1.8 ms an image) or slowed the forward pass (1 MB); hence a threshold above the activations.
 """
@@ -22,7 +22,7 @@ from __future__ import annotations
 import ctypes
 import functools
 import logging
-import sys
+import os
 import threading
 import time
 
@@ -39,8 +39,14 @@ _last_trim = 0.0
 
 @functools.cache
 def _libc():
-    """glibc, with the heap policy set once; None elsewhere."""
-    if not sys.platform.startswith("linux"):
+    """glibc, with the heap policy set once; None where the C library is another (Windows' CRT, macOS, musl).
+    Asked of the system, not guessed from its name: only glibc answers ``CS_GNU_LIBC_VERSION``."""
+    try:
+        glibc = os.confstr("CS_GNU_LIBC_VERSION")
+    except (AttributeError, ValueError, OSError):  # no confstr (Windows), or no such name (musl, macOS)
+        glibc = None
+    if not glibc:
+        log.debug("not glibc: the heap is left as it is")
         return None
     try:
         libc = ctypes.CDLL("libc.so.6")

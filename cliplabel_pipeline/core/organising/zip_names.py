@@ -8,11 +8,10 @@ collapse onto one name (checked case-insensitively, as Windows and macOS compare
 
 from __future__ import annotations
 
-import re
 import unicodedata
 
-_RESERVED = {"CON", "PRN", "AUX", "NUL", *(f"COM{i}" for i in "123456789¹²³"), *(f"LPT{i}" for i in "123456789¹²³")}
-_FORBIDDEN = re.compile(r'[\\/:*?"<>|]')
+from cliplabel_pipeline.core.storage.windows_names import FORBIDDEN, reserved_stem
+
 MAX_NAME_BYTES = 200
 
 
@@ -20,8 +19,8 @@ def portable_name(name: str) -> str:
     """``name`` as one portable file name: forbidden, control and format characters become ``_``."""
     name = unicodedata.normalize("NFC", name.encode("utf-8", "backslashreplace").decode("utf-8"))
     name = "".join("_" if unicodedata.category(c) in ("Cc", "Cf", "Cs", "Co", "Cn", "Zl", "Zp") else c for c in name)
-    name = _FORBIDDEN.sub("_", name).strip(" .")
-    if name.split(".")[0].upper().rstrip(" ") in _RESERVED:
+    name = FORBIDDEN.sub("_", name).strip(" .")
+    if reserved_stem(name):
         name = "_" + name
     while len(name.encode("utf-8")) > MAX_NAME_BYTES:
         stem, dot, ext = name.rpartition(".")

@@ -71,13 +71,17 @@ def _opened(src: Source):
         yield src
         return
     try:
-        fd = os.open(src, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0))
+        # Windows has no O_NONBLOCK (and no FIFO in a folder to wait on), no O_CLOEXEC (O_NOINHERIT) and a text
+        # mode that O_BINARY turns off.
+        fd = os.open(src, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0)
+                     | getattr(os, "O_NOINHERIT", 0) | getattr(os, "O_BINARY", 0))
     except OSError as exc:
         raise ImageSkipped(f"cannot open: {exc.strerror or one_line(exc)}") from None
     try:
         if not stat.S_ISREG(os.fstat(fd).st_mode):
             raise ImageSkipped("not a regular file")
-        os.set_blocking(fd, True)
+        if hasattr(os, "O_NONBLOCK"):
+            os.set_blocking(fd, True)  # on Windows only a pipe has a blocking mode to set
         fp = os.fdopen(fd, "rb")
     except BaseException:
         os.close(fd)

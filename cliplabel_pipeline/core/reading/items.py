@@ -10,6 +10,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from cliplabel_pipeline.core.job_folder import INPUT_DIRS, SOURCE_NAME, JobFolder
+from cliplabel_pipeline.core.storage import windows_names
+from cliplabel_pipeline.core.storage.guarded import is_link, shown
 from cliplabel_pipeline.core.values import SkippedItem
 
 
@@ -52,7 +54,7 @@ def _problem(name: str, st: os.stat_result) -> str | None:
         return "file name is not valid UTF-8"
     if len(encoded) > MAX_NAME_BYTES:
         return f"file name is {len(encoded)} bytes, over the {MAX_NAME_BYTES}-byte limit for its labels file"
-    if stat.S_ISLNK(st.st_mode):
+    if is_link(st):  # a junction too, which lstat reports as a folder
         return "symbolic link (only regular files inside the job are read)"
     if stat.S_ISFIFO(st.st_mode):
         return "a FIFO, not a regular file"
@@ -111,7 +113,7 @@ def list_job_items(job: JobFolder) -> JobItems:
                 st = entry.stat(follow_symlinks=False)
             except OSError:
                 continue  # removed while listing
-            if not stat.S_ISDIR(st.st_mode):
+            if is_link(st) or not stat.S_ISDIR(st.st_mode):
                 consider(sub, kind, st)
                 continue
             if entry.name.lower().endswith(IMAGE_SUFFIXES):
@@ -131,11 +133,27 @@ def list_job_items(job: JobFolder) -> JobItems:
         st = _lstat(job.path / folder)
         if st is None:
             continue
-        if stat.S_ISDIR(st.st_mode):
+        if stat.S_ISDIR(st.st_mode) and not is_link(st):
             walk(folder, kind)
         else:
             skipped.append(SkippedItem(folder, kind, _problem(folder, st) or "a file where a folder was expected"))
     return JobItems(job, items, skipped)
+
+
+def windows_note(items: JobItems) -> str | None:
+    """One line when item paths of the job could not exist on Windows (a forbidden character, a device name,
+    two names that differ only in case, a path too long without long paths), or None. Such items are labelled
+    all the same (the system that made them holds them); the line says the folder cannot move to Windows as is."""
+    paths = [i.path for i in items.items]
+    found = [f"{shown(p)!r}: {problem}" for p in paths if (problem := windows_names.path_problem(p))]
+    found += [f"{shown(a)!r} and {shown(b)!r} are one name there" for a, b in windows_names.case_clashes(paths)]
+    # its labels file under a short root (D:\r\); longer ones need Windows' long paths turned on
+    found += [f"{shown(p)!r}: its labels file's path is over {windows_names.MAX_PATH} characters there"
+              for p in paths if len(rf"D:\r\{items.job.id}\labels\{p}.json") > windows_names.MAX_PATH]
+    if not found:
+        return None
+    return (f"job {items.job.id}: {len(found)} item path(s) could not exist on Windows ({found[0]}"
+            f"{'; ...' if len(found) > 1 else ''}); labelled here, but this job folder cannot be copied to Windows as it is")
 
 
 def _lstat(path) -> os.stat_result | None:

@@ -5,9 +5,10 @@ from __future__ import annotations
 import os
 import stat
 from dataclasses import dataclass
+from pathlib import Path
 
 from cliplabel_pipeline.core.job_folder import JobFolder
-from cliplabel_pipeline.core.storage.guarded import shown
+from cliplabel_pipeline.core.storage.guarded import is_link, shown
 
 
 @dataclass(frozen=True)
@@ -19,12 +20,19 @@ class JobFile:
         return {"path": self.path, "size": self.size}
 
 
+def _linked(path: str) -> bool:
+    try:
+        return is_link(os.lstat(path))
+    except OSError:
+        return True  # gone: nothing to list there
+
+
 def job_files(job: JobFolder) -> list[JobFile]:
     """Every regular file of ``job``, sorted; links are neither followed nor listed, temp files left out."""
     found = []
-    for dirpath, dirnames, filenames in os.walk(job.path):  # os.walk never descends into a linked folder
-        dirnames.sort()
-        rel_dir = os.path.relpath(dirpath, job.path)
+    for dirpath, dirnames, filenames in os.walk(job.path):  # os.walk never descends into a linked folder,
+        dirnames[:] = sorted(d for d in dirnames if not _linked(os.path.join(dirpath, d)))  # nor here a junction
+        rel_dir = Path(os.path.relpath(dirpath, job.path)).as_posix()  # forward slashes on Windows too
         for name in filenames:
             if name.startswith(".") and name.endswith(".tmp"):
                 continue

@@ -1,15 +1,20 @@
 """File access inside an untrusted folder that never follows a symbolic link.
 
-A job folder is written by another service, and cliplabel often runs as root. Every folder on the way to a
-file is opened relative to its parent with ``O_NOFOLLOW`` (a file descriptor per step), so a link planted
-anywhere in the path, even one swapped in between two calls, is never followed out of the folder:
+A job folder is written by another service, and cliplabel often runs as root. So every write, read, move and
+delete inside a job goes through here:
 
-- ``write_file`` writes a temp file with ``O_EXCL | O_NOFOLLOW`` and renames it over the target (a rename
-  replaces a link, never writes through it); a link planted where cliplabel keeps its own folder is
+- ``write_file`` / ``atomic_writer`` write a temp file created exclusively and rename it over the target (a
+  rename replaces a link, never writes through it); a link planted where cliplabel keeps its own folder is
   replaced by a real folder, with a warning, and its target is left untouched;
 - ``open_regular`` opens a file for reading only when it is a regular file (never a FIFO, a device or a
   link), without blocking;
-- ``move``, ``remove`` and ``scan`` work the same way.
+- ``move``, ``remove``, ``remove_empty_folders`` and ``sweep_temps`` work the same way; ``locked`` holds a
+  lock file that lives with the folder.
+
+Two ways do it, chosen once by what the system offers (never by its name): ``guard_posix`` opens every folder
+on the way relative to its parent's descriptor with ``O_NOFOLLOW`` (a link swapped in between two calls is
+never followed); where those calls are missing (Windows), ``guard_portable`` checks each path by ``lstat`` and
+its resolved form before and after each call (weaker: see its docstring and the README).
 
 Temp files are named ``.<name>.<host>-<pid>.<random>.tmp``: unique per writer, and ``sweep_temps`` removes
 those whose writer died (a process killed mid-write) without touching a live writer's.
@@ -17,106 +22,35 @@ those whose writer died (a process killed mid-write) without touching a live wri
 
 from __future__ import annotations
 
-import contextlib
-import errno
-import fcntl
-import logging
 import os
-import re
-import secrets
 import socket
-import stat
 import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from typing import BinaryIO
 
 from cliplabel_pipeline.core.errors import CliplabelError
-
-log = logging.getLogger(__name__)
-
-_DIR = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
-_HOST = re.sub(r"[^A-Za-z0-9_-]", "_", socket.gethostname())[:32] or "host"
-_TEMP = re.compile(r"^\.(?P<name>.+)\.(?P<host>[A-Za-z0-9_-]+)-(?P<pid>\d+)\.[0-9a-f]{8}\.tmp$")
-
-
-class NotRegularFile(CliplabelError):
-    """A path that is not a regular file inside the folder; ``str()`` is the reason a person reads."""
+from cliplabel_pipeline.core.storage.guard_base import (  # noqa: F401 - the names callers use from here
+    HOST as _HOST, MAX_WALK_DEPTH, NotRegularFile, is_link, parts_of, shown,
+)
+from cliplabel_pipeline.core.storage import guard_portable, guard_posix
+from cliplabel_pipeline.core.storage.guard_lock import lock_calls
 
 
-def shown(text: str | os.PathLike) -> str:
-    """``text`` safe to print: control, bidi and undecodable characters escaped (``\\x1b``, ``\\u202e``)."""
-    out = []
-    for ch in str(text):
-        if ch.isprintable() or ch == " ":
-            out.append(ch)
-        elif 0xDC80 <= ord(ch) <= 0xDCFF:  # an undecodable byte, kept by surrogateescape
-            out.append(f"\\x{ord(ch) - 0xDC00:02x}")
-        else:
-            out.append(ch.encode("unicode_escape").decode("ascii"))
-    return "".join(out)
+
+def choose_backend():
+    """``guard_posix`` where the system has folder descriptors, else ``guard_portable``; with the lock calls."""
+    return (guard_posix if guard_posix.usable() else guard_portable), lock_calls()
 
 
-def parts_of(rel: str | PurePosixPath) -> tuple[str, ...]:
-    """The components of a relative path; refuses absolute paths, ``..`` and empty components."""
-    text = str(rel)
-    parts = tuple(text.split("/"))
-    if not text or text.startswith("/") or any(p in ("", ".", "..") or "\x00" in p for p in parts):
-        raise CliplabelError(f"refusing path {shown(text)!r}: not a plain path inside the folder")
-    return parts
+_backend, _locks = choose_backend()
 
 
-def _kind(mode: int) -> str:
-    for test, name in ((stat.S_ISLNK, "a symbolic link"), (stat.S_ISDIR, "a folder"), (stat.S_ISFIFO, "a FIFO"),
-                       (stat.S_ISSOCK, "a socket"), (stat.S_ISCHR, "a device"), (stat.S_ISBLK, "a device")):
-        if test(mode):
-            return name
-    return "a regular file"
-
-
-def _lstat(dir_fd: int, name: str) -> os.stat_result | None:
-    try:
-        return os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
-    except FileNotFoundError:
-        return None
-
-
-def _step(fd: int, name: str, create: bool, where: str) -> int:
-    """Open folder ``name`` under ``fd`` without following a link; create it, or replace a planted link."""
-    try:
-        return os.open(name, _DIR, dir_fd=fd)
-    except FileNotFoundError:
-        if not create:
-            raise
-    except OSError as exc:
-        st = _lstat(fd, name)
-        if not (create and st is not None and stat.S_ISLNK(st.st_mode)):
-            if st is not None and exc.errno in (errno.ELOOP, errno.ENOTDIR):
-                raise NotRegularFile(f"{shown(where)} is {_kind(st.st_mode)}, not a folder") from None
-            raise
-        log.warning("replaced a symbolic link planted at %s by a folder (its target was not touched)", shown(where))
-        os.unlink(name, dir_fd=fd)
-    try:
-        os.mkdir(name, 0o777, dir_fd=fd)
-    except FileExistsError:
-        pass
-    return os.open(name, _DIR, dir_fd=fd)
-
-
-@contextmanager
-def folder_fd(root: Path, parts: tuple[str, ...], create: bool = False) -> Iterator[int]:
-    """A descriptor of ``root/<parts>``, each step opened without following links (made when ``create``)."""
-    fd = os.open(root, _DIR)
-    try:
-        for i, name in enumerate(parts):
-            nxt = _step(fd, name, create, "/".join(parts[: i + 1]))
-            os.close(fd)
-            fd = nxt
-        yield fd
-    finally:
-        os.close(fd)
+def backend_name() -> str:
+    """``posix`` or ``portable``, and how jobs are locked (``flock``, ``msvcrt``): what ``cliplabel`` runs on."""
+    return f"{_backend.__name__.rsplit('_', 1)[-1]} ({_locks.name} locks)"
 
 
 def write_file(root: Path, rel: str, data: bytes) -> Path:
@@ -129,41 +63,10 @@ def write_file(root: Path, rel: str, data: bytes) -> Path:
     return root.joinpath(*parts_of(rel))
 
 
-@contextmanager
-def atomic_writer(root: Path, rel: str) -> Iterator[BinaryIO]:
+def atomic_writer(root: Path, rel: str):
     """A file to write ``root/rel`` through: a temp file beside it, renamed over it when the block ends
     without error and removed otherwise. Folders are made and links never followed, as in ``write_file``."""
-    parts = parts_of(rel)
-    target = root.joinpath(*parts)
-    try:
-        with folder_fd(root, parts[:-1], create=True) as fd:
-            name = parts[-1]
-            st = _lstat(fd, name)
-            if st is not None and not (stat.S_ISREG(st.st_mode) or stat.S_ISLNK(st.st_mode)):
-                raise NotRegularFile(f"cannot write {shown(target)}: it is {_kind(st.st_mode)}, not a regular file")
-            tmp = f".{name[:180]}.{_HOST}-{os.getpid()}.{secrets.token_hex(4)}.tmp"
-            tfd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o666, dir_fd=fd)
-            try:
-                with os.fdopen(tfd, "wb") as fh:
-                    yield fh
-                    fh.flush()
-                    os.fsync(fh.fileno())
-                os.replace(tmp, name, src_dir_fd=fd, dst_dir_fd=fd)
-            except BaseException:
-                _unlink_quietly(fd, tmp)
-                raise
-    except NotRegularFile:
-        raise
-    except OSError as exc:
-        raise CliplabelError(f"cannot write {shown(target)}: {exc.strerror or exc} "
-                             f"(is the folder writable?)") from None
-
-
-def _unlink_quietly(fd: int, name: str) -> None:
-    try:
-        os.unlink(name, dir_fd=fd)
-    except OSError:
-        pass
+    return _backend.atomic_writer(root, rel)
 
 
 def open_regular(root: Path, rel: str) -> BinaryIO:
@@ -171,23 +74,7 @@ def open_regular(root: Path, rel: str) -> BinaryIO:
 
     Raises ``NotRegularFile`` (a FIFO, device, folder, link, or a missing file) with the reason; never blocks.
     """
-    parts = parts_of(rel)
-    try:
-        with folder_fd(root, parts[:-1]) as fd:
-            ffd = os.open(parts[-1], os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, dir_fd=fd)
-    except NotRegularFile:
-        raise
-    except FileNotFoundError:
-        raise NotRegularFile(f"{shown(rel)} does not exist (removed while cliplabel ran?)") from None
-    except OSError as exc:
-        if exc.errno == errno.ELOOP:
-            raise NotRegularFile(f"{shown(rel)} is a symbolic link (only regular files inside the job are read)") from None
-        raise NotRegularFile(f"{shown(rel)} cannot be opened: {exc.strerror or exc}") from None
-    st = os.fstat(ffd)
-    if not stat.S_ISREG(st.st_mode):
-        os.close(ffd)
-        raise NotRegularFile(f"{shown(rel)} is {_kind(st.st_mode)}, not a regular file")
-    return os.fdopen(ffd, "rb")
+    return _backend.open_regular(root, rel)
 
 
 def read_bytes(root: Path, rel: str) -> bytes:
@@ -206,121 +93,22 @@ def exists_regular(root: Path, rel: str) -> bool:
 
 def move(root: Path, src: str, dst: str) -> None:
     """Rename the regular file ``root/src`` to ``root/dst`` (folders made); refuses links and clobbering."""
-    sp, dp = parts_of(src), parts_of(dst)
-    with folder_fd(root, sp[:-1]) as sfd, folder_fd(root, dp[:-1], create=True) as dfd:
-        st = _lstat(sfd, sp[-1])
-        if st is None or not stat.S_ISREG(st.st_mode):
-            raise NotRegularFile(f"{shown(src)} is {'missing' if st is None else _kind(st.st_mode)}, not moved")
-        if _lstat(dfd, dp[-1]) is not None:
-            raise CliplabelError(f"refusing to move {shown(src)} onto existing {shown(dst)}")
-        os.rename(sp[-1], dp[-1], src_dir_fd=sfd, dst_dir_fd=dfd)
+    _backend.move(root, src, dst)
 
 
 def remove(root: Path, rel: str, missing_ok: bool = True) -> None:
     """Delete ``root/rel`` (a file or a link itself, never what a link points at)."""
-    parts = parts_of(rel)
-    try:
-        with folder_fd(root, parts[:-1]) as fd:
-            os.unlink(parts[-1], dir_fd=fd)
-    except FileNotFoundError:
-        if not missing_ok:
-            raise
+    _backend.remove(root, rel, missing_ok)
 
 
 def remove_empty_folders(root: Path, rel: str) -> None:
     """Remove ``root/rel`` and the empty folders under it, deepest first; never follows a link."""
-    try:
-        with folder_fd(root, parts_of(rel)) as fd:
-            _prune(fd)
-        with folder_fd(root, parts_of(rel)[:-1]) as parent:
-            os.rmdir(parts_of(rel)[-1], dir_fd=parent)
-    except (OSError, NotRegularFile):
-        pass  # not empty, or gone: nothing to do
-
-
-def _prune(fd: int) -> None:
-    """Remove the empty folders under ``fd``, deepest first."""
-    for parent, name, st in _walk(fd, bottom_up=True):
-        if stat.S_ISDIR(st.st_mode):
-            with contextlib.suppress(OSError):
-                os.rmdir(name, dir_fd=parent)
-
-
-MAX_WALK_DEPTH = 64  # cliplabel's own folders never go deeper (items stop at 32 levels); the rest is not ours
-
-
-def _walk(fd: int, bottom_up: bool = False) -> Iterator[tuple[int, str, os.stat_result]]:
-    """``(parent_fd, name, lstat)`` of every entry under ``fd``, never through a link, to ``MAX_WALK_DEPTH``
-    levels; a folder comes before its entries, or after them with ``bottom_up``. Iterative: a producer decides
-    how deep the folders go, and recursion would fail on a deep one."""
-    stack: list[tuple[int, Iterator[str], tuple[int, str, os.stat_result] | None]] = [(fd, iter(os.listdir(fd)), None)]
-    try:
-        while stack:
-            parent, names, folder = stack[-1]
-            name = next(names, None)
-            if name is None:
-                stack.pop()
-                if parent != fd:
-                    os.close(parent)
-                if folder is not None and bottom_up:
-                    yield folder
-                continue
-            st = _lstat(parent, name)
-            if st is None:
-                continue
-            if not stat.S_ISDIR(st.st_mode):
-                yield parent, name, st
-                continue
-            if not bottom_up:
-                yield parent, name, st
-            if len(stack) > MAX_WALK_DEPTH:
-                continue
-            try:
-                sub = os.open(name, _DIR, dir_fd=parent)
-            except OSError:
-                continue
-            try:
-                stack.append((sub, iter(os.listdir(sub)), (parent, name, st)))
-            except OSError:
-                os.close(sub)
-    finally:
-        for parent, _, _ in stack:
-            if parent != fd:
-                os.close(parent)
+    _backend.remove_empty_folders(root, rel)
 
 
 def sweep_temps(root: Path, rel: str = "", recursive: bool = True) -> int:
     """Remove temp files in ``root/rel`` left by a writer of this host that no longer runs; returns how many."""
-    removed = 0
-    try:
-        with folder_fd(root, parts_of(rel) if rel else ()) as fd:
-            removed = _sweep(fd, recursive)
-    except (OSError, NotRegularFile):
-        pass  # absent, or not a folder: nothing of ours to sweep
-    return removed
-
-
-def _sweep(fd: int, recursive: bool) -> int:
-    removed = 0
-    entries = _walk(fd) if recursive else ((fd, n, st) for n in os.listdir(fd) if (st := _lstat(fd, n)) is not None)
-    for parent, name, st in entries:
-        m = _TEMP.match(name)
-        if m and stat.S_ISREG(st.st_mode) and m["host"] == _HOST and not _alive(int(m["pid"])):
-            _unlink_quietly(parent, name)
-            removed += 1
-    return removed
-
-
-def _alive(pid: int) -> bool:
-    if pid == os.getpid():
-        return True
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+    return _backend.sweep_temps(root, rel, recursive)
 
 
 # A lock that lives with the folder: cross-process (and across hosts where the file system honours flock, as
@@ -347,11 +135,12 @@ def locked(root: Path, rel: str, wait_s: float, on_wait=None) -> Iterator[None]:
         finally:
             held[key] -= 1
         return
-    fd = _open_lock_file(root, rel)
+    fd = _backend.open_lock_file(root, rel)
+    locks = _locks
     try:
         deadline = time.monotonic() + wait_s
         told = False
-        while not _try_lock(fd):
+        while not locks.try_lock(fd):
             if not told and on_wait is not None:
                 on_wait(_holder(fd))
                 told = True
@@ -359,47 +148,25 @@ def locked(root: Path, rel: str, wait_s: float, on_wait=None) -> Iterator[None]:
                 raise CliplabelError(f"{shown(root)} is busy: another cliplabel process ({_holder(fd) or 'unknown'}) "
                                      f"has held it for over {wait_s:g}s; try again when it has finished")
             time.sleep(LOCK_POLL_S)
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, f"{socket.gethostname()} pid {os.getpid()}\n".encode(), 0)
-        held[key] = 1
         try:
+            os.ftruncate(fd, 0)
+            os.lseek(fd, 0, os.SEEK_SET)
+            os.write(fd, f"{socket.gethostname()} pid {os.getpid()}\n".encode())
+            held[key] = 1
             yield
         finally:
             held.pop(key, None)
+            try:
+                locks.unlock(fd)  # Windows asks for it before the close; elsewhere the close alone would do
+            except OSError:
+                pass
     finally:
         os.close(fd)  # closing the descriptor releases the lock, also when the process is killed
 
 
-def _open_lock_file(root: Path, rel: str) -> int:
-    parts = parts_of(rel)
-    flags = os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC
-    with folder_fd(root, parts[:-1], create=True) as dfd:
-        try:
-            fd = os.open(parts[-1], flags, 0o666, dir_fd=dfd)
-        except OSError as exc:
-            st = _lstat(dfd, parts[-1])
-            if exc.errno != errno.ELOOP or st is None or not stat.S_ISLNK(st.st_mode):
-                raise CliplabelError(f"cannot open the lock file {shown(root / rel)}: {exc.strerror or exc}") from None
-            log.warning("replaced a symbolic link planted at %s by a lock file (its target was not touched)",
-                        shown(root / rel))
-            os.unlink(parts[-1], dir_fd=dfd)
-            fd = os.open(parts[-1], flags | os.O_EXCL, 0o666, dir_fd=dfd)
-    if not stat.S_ISREG(os.fstat(fd).st_mode):
-        os.close(fd)
-        raise NotRegularFile(f"the lock file {shown(root / rel)} is not a regular file")
-    return fd
-
-
-def _try_lock(fd: int) -> bool:
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        return True
-    except BlockingIOError:
-        return False
-
-
 def _holder(fd: int) -> str:
     try:
-        return shown(os.pread(fd, 200, 0).decode("utf-8", "replace").strip())
+        os.lseek(fd, 0, os.SEEK_SET)
+        return shown(os.read(fd, 200).decode("utf-8", "replace").strip())
     except OSError:
         return ""

@@ -13,7 +13,7 @@ from fastapi.responses import JSONResponse, StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
 from cliplabel_pipeline.core.errors import CliplabelError
-from cliplabel_pipeline.core.job_folder import JobFolder
+from cliplabel_pipeline.core.job_folder import JobFolder, is_real_folder
 from cliplabel_pipeline.core.organising.export import EXPORT_FORMATS
 from cliplabel_pipeline.core.serving.files import job_files
 from cliplabel_pipeline.core.serving.runner import JobRequest
@@ -34,7 +34,7 @@ def open_job(state: ServiceState, job_id: str) -> JobFolder:
     """The job's folder: 400 for an id that is not a single folder name, 404 when there is no such job (the
     server's own paths are not named to the client)."""
     job = JobFolder(state.settings.results_root, job_id)
-    if not job.path.is_dir() or job.path.is_symlink():
+    if not is_real_folder(job.path):
         raise ApiError(404, f"unknown job {shown(job_id)!r}: no such folder under the results root")
     return job
 
