@@ -151,10 +151,9 @@ def cmd_export(args) -> int:
 def summarise_job(done) -> str:
     """A few lines saying what a job produced and where."""
     lab = done.labelled
-    low = sum(r.low_confidence for r in lab.records)
     truth = done.metrics.truth
     accuracy = f", accuracy {100 * truth.accuracy:.1f}% on ground truth" if truth and truth.evaluated else ""
-    return (f"{lab.job.id}: {len(lab.records)} labelled ({low} low-confidence), "
+    return (f"{lab.job.id}: {len(lab.records)} labelled ({done.metrics.scores.headline()}), "
             f"{len(lab.skipped)} skipped{accuracy}\n"
             f"  labels: {lab.job.labels_jsonl}\n  report: {done.report}")
 

@@ -34,6 +34,9 @@ def test_score_metrics_by_hand():
     assert m.confidence["mean"] == pytest.approx(0.625)
     assert m.confidence["p50"] == pytest.approx(0.7)
     assert m.share_at_or_above_threshold == 0.75
+    flagged = sum(r.low_confidence for r in RECORDS)
+    assert (m.kept, m.flagged) == (len(RECORDS) - flagged, flagged)
+    assert m.headline().startswith(f"{len(RECORDS) - flagged} kept, {flagged} flagged")
     assert m.distinct_labels == 2 and m.label_entropy_bits == pytest.approx(1.0)
     assert m.label_counts == {"cat": 2, "dog": 2}
 
@@ -44,3 +47,13 @@ def test_without_ground_truth_there_are_only_score_metrics(tmp_path):
     (tmp_path / "ground_truth.csv").write_text("path,label\na,cat\nb,dog\nc,dog\nd,cat\n")
     assert job_metrics(RECORDS, JobFolder(tmp_path.parent, tmp_path.name), 0.5, Performance(1.0, 4.0)).truth.accuracy == 0.5
     assert not math.isnan(m.scores.cosine["std"])
+
+
+def test_the_headline_counts_what_each_rule_flagged():
+    import dataclasses
+
+    records = [dataclasses.replace(rec("a", "cat", 0.9), low_confidence=True, flagged_by=["match"]),
+               dataclasses.replace(rec("b", "cat", 0.2), flagged_by=["confidence", "match"]),
+               rec("c", "dog", 0.8)]
+    assert score_metrics(records, 0.5).headline() == ("1 kept, 2 flagged (1 by confidence, 2 by match) "
+                                                      "(an item can be flagged by both)")

@@ -51,9 +51,17 @@ class ScoreMetrics:
     label_counts: dict[str, int]
     match: dict[str, float]
     flagged_by: dict[str, int]  # items each rule flagged (an item flagged by both counts for both)
+    kept: int = 0  # items no rule flagged
+    flagged: int = 0  # items flagged by either rule (``low_confidence``)
 
     def to_json(self) -> dict:
         return asdict(self)
+
+    def headline(self) -> str:
+        """What a person reads first: kept and flagged, and by which rule (never one threshold alone)."""
+        rules = ", ".join(f"{n} by {rule}" for rule, n in self.flagged_by.items() if n)
+        both = " (an item can be flagged by both)" if sum(self.flagged_by.values()) > self.flagged else ""
+        return f"{self.kept} kept, {self.flagged} flagged" + (f" ({rules}){both}" if rules else "")
 
 
 @dataclass(frozen=True)
@@ -119,6 +127,7 @@ def score_metrics(records: list[LabelRecord], min_confidence: float) -> ScoreMet
         label_counts=dict(counts.most_common()),
         match=_stats(match),
         flagged_by={rule: sum(rule in r.flagged_by for r in records) for rule in FLAG_RULES},
+        kept=sum(not r.low_confidence for r in records), flagged=sum(r.low_confidence for r in records),
     )
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import functools
 import io
+import textwrap
 from collections.abc import Callable
 from pathlib import Path
 
@@ -91,7 +92,9 @@ def _open(job: JobFolder, item: str):
         raise ImageSkipped(str(exc)) from None
 
 
-CAPTION = 30  # two lines under each thumbnail: the file, then label and score
+CAPTION = 30  # at least two lines under each thumbnail: the file, then label and score (more when they wrap)
+LINE = 12  # pixels a caption line takes (Pillow's default font)
+CHARS = 15  # characters a caption line holds under a thumbnail: longer text wraps, never cut
 
 
 def contact_sheet(job: JobFolder, items: list[str], kinds: dict[str, str], source: Callable[[], Image.Image],
@@ -99,7 +102,9 @@ def contact_sheet(job: JobFolder, items: list[str], kinds: dict[str, str], sourc
     """Thumbnails of up to ``limit`` items in a grid, each captioned (file name, then ``captions[item]``), and
     a last line saying how many more the group holds."""
     shown_items, more = items[:limit], max(0, len(items) - limit)
-    cell_w, cell_h = THUMB + 24, THUMB + CAPTION
+    texts = [(_wrapped(item.rsplit("/", 1)[-1]), _wrapped((captions or {}).get(item, ""))) for item in shown_items]
+    lines = max((len(name) + len(caption) for name, caption in texts), default=2)
+    cell_w, cell_h = THUMB + 24, THUMB + max(CAPTION, LINE * lines + 6)
     rows = max(1, -(-len(shown_items) // per_row))
     footer = 16 if more else 0
     sheet = Image.new("RGB", (per_row * cell_w, rows * cell_h + footer), (235, 235, 235))
@@ -112,19 +117,24 @@ def contact_sheet(job: JobFolder, items: list[str], kinds: dict[str, str], sourc
             sheet.paste(img, (x + (cell_w - img.width) // 2, y + 2))
         except ImageSkipped:
             d.text((x + 4, y + THUMB // 2), "(unreadable)", fill="black")
-        d.text((x + 2, y + THUMB + 1), _fit("/".join(item.split("/")[-2:]), tail=True), fill="black")
-        d.text((x + 2, y + THUMB + 14), _fit((captions or {}).get(item, "")), fill=(60, 60, 60))
+        name, caption = texts[i]
+        for j, line in enumerate(name + caption):
+            d.text((x + 2, y + THUMB + 1 + LINE * j), line, fill="black" if j < len(name) else (60, 60, 60))
     if more:
         d.text((4, rows * cell_h + 2), f"+{more} more (every item is in labels.jsonl and the ZIP)", fill="black")
     return sheet
 
 
-def _fit(text: str, chars: int = 16, tail: bool = False) -> str:
-    """``text`` in ``chars`` characters: cut at the end, or with ``tail`` at the start (a path's file name stays)."""
-    text = shown(text)
-    if len(text) <= chars:
-        return text
-    return "~" + text[-(chars - 1):] if tail else text[:chars - 1] + "~"
+def _flagging_scores(r: LabelRecord) -> str:
+    """The score of each rule that flagged ``r`` ("match 0.43", "conf 0.20"): what put it in a flagged group."""
+    scores = {"confidence": f"conf {r.confidence:.2f}", "match": f"match {r.match:.2f}" if r.match is not None else ""}
+    shown_scores = [scores[rule] for rule in r.flagged_by if scores.get(rule)]
+    return ", ".join(shown_scores) or f"conf {r.confidence:.2f}"
+
+
+def _wrapped(text: str) -> list[str]:
+    """``text`` in lines of ``CHARS`` characters, broken between words where it can: wrapped, never cut."""
+    return textwrap.wrap(shown(text), CHARS, break_on_hyphens=False) if text else []
 
 
 def _save(job: JobFolder, path: Path, img: Image.Image) -> Path:
@@ -142,13 +152,13 @@ def write_report(job: JobFolder, records: list[LabelRecord], metrics: JobMetrics
     """Write ``report/report.md`` and its PNG pictures; returns the Markdown file."""
     folder = job.report_dir
     kinds = {r.path: r.kind for r in records}
-    captions = {r.path: f"{r.top1[:11]} {r.confidence:.2f}" for r in records}
+    captions = {r.path: f"{r.top1} {r.confidence:.2f}" for r in records}
+    flagged_captions = {r.path: f"{r.top1} {_flagging_scores(r)}" for r in records}
     source = functools.cache(lambda: _source(job))  # decoded once, if a mask needs it
     threshold = metrics.threshold
     scores = metrics.scores
     lines = [f"# Labelling report: {job.id}", "",
-             f"{metrics.items} items labelled; {scores.distinct_labels} distinct labels; "
-             f"{100 * (scores.share_at_or_above_threshold or 0):.0f}% at or above the threshold.", ""]
+             f"{metrics.items} items labelled: {scores.headline()}; {scores.distinct_labels} distinct labels.", ""]
     if metrics.truth and metrics.truth.accuracy is not None:
         t = metrics.truth
         lines += [f"**Accuracy {100 * t.accuracy:.1f}%** (top-k {100 * t.top_k_accuracy:.1f}%) on "
@@ -169,7 +179,8 @@ def write_report(job: JobFolder, records: list[LabelRecord], metrics: JobMetrics
     lines += ["## Groups", ""]
     for i, g in enumerate(groups.all()):
         name = g.name if g in groups.groups else f"low confidence, nearest concept: {g.name}"
-        sheet = _save(job, folder / f"group_{i:02d}.png", contact_sheet(job, g.items, kinds, source, captions))
+        sheet = _save(job, folder / f"group_{i:02d}.png", contact_sheet(
+            job, g.items, kinds, source, captions if g in groups.groups else flagged_captions))
         lines += [f"### {name} ({len(g.items)})", "", f"![{name}]({sheet.name})", ""]
     perf = metrics.performance
     lines += ["## Performance", "", f"{perf.items_per_s:.1f} items/s over {perf.seconds:.2f}s"]
