@@ -178,3 +178,10 @@ def test_status_urls_are_built_on_the_configured_public_url(server, client, new_
         assert answer.headers["location"] == f"https://labels.example.org/classify/job/{job_id}"
     finally:
         state.settings = kept
+
+
+def test_a_batch_that_accepts_no_job_answers_an_error_status(client):
+    answer = client.post("/classify/batch", json={"job_ids": ["no-such-job", "nor-this-one"]})
+    assert answer.status_code == 404
+    body = answer.json()
+    assert "no job of the batch was accepted" in body["detail"] and [j["status"] for j in body["jobs"]] == [404, 404]

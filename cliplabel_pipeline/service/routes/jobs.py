@@ -7,6 +7,7 @@ and nothing is read or written outside the results root or through a link plante
 from __future__ import annotations
 
 import json
+from collections import Counter
 
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import JSONResponse, StreamingResponse
@@ -123,6 +124,10 @@ async def classify_batch(request: Request, state: ServiceState = Depends(ready))
             jobs.append({"job_id": shown(job_id), "error": shown(exc), "status": status_of(exc)})
         except ApiError as exc:
             jobs.append({"job_id": shown(job_id), "error": exc.detail, "status": exc.status})
+    if not any("status_url" in j for j in jobs):  # nothing accepted, nothing already running: an error status
+        status = Counter(j["status"] for j in jobs).most_common(1)[0][0]
+        return JSONResponse({"detail": f"no job of the batch was accepted ({jobs[0]['error']})", "jobs": jobs},
+                            status_code=status)
     return JSONResponse({"jobs": jobs}, status_code=202)
 
 
