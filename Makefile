@@ -5,9 +5,9 @@ STAMP := $(VENV)/.installed
 
 $(STAMP): pyproject.toml
 	python3 -m venv $(VENV)
-	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q torch==2.13.0   # CPU build; install the CUDA build yourself for a GPU
-	$(PY) -m pip install -q -e ".[dev]"
+	$(PY) -m pip install --upgrade pip --progress-bar on
+	$(PY) -m pip install --progress-bar on torch==2.13.0   # CPU build; install the CUDA build yourself for a GPU
+	$(PY) -m pip install --progress-bar on -e ".[dev]"
 	touch $(STAMP)
 
 .PHONY: install demo test dev benchmark serve

@@ -14,6 +14,7 @@ from pathlib import Path
 # Light at import: the heavy core (torch, transformers) is imported inside the commands that need it.
 from cliplabel_pipeline.cli.parser import build_parser
 from cliplabel_pipeline.cli.progress import ProgressView
+from cliplabel_pipeline.core.job_folder import SOURCE_NAME
 from cliplabel_pipeline.core.settings import ENV_VARS, Settings, offline_hub
 from cliplabel_pipeline.core.storage.guarded import shown
 
@@ -120,7 +121,8 @@ def cmd_cleanup(args) -> int:
         print(f"{shown(rec.path)}\t{rec.top1}\t{rec.confidence:.3f}\t{match}")
     if not args.apply:
         print(f"dry run: {len(plan)} items below confidence {args.min_confidence} or match {args.min_match} "
-              "would go (add --apply)", file=sys.stderr)
+              f"would go (add --apply); {SOURCE_NAME} never goes (masks are read through it), whatever its scores",
+              file=sys.stderr)
         return 0
     done = upkeep.cleanup(job, plan, _db(args), purge=args.purge)
     where = "deleted" if args.purge else f"moved to {job.quarantine_dir} (undo: cliplabel restore {args.job_id})"

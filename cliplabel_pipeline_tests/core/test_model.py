@@ -77,3 +77,12 @@ def test_int8_without_onnx_runtime_names_the_extra_to_install(monkeypatch):
     monkeypatch.setitem(sys.modules, "onnxruntime", None)  # as if it were not installed
     with pytest.raises(CliplabelError, match=r"pip install 'cliplabel_pipeline\[int8\]'"):
         int8.Int8ImageTower(Path("unused.onnx"))
+
+
+@pytest.mark.parametrize("model", ["./no-such-model", "/tmp/no/such/model", "~/no-such-model", "a/b/c"])
+def test_a_missing_model_path_is_named_as_a_path_not_sent_to_model_pull(model):
+    from cliplabel_pipeline.core.encoding.weights import ModelNotFoundError, resolve_model_dir
+
+    with pytest.raises(ModelNotFoundError, match="does not exist") as caught:
+        resolve_model_dir(model)
+    assert "model pull" not in str(caught.value)

@@ -20,6 +20,9 @@ def resolve_model_dir(model: str) -> Path:
         if not (path / "config.json").is_file():
             raise ModelNotFoundError(f"model directory {path} has no config.json: not a Transformers model")
         return path.resolve()
+    if path.is_absolute() or model.startswith((".", "~")) or model.count("/") != 1:  # a path, not a hub id
+        raise ModelNotFoundError(f"model directory {path} does not exist (a hub id is <owner>/<name>, such as "
+                                 f"openai/clip-vit-base-patch32); set --model or CLIPLABEL_MODEL to a model directory")
     from huggingface_hub import snapshot_download
     from huggingface_hub.errors import LocalEntryNotFoundError
 
