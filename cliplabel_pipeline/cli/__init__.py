@@ -155,7 +155,7 @@ def summarise_job(done) -> str:
     lab = done.labelled
     truth = done.metrics.truth
     accuracy = f", accuracy {100 * truth.accuracy:.1f}% on ground truth" if truth and truth.evaluated else ""
-    return (f"{lab.job.id}: {len(lab.records)} labelled ({done.metrics.scores.headline()}), "
+    return (f"{lab.job.id}: {len(lab.records)} labelled: {done.metrics.scores.headline()}; "
             f"{len(lab.skipped)} skipped{accuracy}\n"
             f"  labels: {lab.job.labels_jsonl}\n  report: {done.report}")
 

@@ -59,9 +59,8 @@ class ScoreMetrics:
 
     def headline(self) -> str:
         """What a person reads first: kept and flagged, and by which rule (never one threshold alone)."""
-        rules = ", ".join(f"{n} by {rule}" for rule, n in self.flagged_by.items() if n)
-        both = " (an item can be flagged by both)" if sum(self.flagged_by.values()) > self.flagged else ""
-        return f"{self.kept} kept, {self.flagged} flagged" + (f" ({rules}){both}" if rules else "")
+        rules = ", ".join(f"{n} by {rule}" for rule, n in self.flagged_by.items() if n)  # an item may count twice
+        return f"{self.kept} kept, {self.flagged} flagged" + (f" ({rules})" if rules else "")
 
 
 @dataclass(frozen=True)
