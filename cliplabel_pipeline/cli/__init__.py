@@ -142,11 +142,17 @@ def cmd_export(args) -> int:
     from cliplabel_pipeline.core.pipeline import export_format, write_export
 
     job = _job_folder(args)
-    if str(args.output) == "-":
+    if args.output == "-":
         write_export(job, args.format, sys.stdout.buffer)
         sys.stdout.flush()
-    else:
-        print(export_format(job, args.format, args.output))
+        return 0
+    out = Path(args.output).expanduser() if args.output else None
+    if args.output and args.output.endswith(("/", os.sep)):  # meant as a folder: Path() would drop the slash
+        try:
+            out.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise _error(f"cannot make the folder {shown(args.output)}: {exc.strerror or exc}") from None
+    print(export_format(job, args.format, out))
     return 0
 
 

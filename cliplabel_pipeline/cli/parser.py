@@ -125,8 +125,9 @@ def build_parser(env: Settings | None = None) -> argparse.ArgumentParser:
     _job(p, env)
     p.add_argument("--format", required=True, choices=["zip", "csv", "jsonl"],
                    help="zip: grouped files with labels.jsonl and labels.csv")
-    p.add_argument("-o", "--output", type=Path,
-                   help="file or folder to write, '-' for standard output (default <job>/export/<job>.<format>)")
+    p.add_argument("-o", "--output",
+                   help="file or folder to write (a name ending in / is a folder, made if missing), '-' for "
+                        "standard output (default <job>/export/<job>.<format>)")
     p = command("model", "model management")
     msub = p.add_subparsers(dest="model_command", required=True)
     pull = msub.add_parser("pull", help="download a model into the local Hugging Face cache (the only download)",

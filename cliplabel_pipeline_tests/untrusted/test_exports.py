@@ -132,3 +132,11 @@ def test_output_onto_a_device_node_is_refused_and_it_stays_a_device(labelled, ru
     assert run("export", "job", "--format", "csv", "-o", str(node)) == 2
     assert "not a regular file" in capsys.readouterr().err
     assert stat.S_ISCHR(node.lstat().st_mode)
+
+
+def test_an_output_ending_in_a_slash_is_a_folder_made_if_missing(labelled, run, tmp_path):
+    """`-o out/` means a folder, as a person types it: the export goes inside it, never to a file named `out`."""
+    assert run("export", "job", "--format", "zip", "-o", f"{tmp_path / 'out'}/") == 0
+    assert (tmp_path / "out").is_dir() and (tmp_path / "out" / "job.zip").is_file()
+    assert run("export", "job", "--format", "csv", "-o", f"{tmp_path / 'new' / 'sub'}/") == 0
+    assert (tmp_path / "new" / "sub" / "job.csv").is_file()
