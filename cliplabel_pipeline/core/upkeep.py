@@ -45,12 +45,18 @@ def cleanup(job: JobFolder, plan: list[LabelRecord], db_path: Path | None, purge
 def restore(job: JobFolder, db_path: Path | None, settings: Settings | None = None) -> Upkeep:
     """Undo every quarantine of the job, then rebuild the job's derived outputs (the job locked)."""
     with job.lock():
+        # an interrupted action first, its outputs rebuilt whatever the restore then says (a refusal included)
+        found = quarantine.recover(job, db_path)
+        finished = [e.path for a in found if a.state == quarantine.RESTORING for e in a.entries]
+        if found:
+            _rebuilt(job, [e.path for a in found for e in a.entries], settings)
         try:
-            return _rebuilt(job, quarantine.restore(job, db_path), settings)
-        except quarantine.NothingToRestore as exc:
-            if exc.recovered:  # it completed an interrupted cleanup: the outputs follow the labels all the same
-                _rebuilt(job, [], settings)
+            paths = quarantine.restore(job, db_path)
+        except quarantine.NothingToRestore:
+            if finished:  # the interrupted restore, now complete, was all there was
+                return Upkeep(finished, None, job.stale_reason())
             raise
+        return _rebuilt(job, paths, settings)
 
 
 def recover(job: JobFolder, db_path: Path | None, settings: Settings | None = None) -> Upkeep | None:

@@ -282,6 +282,38 @@ def test_an_interrupted_cleanup_completed_later_spares_a_version_written_since(p
     assert_agree(job, tmp_path / "lineage.duckdb")
 
 
+def test_an_item_moved_before_the_kill_keeps_its_journal_entry_when_a_newer_version_appears(results_root, toy_model,
+                                                                                           tmp_path):
+    """Found by the SIGKILL search: cleanup killed after its first item went to quarantine; the producer writes
+    that item again; the next command completes the cleanup. The quarantined version must stay recorded
+    (restore says its place is taken, never that quarantine is empty), and the newer version stays."""
+    from cliplabel_pipeline_tests.untrusted.promises import touches_an_item
+
+    job = write_toy_job(results_root, "job", seed=5, n_objects=3)
+    common = ["--results-root", str(results_root), "--db", str(tmp_path / "lineage.duckdb")]
+    assert run_in_process(["job", "job", *common, "--model", toy_model, "--precision", "fp32"]).rc == 0
+    moves = []
+
+    def second_item_move(name, args):
+        if touches_an_item(name, args):
+            moves.append(args[0])
+        return len(moves) >= 2
+
+    cleanup = ["cleanup", "job", *common, "--min-confidence", "1", "--apply"]
+    assert run_in_process(cleanup, when=second_item_move).rc is None  # killed after one item went
+    [(moved, older)] = list(quarantined(job))
+    newer = pool()["masks/obj_04.png"]
+    (job / moved).write_bytes(newer)  # the producer writes that item again
+    live = job_inputs(job) + quarantined(job)
+    restored = run_in_process(["restore", "job", *common])  # completes the cleanup, then restores what it can
+    assert "Traceback" not in restored.err and "nothing in quarantine" not in restored.err, restored.err
+    assert not lost(job, live) and (job / moved).read_bytes() == newer
+    assert_agree(job, tmp_path / "lineage.duckdb")
+    (job / moved).unlink()  # the user moves the newer version away, as restore said: the older one comes back
+    assert run_in_process(["restore", "job", *common]).rc == 0
+    assert sha((job / moved).read_bytes()) == older, "the older version lost its record in quarantine"
+
+
 @pytest.mark.parametrize("fmt", ["csv", "jsonl"])
 def test_an_export_kept_in_the_job_follows_a_cleanup_or_says_it_is_stale(fmt, results_root, toy_model, tmp_path):
     """``export --format csv|jsonl`` writes ``export/<job>.<fmt>`` inside the job, beside the ZIP that every

@@ -37,12 +37,7 @@ PLANNED, APPLIED, RESTORING = "planned", "applied", "restoring"
 
 
 class NothingToRestore(CliplabelError):
-    """``restore`` of a job with nothing in quarantine; ``recovered`` when it completed an interrupted cleanup
-    first (the job's labels changed, so its derived outputs must be rebuilt all the same)."""
-
-    def __init__(self, message: str, recovered: bool):
-        super().__init__(message)
-        self.recovered = recovered
+    """``restore`` of a job with nothing in quarantine."""
 
 
 @dataclass
@@ -139,7 +134,7 @@ def _restore(job: JobFolder, db_path: Path | None) -> list[str]:
     if not actions:
         if finished:  # an interrupted restore, now complete
             return finished
-        raise NothingToRestore(f"job {job.id!r} has nothing in quarantine", recovered=bool(found))
+        raise NothingToRestore(f"job {job.id!r} has nothing in quarantine")
     chosen, claimed = [], set()
     for action in actions:  # checked before anything changes
         paths = {e.path for e in action.entries}
@@ -209,6 +204,8 @@ def _complete_cleanup(job: JobFolder, action: Action, con) -> None:
     action drops it, so a new version is never deleted nor quarantined under the old one's sha256."""
     spared = []
     for e in action.entries:
+        if not action.purge and job.is_file(action.stored(job, e)):
+            continue  # already moved: a file at its place now is a newer version, and restore will say so
         if not job.is_file(e.path):
             continue  # already moved (or deleted by the purge)
         with job.open_item(e.path) as fh:
