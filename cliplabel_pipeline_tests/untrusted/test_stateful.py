@@ -224,6 +224,11 @@ class KilledJobMachine(JobMachine):
     """The same, with a real SIGKILL: a command in its own process killed a random moment after it takes the
     job's lock; the next command must complete what it left."""
 
+    def producer_removes(self):
+        """Not a rule here: which items it can choose from depends on where a real kill landed, so its draws
+        would differ between runs of one example and Hypothesis would stop on inconsistent data, not on a
+        bug. Every draw of this machine is the same whatever the timing; the producer still writes."""
+
     @rule(command=st.sampled_from(["job", "cleanup", "purge", "restore"]), delay=st.floats(0, 3),
           threshold=st.sampled_from(THRESHOLDS))
     def killed(self, command, delay, threshold):
