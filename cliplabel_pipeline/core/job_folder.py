@@ -301,8 +301,23 @@ class JobFolder:
     def _read_json(self, path: Path):
         return json.loads(self.read_bytes(path).decode("utf-8"))
 
-    def _read_jsonl(self, path: Path) -> list[dict]:
-        return [json.loads(line) for line in self.read_bytes(path).decode("utf-8").splitlines() if line.strip()]
+    def _read_jsonl(self, path: Path, parse=None) -> list:
+        """The records of a JSON-lines file of the job, each through ``parse`` when given; a line that is not one
+        (bad JSON, nested past Python's limit, a missing or mistyped field) is one line naming file and line."""
+        out = []
+        for number, line in enumerate(self.read_bytes(path).decode("utf-8", "replace").splitlines(), 1):
+            if not line.strip():
+                continue
+            try:
+                value = json.loads(line)
+                out.append(parse(value) if parse else value)
+            except (ValueError, KeyError, TypeError, AttributeError, RecursionError) as exc:
+                why = ("nested too deep" if isinstance(exc, RecursionError) else f"no field {exc}"
+                       if isinstance(exc, KeyError) else " ".join(str(exc).split())[:80])
+                raise CliplabelError(f"job {self.id!r}: line {number} of {path.name} is not a record cliplabel "
+                                     f"wrote ({why}); it was changed outside cliplabel: run `cliplabel job "
+                                     f"{self.id}` to write it anew") from None
+        return out
 
     def sweep_temps(self) -> int:
         """Remove temp files left by a cliplabel process killed mid-write (never a running writer's)."""
@@ -342,14 +357,21 @@ class JobFolder:
         item: rows and actions go by path)."""
         if not self.has_labels():
             raise CliplabelError(f"job {self.id!r} has no {self.labels_jsonl.name} yet: run `cliplabel job {self.id}`")
-        records = [LabelRecord.from_json(r) for r in self._read_jsonl(self.labels_jsonl)]
+        records = self._read_jsonl(self.labels_jsonl, LabelRecord.from_json)
         self.check_unique_paths([r.path for r in records])
         return records
 
     def check_unique_paths(self, paths: list[str]) -> None:
-        """Refuses a ``labels.jsonl`` that lists an item more than once (cliplabel never writes one)."""
+        """Refuses a ``labels.jsonl`` that lists an item more than once, or a path that is not a plain path
+        inside the job (``..``, ``//``, ``./``: cliplabel never writes one, and such aliases would hide a
+        duplicate)."""
         first: dict[str, int] = {}
         for line, path in enumerate(paths, 1):
+            if not isinstance(path, str) or path.startswith("/") or any(
+                    p in ("", ".", "..") or "\x00" in p for p in path.split("/")):
+                raise CliplabelError(f"job {self.id!r}: line {line} of {self.labels_jsonl.name} names "
+                                     f"{guarded.shown(str(path))!r}, not a plain path inside the job; it was changed "
+                                     f"outside cliplabel: run `cliplabel job {self.id}` to write it anew")
             if path in first:
                 raise CliplabelError(f"job {self.id!r}: {self.labels_jsonl.name} lists {guarded.shown(path)!r} twice "
                                      f"(lines {first[path]} and {line}); it was changed outside cliplabel: run "

@@ -10,6 +10,7 @@ saying to run ``cliplabel job`` again, which rebuilds everything.
 from __future__ import annotations
 
 import logging
+import contextlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -34,27 +35,57 @@ class Upkeep:
     stale: str | None = None
 
 
+PENDING = "a cleanup or restore stopped before it rebuilt them"
+
+
+@contextlib.contextmanager
+def _changing(job: JobFolder, settings: Settings | None):
+    """The job locked while an action changes it, its derived outputs marked stale until they are rebuilt: a
+    process killed in between leaves the mark, which the next cleanup, restore or dry run repairs (and which
+    makes a ZIP export refuse meanwhile). An action refused before it changed the labels leaves the job as it
+    was; one that failed after rebuilds what it can."""
+    with job.lock():
+        if job.stale_reason() == PENDING:
+            rebuild_outputs(job, settings or Settings.from_env())
+        previous, labels = job.stale_reason(), _labels_bytes(job)
+        job.mark_stale(PENDING)
+        try:
+            yield
+        except BaseException:
+            with contextlib.suppress(Exception):  # the action's own error is the one to report
+                if _labels_bytes(job) == labels:
+                    job.mark_stale(previous)
+                else:
+                    rebuild_outputs(job, settings or Settings.from_env())
+            raise
+
+
+def _labels_bytes(job: JobFolder) -> bytes | None:
+    return job.read_bytes(job.labels_jsonl) if job.has_labels() else None
+
+
 def cleanup(job: JobFolder, plan: list[LabelRecord], db_path: Path | None, purge: bool = False,
             settings: Settings | None = None) -> Upkeep:
     """Quarantine (or purge) the planned items, then rebuild the job's derived outputs (the job locked)."""
-    with job.lock():
+    with _changing(job, settings):
         paths = quarantine.apply_cleanup(job, plan, db_path, purge)
         return _rebuilt(job, paths, settings)
 
 
 def restore(job: JobFolder, db_path: Path | None, settings: Settings | None = None) -> Upkeep:
     """Undo every quarantine of the job, then rebuild the job's derived outputs (the job locked)."""
-    with job.lock():
+    with _changing(job, settings):
         # an interrupted action first, its outputs rebuilt whatever the restore then says (a refusal included)
         found = quarantine.recover(job, db_path)
         finished = [e.path for a in found if a.state == quarantine.RESTORING for e in a.entries]
         if found:
             _rebuilt(job, [e.path for a in found for e in a.entries], settings)
+            job.mark_stale(PENDING)  # the restore itself changes the job next
         try:
             paths = quarantine.restore(job, db_path)
         except quarantine.NothingToRestore:
             if finished:  # the interrupted restore, now complete, was all there was
-                return Upkeep(finished, None, job.stale_reason())
+                return _rebuilt(job, [], settings)
             raise
         return _rebuilt(job, paths, settings)
 
@@ -62,8 +93,11 @@ def restore(job: JobFolder, db_path: Path | None, settings: Settings | None = No
 def recover(job: JobFolder, db_path: Path | None, settings: Settings | None = None) -> Upkeep | None:
     """Complete an interrupted cleanup or restore, if there is one (the job locked)."""
     with job.lock():
+        if not job.stale_reason() == PENDING and not quarantine.pending(job):
+            return None  # nothing interrupted: a dry run stays a read
+    with _changing(job, settings):
         done = quarantine.recover(job, db_path)
-        return _rebuilt(job, [e.path for a in done for e in a.entries], settings) if done else None
+        return _rebuilt(job, [e.path for a in done for e in a.entries], settings)
 
 
 def _rebuilt(job: JobFolder, paths: list[str], settings: Settings | None) -> Upkeep:
@@ -90,7 +124,11 @@ def rebuild_outputs(job: JobFolder, settings: Settings) -> tuple[JobResult | Non
     index = None
     if not missing:  # the precision the run resolved: no device to look for, no model to load
         index = cached_concept_index(settings.cache_dir, prov.model, prov.precision, prov.bank)
-    if index is None:
+    if index is None:  # what needs no groups still follows the labels
+        from cliplabel_pipeline.core.organising.export import csv_bytes, write_asset_jsons
+
+        job.write(job.labels_csv, csv_bytes(labelled.records))
+        write_asset_jsons(job, labelled.records)
         reason = (f"{len(missing)} labelled items have no embedding" if missing
                   else "the concept index of its model is not cached here")
         job.mark_stale(reason)

@@ -190,7 +190,10 @@ def test_a_forged_label_line_cannot_make_cleanup_remove_an_input_or_an_output(re
 
     forge(["ground_truth.csv", "labels.csv"])
     assert main(["cleanup", "forged", "--min-confidence", "0.01", "--apply", "--purge", *common]) == 0
-    assert {name: (job / name).read_bytes() for name in keep} == keep
+    inputs = {name: keep[name] for name in ("source.png", "ground_truth.csv")}
+    assert {name: (job / name).read_bytes() for name in inputs} == inputs
+    assert (job / "labels.csv").is_file()  # an output: rewritten from labels.jsonl, never removed
+    keep["labels.csv"] = (job / "labels.csv").read_bytes()
     forge(["source.png"])  # a second line for an item: the whole file is refused, with one line
     assert main(["cleanup", "forged", "--min-confidence", "0.01", "--apply", "--purge", *common]) == 2
     assert "lists 'source.png' twice" in capsys.readouterr().err

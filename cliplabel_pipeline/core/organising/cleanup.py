@@ -169,6 +169,11 @@ def _occupied(job: JobFolder, path: str) -> bool:
     return job.is_file(path) or (job.path / path).is_symlink() or (job.path / path).exists()
 
 
+def pending(job: JobFolder) -> bool:
+    """Whether a cleanup or restore of the job was interrupted (its journal planned or restoring)."""
+    return any(a.state in (PLANNED, RESTORING) for a in _journals(job))
+
+
 def recover(job: JobFolder, db_path: Path | None) -> list[Action]:
     """Complete what a killed cleanup or restore left half done; returns those actions, as they were found."""
     with job.lock():
@@ -290,7 +295,7 @@ def _journals(job: JobFolder) -> list[Action]:
     for name in job.files_under(job.journal_dir):
         try:
             actions.append(_checked_action(job, name, json.loads(job.read_bytes(job.journal_dir / name))))
-        except (ValueError, KeyError, TypeError, CliplabelError) as exc:
+        except (ValueError, KeyError, TypeError, RecursionError, CliplabelError) as exc:
             log.warning("ignoring quarantine journal %s: %s", shown(name), exc)
     return sorted(actions, key=lambda a: a.id)
 
@@ -320,9 +325,8 @@ def _label_lines(job: JobFolder) -> list[str]:
     """The lines of ``labels.jsonl``; one line for a file that lists an item twice (see ``read_labels``)."""
     if not job.has_labels():
         return []
-    lines = [line for line in job.read_bytes(job.labels_jsonl).decode("utf-8").split("\n") if line.strip()]
-    job.check_unique_paths([_line_path(line) for line in lines])
-    return lines
+    job.read_labels()  # every line a record with a plain path, none twice: else one line, and nothing changes
+    return [line for line in job.read_bytes(job.labels_jsonl).decode("utf-8").split("\n") if line.strip()]
 
 
 def _write_lines(job: JobFolder, lines: list[str]) -> None:

@@ -22,6 +22,7 @@ those whose writer died (a process killed mid-write) without touching a live wri
 
 from __future__ import annotations
 
+import logging
 import os
 import socket
 import threading
@@ -37,6 +38,8 @@ from cliplabel_pipeline.core.storage.guard_base import (  # noqa: F401 - the nam
 )
 from cliplabel_pipeline.core.storage import guard_portable, guard_posix
 from cliplabel_pipeline.core.storage.guard_lock import lock_calls
+
+log = logging.getLogger(__name__)
 
 
 
@@ -135,7 +138,7 @@ def locked(root: Path, rel: str, wait_s: float, on_wait=None) -> Iterator[None]:
         finally:
             held[key] -= 1
         return
-    fd = _backend.open_lock_file(root, rel)
+    fd = _own_lock_file(root, rel)
     locks = _locks
     try:
         deadline = time.monotonic() + wait_s
@@ -162,6 +165,24 @@ def locked(root: Path, rel: str, wait_s: float, on_wait=None) -> Iterator[None]:
                 pass
     finally:
         os.close(fd)  # closing the descriptor releases the lock, also when the process is killed
+
+
+def _own_lock_file(root: Path, rel: str) -> int:
+    """The lock file opened, with no other name: a hard link planted there names a file elsewhere (outside the
+    job, perhaps), which the holder's line would overwrite; it is unlinked (its other names keep the file) and
+    the lock file made anew."""
+    fd = _backend.open_lock_file(root, rel)
+    if os.fstat(fd).st_nlink <= 1:
+        return fd
+    os.close(fd)
+    log.warning("replaced a hard link planted at %s by a lock file (the file it names was not touched)",
+                shown(root / rel))
+    _backend.remove(root, rel)
+    fd = _backend.open_lock_file(root, rel)
+    if os.fstat(fd).st_nlink > 1:
+        os.close(fd)
+        raise NotRegularFile(f"the lock file {shown(root / rel)} is linked again as it is made; not used")
+    return fd
 
 
 def _holder(fd: int) -> str:

@@ -14,7 +14,8 @@ import re
 from collections.abc import Iterable
 from pathlib import PureWindowsPath
 
-RESERVED = {"CON", "PRN", "AUX", "NUL", *(f"COM{i}" for i in "123456789¹²³"), *(f"LPT{i}" for i in "123456789¹²³")}
+RESERVED = {"CON", "PRN", "AUX", "NUL", "CONIN$", "CONOUT$", *(f"COM{i}" for i in "123456789¹²³"),
+            *(f"LPT{i}" for i in "123456789¹²³")}
 FORBIDDEN = re.compile(r'[\\/:*?"<>|\x00-\x1f]')
 MAX_NAME_UNITS = 255  # UTF-16 code units in one name (NTFS)
 MAX_PATH = 260  # without long paths turned on
