@@ -35,21 +35,12 @@ def reset_peak_rss() -> None:
 
 def prepare(workdir: Path, n_images: int, n_big: int) -> dict:
     """A random-weight ViT-B/32 in Transformers format, and jobs of ``n_images`` and ``n_big`` object images."""
-    import torch
-    from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel
-
-    from cliplabel_pipeline.core.labelling.concepts import load_bank
     from cliplabel_pipeline.toyworld.draw import LABELS, draw_sample
-    from cliplabel_pipeline.toyworld.tokenizer import build_toy_tokenizer
+    from cliplabel_pipeline.toyworld.tokenizer import save_random_vit_b32
 
     model_dir = workdir / "vit-b-32-random"
     if not (model_dir / "model.safetensors").is_file():
-        torch.manual_seed(0)
-        bank = load_bank()
-        words = " ".join(list(bank.names) + list(bank.templates)).replace("{}", " ").replace(".", " . ").split()
-        CLIPModel(CLIPConfig()).save_pretrained(model_dir)
-        build_toy_tokenizer(words, 77).save_pretrained(model_dir)
-        CLIPImageProcessor().save_pretrained(model_dir)
+        save_random_vit_b32(model_dir)
     pool = workdir / "pool"
     if not pool.is_dir():
         pool.mkdir(parents=True)

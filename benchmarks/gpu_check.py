@@ -158,19 +158,11 @@ def make_data(work: Path, objects: int, photos: int, photo_size: tuple[int, int]
 
 
 def make_model(work: Path, dry: bool) -> Path:
-    import torch
-    from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel
-
     from cliplabel_pipeline.core.labelling.concepts import load_bank
-    from cliplabel_pipeline.toyworld.tokenizer import build_toy_tokenizer
+    from cliplabel_pipeline.toyworld.tokenizer import save_random_vit_b32
 
-    model_dir = work / "vit-b-32-random"
-    torch.manual_seed(0)
+    model_dir = save_random_vit_b32(work / "vit-b-32-random")
     bank = load_bank()
-    words = " ".join(list(bank.names) + list(bank.templates)).replace("{}", " ").replace(".", " . ").split()
-    CLIPModel(CLIPConfig()).save_pretrained(model_dir)
-    build_toy_tokenizer(words, 77).save_pretrained(model_dir)
-    CLIPImageProcessor().save_pretrained(model_dir)
     if dry:  # a bank of 10 concepts, so the cold encoding stays short on a CPU
         (model_dir / "concepts.txt").write_text("\n".join(list(bank.names)[:10]) + "\n")
     return {"model_dir": str(model_dir), "bank_concepts": 10 if dry else len(bank.names)}

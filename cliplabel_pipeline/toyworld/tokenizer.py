@@ -7,6 +7,8 @@ to bytes), and adds whole-word merges only for the words the toy world uses.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from transformers import CLIPTokenizer
 from transformers.convert_slow_tokenizer import bytes_to_unicode
 
@@ -34,3 +36,20 @@ def build_toy_tokenizer(words: list[str], max_length: int) -> CLIPTokenizer:
     vocab_list += [BOS, EOS]  # EOS last: CLIP pools the text at the highest token id
     vocab = {tok: i for i, tok in enumerate(vocab_list)}
     return CLIPTokenizer(vocab=vocab, merges=merges, model_max_length=max_length)
+
+
+def save_random_vit_b32(model_dir: Path) -> Path:
+    """A full-size ViT-B/32 (``CLIPConfig()`` defaults) with seeded random weights, in Transformers format, with
+    a word-level tokenizer over the bundled bank: the real model's compute, for benchmarks (no download)."""
+    import torch
+    from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel
+
+    from cliplabel_pipeline.core.labelling.concepts import load_bank
+
+    torch.manual_seed(0)
+    bank = load_bank()
+    words = " ".join(list(bank.names) + list(bank.templates)).replace("{}", " ").replace(".", " . ").split()
+    CLIPModel(CLIPConfig()).save_pretrained(model_dir)
+    build_toy_tokenizer(words, 77).save_pretrained(model_dir)
+    CLIPImageProcessor().save_pretrained(model_dir)
+    return model_dir
