@@ -165,6 +165,23 @@ def deep_folders(top: Path, depth: int, name: str = "d") -> list[str]:
     return made
 
 
+def remove_deep_folders(top: Path, name: str = "d") -> None:
+    """Remove a chain :func:`deep_folders` made, deepest first, without recursion.
+
+    ``shutil.rmtree`` (and so pytest's clean-up of old temporary folders) recurses once a level and
+    fails past about a thousand levels.
+    """
+    chain = [top / name]
+    while (chain[-1] / name).is_dir():
+        chain.append(chain[-1] / name)
+    for folder in reversed(chain):
+        if folder.is_dir():
+            for entry in folder.iterdir():
+                if not entry.is_dir() or entry.is_symlink():
+                    entry.unlink()
+            folder.rmdir()
+
+
 def unix_socket(path: Path) -> None:
     with socket.socket(socket.AF_UNIX) as s:
         s.bind(str(path))

@@ -237,7 +237,10 @@ def test_a_costly_file_is_labelled_or_skipped_within_its_budget(build, expected,
 
 def test_folders_1100_deep_are_walked_to_the_limit_and_the_rest_skipped_with_a_reason(bare_job):
     made = cf.deep_folders(bare_job / "objects", 1100)
-    cost, labelled, skipped = label(bare_job)
+    try:
+        cost, labelled, skipped = label(bare_job)
+    finally:
+        cf.remove_deep_folders(bare_job / "objects")
     folders = [p for p, r in skipped.items() if "levels deep" in r]
     assert len(folders) == 1, skipped
     for path in made:
