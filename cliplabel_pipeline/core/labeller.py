@@ -11,7 +11,7 @@ from pathlib import Path
 
 from cliplabel_pipeline.core.encoding.embedding import embed_images, path_loaders
 from cliplabel_pipeline.core.encoding.model import ClipHandle, load_clip
-from cliplabel_pipeline.core.labelling.concepts import bank_for
+from cliplabel_pipeline.core.labelling.concepts import bank_for, reference_bank_for
 from cliplabel_pipeline.core.labelling.index import ConceptIndex, build_concept_index
 from cliplabel_pipeline.core.labelling.labels import assign_labels
 from cliplabel_pipeline.core.progress import Progress, counter, step
@@ -38,7 +38,8 @@ class Labeller:
     @classmethod
     def for_encoder(cls, encoder: ClipHandle, spec: BankSpec, cache_dir: Path,
                     progress: Progress | None = None) -> "Labeller":
-        index = build_concept_index(encoder, bank_for(spec, encoder.model_dir), cache_dir, progress)
+        index = build_concept_index(encoder, bank_for(spec, encoder.model_dir), cache_dir, progress,
+                                    reference_bank_for(spec, encoder.model_dir))
         return cls(encoder, index, spec, Path(cache_dir))
 
     def with_bank(self, spec: BankSpec) -> "Labeller":

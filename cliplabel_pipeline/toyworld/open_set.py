@@ -9,6 +9,7 @@ out-of-world, overall and per family. ``benchmarks/open_set.py`` prints it; the 
 from __future__ import annotations
 
 import csv
+import random
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -91,3 +92,132 @@ def evaluate(labeller, root: Path, in_jobs: int = 60, jobs_per_family: int = 12,
             targets += found
     report.outside = _family(correct, targets)
     return report
+
+
+# --- a person's own label lists ---------------------------------------------------------------------------
+LIST_SIZES = (3, 5, 10)
+LIST_KINDS = ("names what is drawn", "names nothing drawn", "near neighbours only")
+OUTSIDE_KIND = "out of world, against the world's labels"
+LIST_TARGETS = {"names what is drawn": ("kept", 0.95), "names nothing drawn": ("flagged", 0.95)}
+
+
+@dataclass
+class ListResult:
+    kind: str  # one of ``LIST_KINDS``
+    size: int
+    items: int
+    flagged: float  # share with low_confidence
+    accuracy: float | None  # top-1 is the truth, where the list names it
+
+    @property
+    def kept(self) -> float:
+        return 1.0 - self.flagged
+
+    def meets(self) -> bool | None:
+        """Whether the row meets its target (``LIST_TARGETS``); None where it has none (reported only)."""
+        if self.kind not in LIST_TARGETS:
+            return None
+        what, floor = LIST_TARGETS[self.kind]
+        return (self.kept if what == "kept" else self.flagged) >= floor
+
+
+def list_lines(rows: list[ListResult]) -> list[str]:
+    out = ["| list | names | items | kept | flagged | accuracy | target |", "|---|---|---|---|---|---|---|"]
+    for r in rows:
+        target = {None: "reported", True: "met", False: "MISSED"}[r.meets()]
+        if r.kind in LIST_TARGETS:
+            target = f"{LIST_TARGETS[r.kind][0]} >= {LIST_TARGETS[r.kind][1]:.2f}: {target}"
+        acc = "" if r.accuracy is None else f"{r.accuracy:.3f}"
+        out.append(f"| {r.kind} | {r.size} | {r.items} | {r.kept:.3f} | {r.flagged:.3f} | {acc} | {target} |")
+    return out
+
+
+def _never_drawn_nouns(model_dir: Path) -> list[str]:
+    """Nouns of the bundled bank: some the toy model read in training, some it never read; none is drawn."""
+    from cliplabel_pipeline.core.labelling.concepts import load_bank
+    from cliplabel_pipeline.toyworld.draw import COLOURS, SHAPES
+
+    words = set(COLOURS) | set(SHAPES)
+    return [n for n in load_bank().names if not (set(n.split()) & words)]
+
+
+def candidate_list(truth: str, kind: str, size: int, nouns: list[str], rng: random.Random) -> tuple[str, ...]:
+    """A list of ``size`` labels of ``kind`` for an item whose true label is ``truth``."""
+    from cliplabel_pipeline.toyworld.draw import LABELS
+
+    others = [label for label in LABELS if label != truth]
+    if kind == "names what is drawn":
+        names = [truth] + rng.sample(others + rng.sample(nouns, 40), size - 1)
+    elif kind == "names nothing drawn":
+        names = rng.sample(nouns, size)
+    else:  # the same colour or the same shape first, then the world's other labels: never the truth
+        colour, shape = truth.split()
+        near = [label for label in others if label.startswith(colour + " ") or label.endswith(" " + shape)]
+        far = [label for label in others if label not in near]
+        names = rng.sample(near, min(size, len(near)))
+        names += rng.sample(far, size - len(names))
+    rng.shuffle(names)
+    return tuple(names)
+
+
+def evaluate_custom_lists(labeller, root: Path, in_jobs: int = 20, seed: int = 4242, lists_per_label: int = 2,
+                          settings: LabelSettings = LabelSettings(), sizes: tuple[int, ...] = LIST_SIZES,
+                          outside_jobs_per_family: int = 4) -> list[ListResult]:
+    """Label held-out toy jobs' masks and cut-outs against lists a person might pass (``LIST_KINDS`` x
+    ``sizes``; ``lists_per_label`` lists for each true label), through the same index and scoring as
+    ``--labels``; one row per kind and size."""
+    from collections import defaultdict
+
+    from cliplabel_pipeline.core.labelling.labels import assign_labels
+    from cliplabel_pipeline.core.pipeline import embed_job
+    from cliplabel_pipeline.core.values import BankSpec, Embedded
+
+    root = Path(root)
+    by_truth: dict[str, list[tuple[object, np.ndarray]]] = defaultdict(list)
+    encoder = None
+    for job_id in write_toy_jobs(root, in_jobs, seed=seed, prefix="lists"):
+        with (root / job_id / "ground_truth.csv").open(newline="") as fh:
+            truth = {row["path"]: row["label"] for row in csv.DictReader(fh)}
+        embedded = embed_job(labeller, JobFolder.open(root, job_id), settings)
+        encoder = embedded.encoder
+        for item, emb in zip(embedded.items, embedded.embeddings):
+            if item.kind != "source" and item.path in truth:
+                by_truth[truth[item.path]].append((item, emb))
+    nouns, rng = _never_drawn_nouns(labeller.encoder.model_dir), random.Random(seed)
+    found: dict[tuple[str, int], list[tuple[LabelRecord, str]]] = defaultdict(list)
+    for truth_label in sorted(by_truth):
+        items = [i for i, _ in by_truth[truth_label]]
+        emb = np.stack([e for _, e in by_truth[truth_label]])
+        for kind in LIST_KINDS:
+            for size in sizes:
+                for _ in range(lists_per_label):
+                    names = candidate_list(truth_label, kind, size, nouns, rng)
+                    index = labeller.with_bank(BankSpec(labels=names)).index
+                    records = assign_labels(Embedded(items, emb, [], encoder), index, settings)
+                    found[kind, size] += [(r, truth_label) for r in records]
+    outside: list[tuple[object, np.ndarray]] = []
+    for f_index, family in enumerate(FAMILIES):
+        for i in range(outside_jobs_per_family):
+            job_id = f"lists-outside-{f_index}-{i:03d}"
+            write_outside_job(root, job_id, seed=seed * 100 + f_index * 1000 + i, family=family)
+            embedded = embed_job(labeller, JobFolder.open(root, job_id), settings)
+            outside += [(item, e) for item, e in zip(embedded.items, embedded.embeddings) if item.kind != "source"]
+    if outside:
+        from cliplabel_pipeline.toyworld.draw import LABELS
+
+        items, emb = [i for i, _ in outside], np.stack([e for _, e in outside])
+        for size in sizes:
+            for _ in range(lists_per_label * 4):
+                index = labeller.with_bank(BankSpec(labels=tuple(rng.sample(LABELS, size)))).index
+                found[OUTSIDE_KIND, size] += [(r, "") for r in
+                                              assign_labels(Embedded(items, emb, [], encoder), index, settings)]
+    rows = []
+    for kind in (*LIST_KINDS, OUTSIDE_KIND):
+        for size in sizes:
+            pairs = found[kind, size]
+            if not pairs:
+                continue
+            flagged = float(np.mean([r.low_confidence for r, _ in pairs]))
+            accuracy = (float(np.mean([r.top1 == t for r, t in pairs])) if kind == "names what is drawn" else None)
+            rows.append(ListResult(kind, size, len(pairs), flagged, accuracy))
+    return rows

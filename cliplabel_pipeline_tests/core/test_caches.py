@@ -130,9 +130,16 @@ def test_a_cache_that_cannot_be_written_is_done_without(handle, tmp_path, caplog
     assert len(caplog.records) == 1 and "could not write the cache file" in caplog.records[0].getMessage()
 
 
-def test_the_cli_rebuilds_a_damaged_cache_without_a_traceback(toy_model, cache, tmp_path):
-    _bank, path, good = cache
+def test_the_cli_rebuilds_a_damaged_cache_without_a_traceback(toy_model, handle, tmp_path):
     from PIL import Image
+
+    from cliplabel_pipeline.core.labelling.concepts import bank_for, reference_bank_for
+    from cliplabel_pipeline.core.values import BankSpec
+
+    spec = BankSpec(labels=tuple(LABELS))  # as --labels gives it: judged beside the model's own bank
+    bank, reference = bank_for(spec, handle.model_dir), reference_bank_for(spec, handle.model_dir)
+    good = build_concept_index(handle, bank, tmp_path, reference=reference).text_emb
+    path = index_cache_path(tmp_path, handle.identity, handle.text_precision, bank, reference)
 
     Image.new("RGB", (64, 64), (220, 30, 30)).save(tmp_path / "red.png")
     DAMAGE["truncated"](path, good)

@@ -20,6 +20,16 @@ the README's "Two scores". The nearest probe's cosine, a term of an earlier reci
 ``match = sigmoid(1.702 * ((evidence - mean) / std - 1.645))``, 0.5 at the probes' 95th percentile. The
 statistics depend on the model and the bank only, and are cached with the bank's text embeddings under the
 same content key (``PROBE_RECIPE`` is part of that key).
+
+**A person's own labels.** Against a short list, pictures of nothing are no measure: a yellow circle is
+nearer "bird" than any noise is, although it is no bird. So a list is judged beside a *reference*: the model's
+own bank (the bundled one, or the toy model's), less every concept that names the same thing as one of the
+list's (the same name or a synonym of it, or text embeddings at a cosine of ``SAME_AS`` or more). The
+statistics are computed over the list and the reference together, as for a bank of that size, and ``gap``
+is taken against the best of the list's other labels *and* of the reference: an image that the reference
+names better than the list does (a yellow circle against "cat, dog, bird"; a red square against
+"red circle") gets a negative ``gap`` and a low ``match``; one that the list names best scores as it would
+in the bank. The reference is cached with the list's embeddings (its names are part of the key).
 """
 
 from __future__ import annotations
@@ -34,6 +44,7 @@ from PIL import Image
 PROBE_RECIPE = "null-probes-2/evidence-3"  # part of the cache key: change it with the probes or the weights
 PROBES_PER_FAMILY = 32
 WEIGHTS = (1.0, 1.0, 0.5)  # of z(cos), z(gap), z(concept)
+SAME_AS = 0.95  # text cosine at or above which a reference concept names the same thing as a listed label
 Z_AT_HALF = 1.645  # match is 0.5 this many null standard deviations above the null mean
 _LOGISTIC = 1.702  # the logistic closest to the normal CDF
 _EPS = 1e-6
@@ -46,25 +57,36 @@ class Calibration:
     """Null-probe embeddings and the statistics ``match`` is computed against."""
 
     null_emb: np.ndarray  # [probes, d] unit rows, what the statistics were computed from
-    concept_stats: np.ndarray  # [2, concepts]: the probes' mean and std of each concept's cosine
+    concept_stats: np.ndarray  # [2, concepts (+ reference)]: the probes' mean and std of each concept's cosine
     stats: np.ndarray  # the eight of ``STAT_NAMES``
+    reference_emb: np.ndarray | None = None  # [r, d] unit rows: a person's list is judged beside these
 
     def to_arrays(self) -> dict[str, np.ndarray]:
-        return {"null_emb": self.null_emb, "null_concept_stats": self.concept_stats, "null_stats": self.stats}
+        arrays = {"null_emb": self.null_emb, "null_concept_stats": self.concept_stats, "null_stats": self.stats}
+        return arrays | ({"reference_emb": self.reference_emb} if self.reference_emb is not None else {})
 
     @classmethod
     def from_arrays(cls, arrays: dict[str, np.ndarray]) -> "Calibration":
+        reference = arrays.get("reference_emb")
         return cls(arrays["null_emb"].astype(np.float32, copy=False),
-                   arrays["null_concept_stats"].astype(np.float64), arrays["null_stats"].astype(np.float64))
+                   arrays["null_concept_stats"].astype(np.float64), arrays["null_stats"].astype(np.float64),
+                   None if reference is None else reference.astype(np.float32, copy=False))
 
     def summary(self) -> dict:
-        """What provenance records: the recipe, the probe count and the null statistics."""
-        return {"recipe": PROBE_RECIPE, "probes": int(len(self.null_emb)),
+        """What provenance records: the recipe, the probe count, the reference's size and the null statistics."""
+        reference = {} if self.reference_emb is None else {"reference_concepts": int(len(self.reference_emb))}
+        return {"recipe": PROBE_RECIPE, "probes": int(len(self.null_emb)), **reference,
                 **{n: round(float(v), 6) for n, v in zip(STAT_NAMES, self.stats)}}
 
-    def match(self, top_idx: np.ndarray, top_cos: np.ndarray) -> np.ndarray:
+    def match(self, top_idx: np.ndarray, top_cos: np.ndarray, image_emb: np.ndarray | None = None) -> np.ndarray:
         """``match`` in [0, 1] for images with top concepts ``top_idx`` and their cosines ``top_cos``
-        (``[n, >=1]``, best first)."""
+        (``[n, >=1]``, best first); ``image_emb`` (``[n, d]``, unit rows) where there is a reference."""
+        if self.reference_emb is not None and len(self.reference_emb):
+            if image_emb is None:
+                raise ValueError("a calibration with a reference needs the images' embeddings")
+            best = (image_emb.astype(np.float32, copy=False) @ self.reference_emb.T).max(axis=1)
+            second = top_cos[:, 1] if top_cos.shape[1] > 1 else np.full(len(top_cos), -np.inf)
+            top_cos = np.stack([top_cos[:, 0], np.maximum(second, best)], axis=1)
         evidence = _evidence(_terms(top_idx, top_cos, self.concept_stats), self.stats)
         z = (evidence - self.stats[6]) / self.stats[7] - Z_AT_HALF
         return 1.0 / (1.0 + np.exp(np.clip(-_LOGISTIC * z, -700.0, 700.0)))
@@ -81,9 +103,11 @@ def _evidence(terms: np.ndarray, stats: np.ndarray) -> np.ndarray:
     return ((terms - stats[[0, 2, 4]]) / stats[[1, 3, 5]]) @ np.array(WEIGHTS)
 
 
-def calibrate(null_emb: np.ndarray, text_emb: np.ndarray) -> Calibration:
-    """The statistics of ``match`` for the bank ``text_emb`` from the probes' embeddings ``null_emb``."""
-    cos = null_emb.astype(np.float64) @ text_emb.T.astype(np.float64)
+def calibrate(null_emb: np.ndarray, text_emb: np.ndarray, reference_emb: np.ndarray | None = None) -> Calibration:
+    """The statistics of ``match`` for the bank ``text_emb`` from the probes' embeddings ``null_emb``; for a
+    person's list, over the list and ``reference_emb`` together (see the module's note)."""
+    bank = text_emb if reference_emb is None else np.concatenate([text_emb, reference_emb])
+    cos = null_emb.astype(np.float64) @ bank.T.astype(np.float64)
     concept_stats = np.stack([cos.mean(axis=0), np.maximum(cos.std(axis=0), _EPS)])
     k = min(2, cos.shape[1])
     top_idx = np.argsort(-cos, axis=1, kind="stable")[:, :k]
@@ -92,7 +116,23 @@ def calibrate(null_emb: np.ndarray, text_emb: np.ndarray) -> Calibration:
     stats[[0, 2, 4]], stats[[1, 3, 5]] = terms.mean(axis=0), np.maximum(terms.std(axis=0), _EPS)
     evidence = _evidence(terms, stats)
     stats[6], stats[7] = evidence.mean(), max(evidence.std(), _EPS)
-    return Calibration(null_emb.astype(np.float32), concept_stats, stats)
+    return Calibration(null_emb.astype(np.float32), concept_stats, stats,
+                       None if reference_emb is None else reference_emb.astype(np.float32))
+
+
+def reference_for(names: tuple[str, ...], text_emb: np.ndarray, ref_names: tuple[str, ...], ref_emb: np.ndarray,
+                  synonyms: dict[str, str]) -> tuple[tuple[str, ...], np.ndarray]:
+    """The reference concepts a list ``names`` (embeddings ``text_emb``) is judged beside: ``ref_names`` less
+    those naming the same thing as a listed label (equal names after ``synonyms``, case and spacing aside,
+    or text cosine ``>= SAME_AS``)."""
+    def canon(name: str) -> str:
+        key = " ".join(name.casefold().split())
+        return synonyms.get(key, key)
+
+    listed = {canon(n) for n in names}
+    near = (ref_emb @ text_emb.T).max(axis=1) >= SAME_AS if len(ref_emb) else np.zeros(0, bool)
+    keep = [i for i, n in enumerate(ref_names) if canon(n) not in listed and not near[i]]
+    return tuple(ref_names[i] for i in keep), ref_emb[keep].astype(np.float32)
 
 
 # the probes: pictures of nothing in particular, the same for every model

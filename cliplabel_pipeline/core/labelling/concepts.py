@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from functools import cache
 from pathlib import Path
 
 from cliplabel_pipeline.core.errors import CliplabelError
@@ -75,3 +76,18 @@ def bank_for(spec: BankSpec, model_dir: Path) -> ConceptBank:
     names_file = own if own.is_file() and not (spec.labels or spec.labels_file) else None
     return load_bank(list(spec.labels) or None, spec.labels_file and Path(spec.labels_file),
                      spec.templates_file and Path(spec.templates_file), names_file=names_file)
+
+
+def reference_bank_for(spec: BankSpec, model_dir: Path) -> ConceptBank | None:
+    """For a person's own labels, the bank they are judged beside for ``match``: the model's own bank (the
+    model directory's ``concepts.txt``, else the bundled one) with the list's templates; None otherwise."""
+    if not (spec.labels or spec.labels_file):
+        return None
+    return bank_for(replace(spec, labels=(), labels_file=None), model_dir)
+
+
+@cache
+def synonyms(bank_dir: Path = BANK_DIR) -> dict[str, str]:
+    """The bundled bank's ``alias -> canonical`` names, case-folded."""
+    pairs = (line.split("\t") for line in read_lines(bank_dir / "synonyms.tsv")[1:])
+    return {" ".join(a.casefold().split()): " ".join(c.casefold().split()) for a, c, *_ in pairs if c}

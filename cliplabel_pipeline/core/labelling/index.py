@@ -18,10 +18,16 @@ from pathlib import Path
 
 import numpy as np
 
-from cliplabel_pipeline.core.labelling.calibration import PROBE_RECIPE, Calibration, calibrate, probe_pictures
+from cliplabel_pipeline.core.labelling.calibration import (
+    PROBE_RECIPE,
+    Calibration,
+    calibrate,
+    probe_pictures,
+    reference_for,
+)
 from cliplabel_pipeline.core.encoding.devices import text_precision
 from cliplabel_pipeline.core.encoding.weights import embedding_width, model_identity, resolve_model_dir
-from cliplabel_pipeline.core.labelling.concepts import ConceptBank, bank_for
+from cliplabel_pipeline.core.labelling.concepts import ConceptBank, bank_for, reference_bank_for, synonyms
 from cliplabel_pipeline.core.labelling.npz_cache import read_npz, write_npz
 from cliplabel_pipeline.core.progress import Progress, counter
 from cliplabel_pipeline.core.values import BankSpec
@@ -47,14 +53,19 @@ class ConceptIndex:
         return self.bank.names
 
 
-def cache_key(model_identity: str, text_precision: str, bank: ConceptBank) -> str:
-    """Hash of everything the cached index depends on: weights, precision, templates, concept list, probes."""
-    payload = json.dumps([model_identity, text_precision, list(bank.templates), list(bank.names), PROBE_RECIPE])
-    return hashlib.sha256(payload.encode()).hexdigest()[:24]
+def cache_key(model_identity: str, text_precision: str, bank: ConceptBank,
+              reference: ConceptBank | None = None) -> str:
+    """Hash of everything the cached index depends on: weights, precision, templates, concept list, probes,
+    and the reference bank a person's list is judged beside."""
+    parts = [model_identity, text_precision, list(bank.templates), list(bank.names), PROBE_RECIPE]
+    if reference is not None:
+        parts += ["reference", reference.version, list(reference.names)]
+    return hashlib.sha256(json.dumps(parts).encode()).hexdigest()[:24]
 
 
-def index_cache_path(cache_dir: Path, model_identity: str, text_precision: str, bank: ConceptBank) -> Path:
-    return Path(cache_dir) / f"text-{cache_key(model_identity, text_precision, bank)}.npz"
+def index_cache_path(cache_dir: Path, model_identity: str, text_precision: str, bank: ConceptBank,
+                     reference: ConceptBank | None = None) -> Path:
+    return Path(cache_dir) / f"text-{cache_key(model_identity, text_precision, bank, reference)}.npz"
 
 
 def _read_verified_cache(path: Path, n_concepts: int, width: int | None) -> dict[str, np.ndarray] | None:
@@ -82,8 +93,17 @@ def _read_verified_cache(path: Path, n_concepts: int, width: int | None) -> dict
         if stats.shape != (8,) or not np.isfinite(stats).all() or (stats[1::2] <= 0).any():
             return "null_stats are not eight finite statistics with positive spreads"
         per_concept = arrays.get("null_concept_stats")
-        if per_concept is None or per_concept.shape != (2, n_concepts):
-            return f"null_concept_stats are not a mean and a spread for each of {n_concepts} concepts"
+        reference = arrays.get("reference_emb")
+        n_reference = 0 if reference is None else len(reference)
+        if reference is not None and (reference.dtype.kind != "f" or reference.ndim != 2
+                                      or reference.shape[1] != emb.shape[1]):
+            return f"reference_emb is {reference.dtype} of shape {reference.shape}, not concepts x {emb.shape[1]}"
+        if n_reference and (not np.isfinite(reference).all()
+                            or not np.allclose(np.linalg.norm(reference, axis=1), 1.0, atol=1e-3)):
+            return "reference_emb rows are not finite unit vectors"
+        if per_concept is None or per_concept.shape != (2, n_concepts + n_reference):
+            return (f"null_concept_stats are not a mean and a spread for each of {n_concepts} concepts"
+                    + (f" and {n_reference} reference concepts" if n_reference else ""))
         if per_concept.dtype.kind != "f" or not np.isfinite(per_concept).all() or (per_concept[1] <= 0).any():
             return "null_concept_stats are not finite with positive spreads"
         return None
@@ -92,9 +112,11 @@ def _read_verified_cache(path: Path, n_concepts: int, width: int | None) -> dict
 
 
 def load_cached_index(cache_dir: Path, model_identity: str, text_precision: str,
-                      bank: ConceptBank, width: int | None = None) -> ConceptIndex | None:
-    """The cached index, or None when there is none or it fails a check (``width``: the model's, when known)."""
-    path = index_cache_path(cache_dir, model_identity, text_precision, bank)
+                      bank: ConceptBank, width: int | None = None,
+                      reference: ConceptBank | None = None) -> ConceptIndex | None:
+    """The cached index, or None when there is none or it fails a check (``width``: the model's, when known;
+    ``reference``: the bank a person's list is judged beside)."""
+    path = index_cache_path(cache_dir, model_identity, text_precision, bank, reference)
     arrays = _read_verified_cache(path, len(bank.names), width)
     if arrays is None:
         return None
@@ -108,18 +130,21 @@ def cached_concept_index(cache_dir: Path, model: str, precision: str, spec: Bank
     cache, without loading the model or importing torch; None when it is not cached here."""
     model_dir = resolve_model_dir(model)
     return load_cached_index(cache_dir, model_identity(model_dir), text_precision(precision),
-                             bank_for(spec, model_dir), embedding_width(model_dir))
+                             bank_for(spec, model_dir), embedding_width(model_dir), reference_bank_for(spec, model_dir))
 
 
-def build_concept_index(handle, bank: ConceptBank, cache_dir: Path, progress: Progress | None = None) -> ConceptIndex:
+def build_concept_index(handle, bank: ConceptBank, cache_dir: Path, progress: Progress | None = None,
+                        reference: ConceptBank | None = None) -> ConceptIndex:
     """The index of ``bank`` for the loaded model ``handle``: from the cache, else encoded and cached.
 
-    Each concept's embedding is the re-normalised mean over the prompt templates.
+    Each concept's embedding is the re-normalised mean over the prompt templates. ``reference``: for a person's
+    list, the bank it is judged beside (``calibration.py``), itself built (or read from the cache) first.
     """
     width = handle.model.config.projection_dim
-    cached = load_cached_index(cache_dir, handle.identity, handle.text_precision, bank, width)
+    cached = load_cached_index(cache_dir, handle.identity, handle.text_precision, bank, width, reference)
     if cached is not None:
         return cached
+    ref_index = None if reference is None else build_concept_index(handle, reference, cache_dir, progress)
     from cliplabel_pipeline.core.encoding.encode import encode_texts
 
     start = time.perf_counter()
@@ -131,8 +156,11 @@ def build_concept_index(handle, bank: ConceptBank, cache_dir: Path, progress: Pr
     emb = emb.astype(np.float32)
     log.info("encoded %d prompts for %d concepts in %.1fs", len(prompts), len(bank.names),
              time.perf_counter() - start)
-    calibration = calibrate(null_embeddings(handle, progress), emb)
-    path = index_cache_path(cache_dir, handle.identity, handle.text_precision, bank)
+    reference_emb = None
+    if ref_index is not None:
+        _, reference_emb = reference_for(bank.names, emb, ref_index.names, ref_index.text_emb, synonyms())
+    calibration = calibrate(null_embeddings(handle, progress), emb, reference_emb)
+    path = index_cache_path(cache_dir, handle.identity, handle.text_precision, bank, reference)
     write_npz(path, text_emb=emb, logit_scale=np.float64(handle.logit_scale), **calibration.to_arrays())
     return ConceptIndex(bank, emb, handle.logit_scale, handle.identity, handle.text_precision, calibration,
                         cache_hit=False)

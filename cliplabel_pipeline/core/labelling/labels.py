@@ -26,7 +26,7 @@ def assign_labels(embedded: Embedded, index: ConceptIndex, settings: LabelSettin
         chunk = embedded.items[start:start + SCORE_CHUNK]
         emb = embedded.embeddings[start:start + SCORE_CHUNK]
         scores = score_embeddings(emb, index.text_emb, index.logit_scale, settings.top_k)
-        match = index.calibration.match(scores.top_idx, scores.top_cos)
+        match = index.calibration.match(scores.top_idx, scores.top_cos, emb)
         records += scores_to_records(scores, match, [(i.path, i.kind) for i in chunk], index.names, settings)
     add_scene_tags(records, embedded.items)
     return records
