@@ -49,6 +49,7 @@ class DagsterJobRunner:
         self._pending: dict[str, JobStatus] = {}  # jobs whose launch this process started, by job id
         self._lock = threading.RLock()
         self._holds = JobHolds(self._lock)
+        self.tally = None  # the runs are Dagster's: its UI and the runs' metadata count their items
 
     def close(self) -> None:
         self.instance.dispose()

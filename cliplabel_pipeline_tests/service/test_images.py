@@ -33,6 +33,21 @@ def test_health_and_readiness_name_the_model(client, toy_model):
     assert ready["status"] == "ready" and ready["model"] == toy_model and ready["concepts"] == 20
 
 
+def test_readiness_counts_what_was_kept_and_what_was_flagged_and_by_which_rule(client, new_job, service_root):
+    before = client.get("/readyz").json()["labelled"]["images"]
+    job = service_root / new_job(n_objects=3, seed=4)
+    files = [("files", (p.name, p.read_bytes(), "image/png")) for p in sorted((job / "objects").glob("*.png"))]
+    files.append(("files", ("source.png", (job / "source.png").read_bytes(), "image/png")))
+    body = client.post("/classify/image", files=files).json()
+    after = client.get("/readyz").json()["labelled"]["images"]
+    flagged = [r for r in body["results"] if r["low_confidence"]]
+    assert after["items"] - before["items"] == 4
+    assert after["flagged"] - before["flagged"] == len(flagged) >= 1  # the whole picture matches no one shape
+    assert after["kept"] - before["kept"] == 4 - len(flagged)
+    for rule in ("confidence", "match"):
+        assert after["flagged_by"][rule] - before["flagged_by"][rule] == sum(rule in r["flagged_by"] for r in flagged)
+
+
 def test_uploaded_images_get_the_same_labels_and_scores_as_cliplabel_classify(client, new_job, service_root,
                                                                                toy_model, capsys):
     job = service_root / new_job(n_objects=4, seed=11)

@@ -20,6 +20,7 @@ from cliplabel_pipeline.core.labeller import Labeller
 from cliplabel_pipeline.core.labelling.labels import assign_labels
 from cliplabel_pipeline.core.reading.images import load_picture
 from cliplabel_pipeline.core.reading.uploads import Upload, UploadLimits, check_uploads
+from cliplabel_pipeline.core.serving.tally import Tally
 from cliplabel_pipeline.core.settings import Settings
 from cliplabel_pipeline.core.values import BankSpec, Embedded, EmbeddedItem, LabelRecord, LabelSettings
 
@@ -38,6 +39,7 @@ class UploadClassifier:
         self.limits = UploadLimits(settings.max_upload_bytes, settings.max_upload_pixels, settings.max_upload_files)
         self.batcher = ImageBatcher(labeller.encoder, settings.batch_size, settings.batch_wait_ms / 1000)
         self._banks: OrderedDict[BankSpec, Labeller] = OrderedDict()
+        self.tally = Tally()  # uploads labelled since start: kept, flagged, by which rule
         self._banks_lock = threading.Lock()
 
     def close(self) -> None:
@@ -72,4 +74,6 @@ class UploadClassifier:
 
     def score(self, embedded: Embedded, labeller: Labeller, settings: LabelSettings) -> list[LabelRecord]:
         """One record per encoded upload, as ``cliplabel classify`` writes it."""
-        return assign_labels(embedded, labeller.index, settings)
+        records = assign_labels(embedded, labeller.index, settings)
+        self.tally.add(records)
+        return records

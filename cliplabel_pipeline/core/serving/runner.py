@@ -18,6 +18,7 @@ from cliplabel_pipeline.core.job_folder import JobFolder
 from cliplabel_pipeline.core.labeller import Labeller
 from cliplabel_pipeline.core.pipeline import JobResult, export_format, process_job
 from cliplabel_pipeline.core.serving.files import job_files
+from cliplabel_pipeline.core.serving.tally import Tally
 from cliplabel_pipeline.core.settings import Settings
 from cliplabel_pipeline.core.storage.guarded import shown
 from cliplabel_pipeline.core.storage.lineage import now
@@ -111,6 +112,7 @@ class LocalJobRunner:
         self._status: dict[str, JobStatus] = {}
         self._lock = threading.RLock()
         self._holds = JobHolds(self._lock)
+        self.tally = Tally()  # items of the jobs labelled here since start: kept, flagged, by which rule
 
     def hold(self, job_id: str):
         """``with runner.hold(job_id):`` an action on the job; ``JobBusy`` while it is queued or running."""
@@ -160,6 +162,7 @@ class LocalJobRunner:
             status.reason = f"internal error: {type(exc).__name__}: {shown(exc)[:200]}"
         else:
             status.counts = _counts(done)
+            self.tally.add(done.labelled.records)
         status.finished = _stamp()
         status.state = "failed" if status.reason else "done"
 

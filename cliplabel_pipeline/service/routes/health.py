@@ -27,6 +27,8 @@ def readyz(request: Request) -> JSONResponse:
     return JSONResponse({"status": "ready", "model": labeller.encoder.name, "precision": labeller.encoder.precision,
                          "device": labeller.encoder.device, "bank_version": labeller.index.bank.version,
                          "concepts": len(labeller.index.names),
+                         "labelled": {"images": state.classifier.tally.to_json(),
+                                      "jobs": state.runner.tally and state.runner.tally.to_json()},
                          "batches": {"count": stats.batches, "images": stats.images,
                                      "mean_size": round(stats.mean_batch, 2), "decode_s": round(stats.decode_s, 3),
                                      "encode_s": round(stats.encode_s, 3)}})
