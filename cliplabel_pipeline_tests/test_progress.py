@@ -62,3 +62,43 @@ def test_classify_says_each_skip_once(tmp_path, toy_model, capfd, verbose):
     err = capfd.readouterr().err
     assert err.count("bad.png") == 1, err
     assert err.strip().splitlines()[-1] == "cliplabel: error: none of the 1 files could be labelled (each skip is listed above)"
+
+
+def _on_a_terminal(argv: list[str], env: dict[str, str]) -> tuple[int, str]:
+    """Run the CLI with stdout and stderr on a pseudo-terminal, as a person runs it; what the terminal got."""
+    import os
+    import pty
+    import subprocess
+    import sys
+
+    main_fd, child_fd = pty.openpty()
+    proc = subprocess.Popen([sys.executable, "-m", "cliplabel_pipeline.cli", *argv], stdin=subprocess.DEVNULL,
+                            stdout=child_fd, stderr=child_fd, env=env, close_fds=True)
+    os.close(child_fd)
+    got = b""
+    while True:
+        try:
+            chunk = os.read(main_fd, 65536)
+        except OSError:  # EIO: the child closed the terminal
+            break
+        if not chunk:
+            break
+        got += chunk
+    os.close(main_fd)
+    return proc.wait(timeout=120), got.decode(errors="replace")
+
+
+def test_on_a_terminal_an_error_is_a_line_of_its_own_and_no_bar_is_drawn_after_it(toy_job, tmp_path):
+    root, job_id = toy_job
+    env = {"PATH": "/usr/bin:/bin", "HF_HUB_CACHE": str(tmp_path / "empty"), "HOME": str(tmp_path),
+           "COLUMNS": "100", "LINES": "20", "TERM": "xterm"}
+    rc, screen = _on_a_terminal(["job", job_id, "--results-root", str(root), "--model", str(tmp_path / "no-model")],
+                                env)
+    assert rc == 2, screen
+    lines = screen.replace("\r\n", "\n").split("\n")
+    error = [i for i, line in enumerate(lines) if "cliplabel: error:" in line]
+    assert len(error) == 1, screen
+    # the bar's line ended before the error; what a terminal shows of that line is its last redraw (after a \r)
+    assert lines[error[0]].split("\r")[-1].startswith("cliplabel: error:"), repr(lines[error[0]])
+    assert "\r" not in lines[error[0]], repr(lines[error[0]])  # not written over a bar's line
+    assert not "".join(lines[error[0] + 1:]).strip(), repr(screen)  # nothing drawn below it

@@ -66,8 +66,8 @@ def cmd_classify(args) -> int:
 
     paths = image_paths(args.paths)
     settings = _settings(args)
-    view = ProgressView()
-    records, skipped = _load(settings, view).classify_paths(paths, LabelSettings.from_settings(settings), view)
+    with ProgressView() as view:
+        records, skipped = _load(settings, view).classify_paths(paths, LabelSettings.from_settings(settings), view)
     for rec in records:
         print(json.dumps(rec.to_json(), ensure_ascii=False))
     if not args.verbose:  # with -v the log has said each already
@@ -87,12 +87,11 @@ def cmd_job(args) -> int:
 
     job = _job_folder(args)  # a bad id fails before the model loads
     settings = _settings(args)
-    view = ProgressView()
-    labeller = _load(settings, view)
-    beat = Heartbeat(op_id("cli", job.id, str(os.getpid())), job.id, log.info, settings.heartbeat_s)
-    with beat if args.verbose else contextlib.nullcontext():
-        done = process_job(labeller, job, LabelSettings.from_settings(settings), settings.db_path, view)
-    view.close()
+    with ProgressView() as view:
+        labeller = _load(settings, view)
+        beat = Heartbeat(op_id("cli", job.id, str(os.getpid())), job.id, log.info, settings.heartbeat_s)
+        with beat if args.verbose else contextlib.nullcontext():
+            done = process_job(labeller, job, LabelSettings.from_settings(settings), settings.db_path, view)
     print(summarise_job(done))
     return 0
 

@@ -78,3 +78,11 @@ class ProgressView:
         if self.bar is not None:
             self.bar.close()
             self.bar = None
+
+    def __enter__(self) -> "ProgressView":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        """The open bar ends its line first, so an error after it is a line of its own and no bar is drawn
+        again below it."""
+        self.close()
