@@ -187,3 +187,13 @@ def test_the_report_preview_shows_every_picture_inline_never_a_broken_link(label
     assert not re.search(r"\]\((?!data:)[^)]*\)", preview)  # no relative link left for the UI to break on
     inlined = re.findall(r"data:image/png;base64,([A-Za-z0-9+/=]+)", preview)
     assert len(inlined) == len(pictures) and sum(len(x) * 3 // 4 for x in inlined) <= PREVIEW_BYTES
+
+
+def test_run_config_labels_that_name_nothing_drawn_flag_every_item_by_match(toy_job, resources, instance):
+    """The issue's own example in Dagster's run config: a toy job against "cat, dog, bird" is all flagged."""
+    root, job_id = toy_job
+    config = {"ops": {"job_label_assignments": {"config": {"labels": ["cat", "dog", "bird"]}}}}
+    assert materialize_job(job_id, resources, instance, run_config=config).success
+    records = read_jsonl(root / job_id / "labels.jsonl")
+    assert records and all(r["low_confidence"] and "match" in r["flagged_by"] for r in records)
+    assert {r["top1"] for r in records} <= {"cat", "dog", "bird"}

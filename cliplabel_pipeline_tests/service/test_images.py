@@ -76,6 +76,17 @@ def test_a_request_s_own_labels_replace_the_bank_and_top_k_comes_from_the_query(
     assert body["bank_version"].startswith("user-")
 
 
+def test_a_request_s_labels_that_name_nothing_drawn_flag_the_picture_by_match(client, new_job, service_root):
+    """The issue's example over HTTP: toy shapes against "cat,dog,bird" are each flagged by match."""
+    job = service_root / new_job(n_objects=3, seed=5)
+    files = [("files", (p.name, p.read_bytes(), "image/png")) for p in sorted((job / "masks").glob("*.png"))]
+    body = client.post("/classify/image", files=files, data={"labels": "cat,dog,bird"}).json()
+    assert len(body["results"]) == 3
+    for result in body["results"]:
+        assert result["low_confidence"] and "match" in result["flagged_by"], result
+        assert result["match"] < 0.5
+
+
 def test_content_not_an_image_is_415_whatever_its_name_says(client):
     answer = client.post("/classify/image", files={"files": ("photo.png", b"GIF89a not really", "image/png")})
     assert answer.status_code == 415
