@@ -60,3 +60,20 @@ def test_zero_one_or_two_low_confidence_items(labeller, n):
     assert sum(len(c["items"]) for c in groups["clusters"]) == n
     for c in groups["clusters"]:
         assert c["name"] in labeller.index.names and -1 <= c["similarity"] <= 1
+
+
+def test_past_the_sample_size_k_is_chosen_on_a_sample_and_every_item_is_clustered(labeller):
+    """3,000 flagged items in five tight groups: k chosen on 2,000 of them still finds five, and each group's
+    items, sampled or not, land in one cluster of their own."""
+    from cliplabel_pipeline.core.organising.grouping import CHOOSE_ON
+
+    rng = np.random.default_rng(1)
+    width = labeller.index.text_emb.shape[1]
+    centres = rng.normal(size=(5, width))
+    truth = rng.integers(0, 5, 3000)
+    x = (centres[truth] + rng.normal(scale=0.3, size=(3000, width))).astype(np.float32)
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    assert len(x) > CHOOSE_ON
+    clusters = cluster_low_confidence(x, labeller.index.text_emb, labeller.index.names)
+    assert len(clusters) == 5
+    assert sorted(sorted(c["members"]) for c in clusters) == sorted(np.flatnonzero(truth == t).tolist() for t in range(5))
