@@ -2,6 +2,8 @@
 two-worker Celery cluster (deploy/local/cluster.py), side by side in one run.
 
     python benchmarks/cluster.py [--toy-jobs 20] [--big-jobs 4] [--big-images 64] [--workdir DIR]
+    python benchmarks/cluster.py --sustained-min 60 [--rss-every-s 30] [--out FILE]
+
 
 Two backfills: toy jobs with the toy CLIP, and jobs of object images with a full-size ViT-B/32 with random
 weights (the compute of the real model). Each mode first labels one warm-up job (the text embeddings cached,
@@ -9,6 +11,12 @@ as in steady state; each cluster host gets a copy of that cache), then every job
 into the results root at once and the sensor requests one run per job. Reported: wall time from the drop to
 the last run's end, throughput and its ratio, the overhead per job, and per step (from Dagster's event log):
 the wait from submission to start, and how long the CLIP step takes (it includes a model load in process).
+
+``--sustained-min``: memory instead. Toy jobs are dropped into the cluster's results root for that many minutes,
+as fast as the two workers label them (a few runs always waiting), and every process's resident memory is
+sampled (each worker's main process and its step process apart, the daemon and its run workers). Reported: RSS
+over time per process, and each one's growth from the end of the warm-up (the first sixth of the time, at least
+five minutes) to the end.
 """
 
 from __future__ import annotations
@@ -139,15 +147,92 @@ def on_cluster(work: Path, model: str, writer, n: int, prefix: str, warm_cache: 
             return backfill(cluster.results, writer, n, instance, prefix)
 
 
+def process_rss(cluster) -> dict[str, float]:
+    """MB resident per process of the cluster: ``<worker>`` (Celery's main process), ``<worker> step`` (the
+    process that runs its steps), ``daemon`` (with its code server) and ``run workers`` (summed)."""
+    import psutil
+
+    rss = {}
+    for name, proc in cluster.procs.items():
+        if name in ("redis", "postgres"):
+            continue
+        try:
+            root = psutil.Process(proc.pid)
+            children = root.children(recursive=True)
+            rss[name] = root.memory_info().rss / 2**20
+            if name == "daemon":  # the code server and the run workers it starts
+                runs = [c for c in children if "multiprocessing.spawn" in " ".join(c.cmdline())]
+                rss["daemon"] += sum(c.memory_info().rss for c in children if c not in runs) / 2**20
+                rss["run workers"] = sum(c.memory_info().rss for c in runs) / 2**20
+            else:
+                rss[f"{name} step"] = sum(c.memory_info().rss for c in children) / 2**20
+        except psutil.NoSuchProcess:
+            continue
+    return rss
+
+
+def sustained(work: Path, minutes: float, every_s: float, out: Path) -> dict:
+    """Toy jobs dropped for ``minutes`` as fast as the cluster labels them; RSS sampled every ``every_s``."""
+    import dagster as dg
+
+    local = _cluster_module()
+    model = str(REPO / "cliplabel_pipeline" / "toyworld" / "model")
+    cluster = local.LocalCluster(work, work / "results", model, webserver=False, extra_env=FAST)
+    staging, samples, dropped = work / "staging", [], 0
+    with cluster, out.open("w") as log:
+        os.environ["DAGSTER_PG_URL"] = cluster.env["DAGSTER_PG_URL"]
+        log.write("minute,process,rss_mb,runs_done,runs_failed\n")
+        with dg.DagsterInstance.from_config(str(cluster.dagster_home)) as instance:
+            t0 = next_sample = time.monotonic()
+            while (now := time.monotonic()) < t0 + 60 * minutes:
+                records = instance.get_run_records()
+                finished = [r for r in records if r.dagster_run.is_finished]
+                if dropped - len(finished) < 2 * (cluster.workers + 1):  # keep a few runs waiting, no more
+                    job_id = f"sustained-{dropped:05d}"
+                    toy_writer(staging, job_id, dropped)
+                    (staging / job_id).rename(cluster.results / job_id)
+                    dropped += 1
+                if now >= next_sample:
+                    failed = sum(r.dagster_run.status.value == "FAILURE" for r in finished)
+                    for name, mb in process_rss(cluster).items():
+                        samples.append(((now - t0) / 60, name, mb))
+                        log.write(f"{(now - t0) / 60:.2f},{name},{mb:.1f},{len(finished)},{failed}\n")
+                    log.flush()
+                    next_sample = now + every_s
+                time.sleep(0.5)
+            records = instance.get_run_records()
+    warm = max(5.0, minutes / 6)
+    growth = {}
+    for name in dict.fromkeys(n for _, n, _ in samples):
+        series = [(t, mb) for t, n, mb in samples if n == name]
+        after = [mb for t, mb in series if t >= warm] or [series[-1][1]]
+        growth[name] = (after[0], max(after), series[-1][1])
+    done = sum(r.dagster_run.is_finished for r in records)
+    failed = sum(r.dagster_run.status.value == "FAILURE" for r in records)
+    return {"minutes": minutes, "warm_up_min": warm, "runs_done": done, "runs_failed": failed, "growth": growth}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--toy-jobs", type=int, default=20)
     parser.add_argument("--big-jobs", type=int, default=4)
     parser.add_argument("--big-images", type=int, default=64)
     parser.add_argument("--workdir", type=Path, default=None)
+    parser.add_argument("--sustained-min", type=float, default=0, help="measure memory over this many minutes")
+    parser.add_argument("--rss-every-s", type=float, default=30)
+    parser.add_argument("--out", type=Path, default=Path("cluster-rss.csv"), help="RSS samples (CSV)")
     args = parser.parse_args()
     work = args.workdir or Path(os.environ.get("TMPDIR", "/tmp")) / f"cliplabel-cluster-bench-{os.getpid()}"
     shutil.rmtree(work, ignore_errors=True)
+    if args.sustained_min:
+        res = sustained(work, args.sustained_min, args.rss_every_s, args.out.resolve())
+        print(f"{res['runs_done']} runs in {res['minutes']:g} min ({res['runs_failed']} failed), RSS samples in "
+              f"{args.out}\n\n| process | RSS after {res['warm_up_min']:g} min warm-up | highest after | at the end | "
+              f"growth |\n|---|---|---|---|---|")
+        for name, (warm, high, end) in res["growth"].items():
+            print(f"| {name} | {warm:.0f} MB | {high:.0f} MB | {end:.0f} MB | {100 * (end - warm) / warm:+.1f}% |")
+        shutil.rmtree(work, ignore_errors=True)
+        return
     from benchmark import prepare  # the random-weight ViT-B/32 and its image pool
 
     big = prepare(work / "vit", 1, 0)

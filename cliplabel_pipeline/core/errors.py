@@ -3,3 +3,8 @@
 
 class CliplabelError(Exception):
     """A failure with a message that says what went wrong and how to fix it."""
+
+
+class JobGone(CliplabelError):
+    """The job is not there: its id names no folder (deleted, renamed) or no folder at all. A lasting fault:
+    running the same step again cannot succeed, so it is not retried."""

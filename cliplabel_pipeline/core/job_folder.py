@@ -23,7 +23,7 @@ from pathlib import Path, PurePosixPath, PureWindowsPath
 
 import numpy as np
 
-from cliplabel_pipeline.core.errors import CliplabelError
+from cliplabel_pipeline.core.errors import CliplabelError, JobGone
 from cliplabel_pipeline.core.settings import Settings
 from cliplabel_pipeline.core.storage import guarded, windows_names
 from cliplabel_pipeline.core.storage.files import jsonl_bytes as _jsonl
@@ -47,12 +47,12 @@ def validate_job_id(job_id: str) -> str:
            or PurePosixPath(job_id).is_absolute() or PureWindowsPath(job_id).drive
            or not all(c.isprintable() for c in job_id))
     if bad:
-        raise CliplabelError(f"invalid job id {guarded.shown(job_id)!r}: a job id is a single folder name "
+        raise JobGone(f"invalid job id {guarded.shown(job_id)!r}: a job id is a single folder name "
                              "(no '..', separators, control characters or absolute paths)")
     if len(job_id.encode("utf-8", "surrogateescape")) > MAX_JOB_ID_BYTES:
-        raise CliplabelError(f"invalid job id {guarded.shown(job_id[:40])}...: longer than {MAX_JOB_ID_BYTES} bytes")
+        raise JobGone(f"invalid job id {guarded.shown(job_id[:40])}...: longer than {MAX_JOB_ID_BYTES} bytes")
     if problem := windows_names.name_problem(job_id):  # on every system: a results root moves between them
-        raise CliplabelError(f"invalid job id {guarded.shown(job_id)!r}: {problem} (a job id must be a folder "
+        raise JobGone(f"invalid job id {guarded.shown(job_id)!r}: {problem} (a job id must be a folder "
                              "name on every system, Windows included)")
     return job_id
 
@@ -87,7 +87,7 @@ class JobFolder:
         if not root.is_dir():
             raise CliplabelError(f"results root {root} does not exist; set --results-root or CLIPLABEL_RESULTS_ROOT")
         if not is_real_folder(job.path):
-            raise CliplabelError(f"unknown job {job_id!r}: no folder {job.path}")
+            raise JobGone(f"unknown job {job_id!r}: no folder {job.path}")
         return job
 
     def __repr__(self) -> str:

@@ -96,7 +96,7 @@ class Settings:
     executor: str = "in_process"  # "in_process": one process per run; "celery": every step on a Celery worker
     broker: str = "redis://127.0.0.1:6379/0"  # the Celery broker, and its result backend unless result_backend
     result_backend: str | None = None
-    redeliver_s: float = 3600.0  # a step whose worker vanished goes to another worker after this; keep it above any step
+    redeliver_s: float = 30.0  # a step whose worker stopped renewing its lease (died) goes to another worker after this
 
     @property
     def spools_lineage(self) -> bool:

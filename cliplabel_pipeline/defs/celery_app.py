@@ -16,9 +16,10 @@ offline_hub()
 
 from dagster_celery.executor import CeleryExecutor  # noqa: E402
 from dagster_celery.make_app import make_app  # noqa: E402
-from dagster_celery.tasks import create_task  # noqa: E402
 
 from cliplabel_pipeline.defs.cluster import celery_app_config  # noqa: E402
+from cliplabel_pipeline.defs.step_task import StepLease, create_step_task  # noqa: E402
 
 app = make_app(CeleryExecutor.for_cli(**celery_app_config(Settings.from_env())).app_args())
-execute_plan = create_task(app)
+app.steps["consumer"].add(StepLease)
+execute_plan = create_step_task(app)

@@ -24,9 +24,13 @@ def on_queue(queue: str) -> dict[str, str]:
 
 
 def celery_app_config(settings: Settings) -> dict:
-    """The Celery executor's config. A step is acknowledged only when it has finished, so when its worker dies
-    (SIGKILL, a host lost) the broker gives it to another worker after ``redeliver_s``; the step's writes are
-    atomic and its rows replace the job's, so running it again changes nothing but the time it took."""
+    """The Celery executor's config. A step is acknowledged only when it has finished, and its worker renews a
+    lease on it while it runs (``step_task.StepLease``): when the worker dies (SIGKILL, a host lost) the broker
+    gives the step to another worker ``redeliver_s`` after the last renewal, however long the step. The step's
+    writes are atomic and its rows replace the job's, so running it again changes nothing but the time it took.
+
+    The broker away (restarted, or gone for minutes) fails nothing: sending a step, reading its result and a
+    worker's connection are retried for about three minutes, so runs wait for it instead of failing."""
     return {
         "broker": settings.broker,
         "backend": settings.result_backend or settings.broker,
@@ -37,7 +41,15 @@ def celery_app_config(settings: Settings) -> dict:
             "broker_transport_options": {
                 "visibility_timeout": settings.redeliver_s,
                 "unacked_restore_interval": 5, "unacked_restore_throttle": 1,  # look for abandoned steps every 5 s
-                "max_retries": 3, "interval_start": 0, "interval_step": 0.2, "interval_max": 0.5},
+                "socket_timeout": 30, "socket_connect_timeout": 5, "health_check_interval": 10},
+            "broker_connection_retry_on_startup": True,
+            "broker_connection_max_retries": None,  # a worker waits for the broker as long as it takes
+            "task_publish_retry_policy": {"max_retries": 60, "interval_start": 0, "interval_step": 1,
+                                          "interval_max": 3},  # a step sent while the broker is away: ~3 min
+            "result_backend_always_retry": True,  # a run reading its steps' results while the broker is away
+            "result_backend_max_retries": 60, "result_backend_max_sleep_between_retries_ms": 3000,
+            "result_backend_transport_options": {"socket_timeout": 30, "socket_connect_timeout": 5,
+                                                 "health_check_interval": 10},
             "result_expires": 86400,
             "worker_redirect_stdouts_level": "INFO",  # a step's log lines (heartbeats) as INFO in the worker's log
         },

@@ -6,7 +6,7 @@ from cliplabel_pipeline.core import upkeep
 from cliplabel_pipeline.core.organising.cleanup import plan_cleanup
 from cliplabel_pipeline.core.settings import Settings
 from cliplabel_pipeline.core.storage.lineage import RecordedRun
-from cliplabel_pipeline.defs.assets.common import JOB_GROUP, as_failure
+from cliplabel_pipeline.defs.assets.common import JOB_GROUP, STEP_RETRY_POLICY, as_failure
 from cliplabel_pipeline.defs.assets.embeddings import concept_text_embeddings
 from cliplabel_pipeline.defs.cluster import LINEAGE_QUEUE, on_queue
 from cliplabel_pipeline.defs.partitions import jobs_partitions
@@ -15,7 +15,7 @@ from cliplabel_pipeline.defs.resources import DuckDBResource, ResultsRootResourc
 # Every per-job asset of one job, in one run (with their checks), and the concept index they read.
 label_jobs_job = dg.define_asset_job(
     "label_jobs_job", selection=dg.AssetSelection.groups(JOB_GROUP) | dg.AssetSelection.assets(concept_text_embeddings),
-    partitions_def=jobs_partitions)
+    partitions_def=jobs_partitions, op_retry_policy=STEP_RETRY_POLICY)
 
 
 def own_choices_config(previous: RecordedRun | None) -> dict:
@@ -56,7 +56,7 @@ def _record_against_assets(context: dg.OpExecutionContext, job_id: str, action: 
 @dg.op(tags=on_queue(LINEAGE_QUEUE))  # it writes DuckDB: on a cluster, on the one writer's host
 def quarantine_low_confidence(context: dg.OpExecutionContext, config: CleanupConfig,
                               results_root: ResultsRootResource, duckdb: DuckDBResource) -> dg.Output:
-    with as_failure():
+    with as_failure(context):
         job = results_root.job(config.job_id)
         db = duckdb.db_path(results_root.root)
         upkeep.recover(job, db)
@@ -72,7 +72,7 @@ def quarantine_low_confidence(context: dg.OpExecutionContext, config: CleanupCon
     return dg.Output(len(plan), metadata={"items": len(plan), "action": action, "items_list": dg.MetadataValue.md(listing)})
 
 
-@dg.job
+@dg.job(op_retry_policy=STEP_RETRY_POLICY)
 def cleanup_job():
     """Quarantine (or purge) a job's items below a threshold; `restore_job` undoes a quarantine."""
     quarantine_low_confidence()
@@ -85,14 +85,14 @@ class RestoreConfig(dg.Config):
 @dg.op(tags=on_queue(LINEAGE_QUEUE))  # it writes DuckDB: on a cluster, on the one writer's host
 def restore_quarantined(context: dg.OpExecutionContext, config: RestoreConfig, results_root: ResultsRootResource,
                         duckdb: DuckDBResource) -> dg.Output:
-    with as_failure():
+    with as_failure(context):
         job = results_root.job(config.job_id)
         done = upkeep.restore(job, duckdb.db_path(results_root.root))
     _record_against_assets(context, job.id, "restore", done)
     return dg.Output(len(done.paths), metadata={"items": len(done.paths)})
 
 
-@dg.job
+@dg.job(op_retry_policy=STEP_RETRY_POLICY)
 def restore_job():
     """Put a job's quarantined items back, byte for byte, with their label lines and rows."""
     restore_quarantined()

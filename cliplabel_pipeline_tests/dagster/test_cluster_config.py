@@ -77,3 +77,66 @@ def test_steps_in_one_worker_process_share_one_loaded_model(toy_model, text_cach
     first = ClipModelResource(model=toy_model, device="cpu", precision="fp32", cache_dir=str(text_cache))
     second = ClipModelResource(model=toy_model, device="cpu", precision="fp32", cache_dir=str(text_cache))
     assert first.labeller().encoder is second.labeller().encoder
+
+
+def _instance_settings(yaml_path):
+    import shutil
+    import tempfile
+
+    from dagster._core.instance.config import dagster_instance_config
+
+    with tempfile.TemporaryDirectory() as home:
+        shutil.copy(yaml_path, os.path.join(home, "dagster.yaml"))
+        return dagster_instance_config(home)[0]
+
+
+def test_the_cluster_instance_retries_failed_runs_ends_stuck_ones_and_runs_one_run_per_job():
+    from pathlib import Path
+
+    import yaml
+
+    repo = Path(__file__).resolve().parents[2]
+    cfg = _instance_settings(repo / "deploy" / "dagster.yaml")  # validated against the installed Dagster
+    assert cfg["run_retries"] == {"enabled": True, "max_retries": 3}
+    monitoring = cfg["run_monitoring"]
+    assert monitoring["enabled"] and monitoring["start_timeout_seconds"] <= 120
+    assert monitoring["poll_interval_seconds"] <= 30 and monitoring["max_resume_run_attempts"] == 0
+    one_per_job = {"key": "dagster/partition", "value": {"applyLimitPerUniqueValue": True}, "limit": 1}
+    assert one_per_job in cfg["run_coordinator"]["config"]["tag_concurrency_limits"]
+    # the Helm values carry the same settings
+    values = next(yaml.safe_load_all((repo / "deploy" / "kubernetes" / "values.yaml").read_text()))
+    daemon = values["dagsterDaemon"]
+    assert daemon["runRetries"] == {"enabled": True, "maxRetries": 3}
+    assert daemon["runMonitoring"] == {"enabled": True, "startTimeoutSeconds": monitoring["start_timeout_seconds"],
+                                       "pollIntervalSeconds": monitoring["poll_interval_seconds"]}
+    assert daemon["runCoordinator"]["config"]["queuedRunCoordinator"]["tagConcurrencyLimits"] == [one_per_job]
+
+
+def test_the_run_monitor_is_told_a_dead_run_worker_from_a_living_one(instance):
+    from dagster._core.events import DagsterEvent, EngineEventData
+    from dagster._core.launcher import WorkerStatus
+
+    from cliplabel_pipeline.defs.run_launcher import LocalRunLauncher
+
+    launcher = LocalRunLauncher()
+    launcher.register_instance(instance)
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    for pid, expected in ((os.getpid(), WorkerStatus.RUNNING), (dead.pid, WorkerStatus.FAILED)):
+        run = instance.create_run_for_job(dg.GraphDefinition("g").to_job())
+        assert launcher.check_run_worker_health(run).status == WorkerStatus.RUNNING  # no run worker yet
+        instance.report_engine_event(f"Started process for run (pid: {pid}).", run, EngineEventData.in_process(pid))
+        assert launcher.check_run_worker_health(run).status == expected
+
+
+def test_a_step_whose_job_is_gone_fails_once_saying_so_and_its_run_is_not_retried(resources, instance):
+    from cliplabel_pipeline.defs.jobs import label_jobs_job  # with its step retry policy
+
+    instance.add_dynamic_partitions("jobs", ["gone"])
+    job = dg.Definitions(assets=ASSETS, jobs=[label_jobs_job], resources=resources).resolve_job_def("label_jobs_job")
+    result = job.execute_in_process(partition_key="gone", instance=instance, raise_on_error=False)
+    assert not result.success
+    failures = [e for e in result.all_events if e.event_type_value == "STEP_FAILURE"]
+    assert len(failures) == 1 and "not retried: the job is gone" in failures[0].step_failure_data.error.message
+    assert not [e for e in result.all_events if e.event_type_value == "STEP_UP_FOR_RETRY"]
+    assert instance.get_run_by_id(result.run_id).tags["dagster/retry_on_asset_or_op_failure"] == "false"

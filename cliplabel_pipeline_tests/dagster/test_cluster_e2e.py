@@ -1,6 +1,7 @@
 """The local cluster end to end: Redis, PostgreSQL, the daemon, the lineage worker and two worker hosts.
-Twelve toy jobs; both hosts take work; one host is killed with SIGKILL in the middle of a step; every run
-still succeeds, and DuckDB holds every item of every job exactly once."""
+Twelve toy jobs; both hosts take work; one host is killed with SIGKILL in the middle of a step; its step is
+back on the other host within a minute (the dead host stops renewing its lease); every run still succeeds, and
+DuckDB holds every item of every job exactly once."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import importlib.util
 import re
 import sys
 import time
+from datetime import datetime
 from pathlib import Path
 
 import pytest
@@ -29,7 +31,14 @@ def _cluster_module():
 
 def _tasks(log: Path, event: str) -> set[str]:
     """Ids of the Celery tasks (one step each) a worker's log says were ``received`` or ``succeeded``."""
-    return set(re.findall(rf"Task execute_plan\[([0-9a-f-]+)\] {event}", log.read_text(errors="replace")))
+    return set(_task_times(log, event))
+
+
+def _task_times(log: Path, event: str) -> dict[str, float]:
+    """``{task id: when}`` of a worker's log lines ``[time: ...] Task execute_plan[id] <event>``."""
+    found = re.findall(rf"\[([0-9-]+ [0-9:]+,[0-9]+): [^]]*\] Task execute_plan\[([0-9a-f-]+)\] {event}",
+                       log.read_text(errors="replace"))
+    return {task: datetime.strptime(when, "%Y-%m-%d %H:%M:%S,%f").timestamp() for when, task in found}
 
 
 @pytest.mark.slow
@@ -43,8 +52,8 @@ def test_twelve_jobs_on_two_hosts_survive_a_killed_host_with_every_item_in_duckd
         pytest.skip(f"no local cluster here: {exc}")
     env = {"CLIPLABEL_SETTLE_S": "1", "CLIPLABEL_SENSOR_INTERVAL_S": "2", "CLIPLABEL_HEARTBEAT_S": "1",
            "CLIPLABEL_BATCH_SIZE": "2"}
-    with local.LocalCluster(tmp_path / "cluster", tmp_path / "results", toy_model, redeliver_s=15,
-                            webserver=False, extra_env=env) as cluster:
+    with local.LocalCluster(tmp_path / "cluster", tmp_path / "results", toy_model, webserver=False,
+                            extra_env=env) as cluster:  # the default lease: CLIPLABEL_REDELIVER_S=30
         ids = [f"job-{i:02d}" for i in range(12)]
         for i, job_id in enumerate(ids):
             write_toy_job(cluster.results, job_id, seed=900 + i, n_objects=8, size=(384, 288))
@@ -54,6 +63,7 @@ def test_twelve_jobs_on_two_hosts_survive_a_killed_host_with_every_item_in_duckd
             in_flight = _tasks(log_a, "received") - _tasks(log_a, "succeeded")
             if in_flight and len(_tasks(log_a, "succeeded")) >= 3 and _tasks(log_b, "succeeded"):
                 cluster.kill("a")
+                killed_at = time.time()
                 break
             time.sleep(0.05)
         else:
@@ -75,6 +85,11 @@ def test_twelve_jobs_on_two_hosts_survive_a_killed_host_with_every_item_in_duckd
             statuses = sorted(r.status.value for r in instance.get_runs())
         assert statuses == ["SUCCESS"] * 12, f"runs: {statuses}; logs in {cluster.base / 'logs'}"
         assert lost & _tasks(log_b, "received"), "the killed host's step was not given to the other host"
+        back_after = min(t for task, t in _task_times(log_b, "received").items() if task in lost) - killed_at
+        print(f"the killed host's step was back on host b {back_after:.0f}s after the kill")
+        assert back_after < 60, f"the killed host's step came back only after {back_after:.0f}s"
+        # the lease of a living host's step is renewed: no step but the lost one was handed to a second host
+        assert _tasks(log_a, "received") & _tasks(log_b, "received") == lost
         assert "HB op=" in log_b.read_text(errors="replace"), "heartbeats belong in the worker's log"
 
     db = cluster.db

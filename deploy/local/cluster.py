@@ -87,7 +87,7 @@ class LocalCluster:
     results: Path
     model: str
     workers: int = 2
-    redeliver_s: float = 30.0  # a killed worker's step goes to another worker after this long
+    redeliver_s: float = 30.0  # a killed worker's step goes to another worker this long after its last lease renewal
     extra_env: dict = field(default_factory=dict)
     webserver: bool = True
     procs: dict = field(default_factory=dict)  # name -> Popen, in the order started
@@ -127,8 +127,13 @@ class LocalCluster:
         for folder in (self.base / "logs", self.dagster_home, self.db.parent, self.results):
             folder.mkdir(parents=True, exist_ok=True)
         redis_port, self.pg_port = free_port(), free_port()
-        self._spawn("redis", [servers.redis_server, "--port", str(redis_port), "--bind", "127.0.0.1", "--save", "",
-                              "--appendonly", "no", "--dir", str(self.base)], self.base)
+        # Queued and unacknowledged steps are written to an append-only file as they change, so a restarted
+        # broker still holds every step it was given (a broker that forgets them leaves runs waiting on them).
+        self.commands = {"redis": [servers.redis_server, "--port", str(redis_port), "--bind", "127.0.0.1",
+                                   "--save", "", "--appendonly", "yes", "--appendfsync", "always",
+                                   "--dir", str(self.base)]}
+        self._spawn("redis", self.commands["redis"], self.base)
+        self.redis_port = redis_port
         wait_for_port(redis_port, self.procs["redis"], "redis-server")
         self._start_postgres(servers.pg_bin)
         shutil.copy(INSTANCE_YAML, self.dagster_home / "dagster.yaml")
@@ -143,8 +148,8 @@ class LocalCluster:
         self._worker("lineage", ["lineage"], self.db.parent)
         for name in self.worker_names:
             self._worker(name, ["dagster", "clip"], self.host_dir(name))
-        self._spawn("daemon", [str(BIN / "dagster-daemon"), "run", "-w", str(REPO / "workspace.yaml")],
-                    self.base / "lineage")
+        self.commands["daemon"] = [str(BIN / "dagster-daemon"), "run", "-w", str(REPO / "workspace.yaml")]
+        self._spawn("daemon", self.commands["daemon"], self.base / "lineage")
         if self.webserver:
             self.webserver_port = free_port()
             self._spawn("webserver", [str(BIN / "dagster-webserver"), "-w", str(REPO / "workspace.yaml"),
@@ -216,6 +221,18 @@ class LocalCluster:
         _end_tree(proc.pid, kill=True)
         proc.wait()
 
+    def stop_one(self, name: str) -> None:
+        """Stop one process as its service manager would (SIGTERM, and wait): Redis writes its file first."""
+        proc = self.procs.pop(name)
+        _end_tree(proc.pid)
+        proc.wait(60)
+
+    def restart(self, name: str) -> None:
+        """Start ``redis`` or ``daemon`` again, as before (Redis on the same port, with its file)."""
+        self._spawn(name, self.commands[name], self.base if name == "redis" else self.base / "lineage")
+        if name == "redis":
+            wait_for_port(self.redis_port, self.procs["redis"], "redis-server")
+
     def stop(self) -> None:
         """Stop every process this cluster started (newest first), with its children; remove PostgreSQL's data."""
         for name, proc in reversed(list(self.procs.items())):
@@ -263,7 +280,7 @@ def main() -> None:
     args = parser.parse_args()
     try:
         cluster = LocalCluster(args.base.resolve(), (args.results or args.base / "results").resolve(), args.model,
-                               args.workers, redeliver_s=600)
+                               args.workers)
         with cluster:
             print(f"webserver http://127.0.0.1:{cluster.webserver_port}  results root {cluster.results}\n"
                   f"logs {cluster.base / 'logs'}  lineage {cluster.db}\n"

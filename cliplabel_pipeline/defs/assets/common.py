@@ -6,7 +6,7 @@ from pathlib import Path
 
 import dagster as dg
 
-from cliplabel_pipeline.core.errors import CliplabelError
+from cliplabel_pipeline.core.errors import CliplabelError, JobGone
 from cliplabel_pipeline.core.heartbeat import Heartbeat, op_id
 from cliplabel_pipeline.core.settings import Settings
 from cliplabel_pipeline.core.values import BankSpec, LabelSettings
@@ -35,12 +35,24 @@ class LabelingConfig(dg.Config):
         return default if spec.is_default else spec
 
 
+# Every step of a job is safe to repeat (atomic writes, rows replaced per job): a failed step is tried again,
+# after 5, 10 and 20 s (a full disk freed, the broker back, a busy database); then its run is retried
+# (deploy/dagster.yaml). Not a step whose job is gone: that is lasting (``as_failure``).
+STEP_RETRY_POLICY = dg.RetryPolicy(max_retries=3, delay=5, backoff=dg.Backoff.EXPONENTIAL)
+NO_RUN_RETRY_TAG = "dagster/retry_on_asset_or_op_failure"  # read from the run when it fails
+
+
 @contextmanager
-def as_failure():
+def as_failure(context=None):
     """A ``CliplabelError`` (bad job id, unreadable job, locked database) ends the step as a ``Failure``
-    whose description is the error's one line, instead of a user-code traceback."""
+    whose description is the error's one line, instead of a user-code traceback. A job gone (``JobGone``) is a
+    lasting fault: the step is not retried, and (given the step's ``context``) neither is its run."""
     try:
         yield
+    except JobGone as exc:
+        if context is not None:
+            context.instance.add_run_tags(context.run_id, {NO_RUN_RETRY_TAG: "false"})
+        raise dg.Failure(description=f"{exc} (not retried: the job is gone)", allow_retries=False) from None
     except CliplabelError as exc:
         raise dg.Failure(description=str(exc)) from None
 

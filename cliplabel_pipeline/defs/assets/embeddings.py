@@ -16,7 +16,7 @@ from cliplabel_pipeline.defs.resources import ClipModelResource, ResultsRootReso
 def concept_text_embeddings(context: dg.AssetExecutionContext, clip: ClipModelResource) -> dg.Output[ConceptIndex]:
     """The concept bank's text embeddings (mean over templates): built once per model, precision, templates
     and concept list, then loaded from the on-disk cache. Every labelling run materialises it."""
-    with as_failure(), heartbeat(context):
+    with as_failure(context), heartbeat(context):
         index = clip.concept_index()
     return dg.Output(index, metadata={
         "concepts": dg.MetadataValue.int(len(index.names)),
@@ -32,7 +32,7 @@ def concept_text_embeddings(context: dg.AssetExecutionContext, clip: ClipModelRe
 def job_image_embeddings(context: dg.AssetExecutionContext, config: LabelingConfig, clip: ClipModelResource,
                          results_root: ResultsRootResource) -> dg.Output[Embedded]:
     """CLIP image embeddings of every readable item of the job; unreadable ones recorded with a reason."""
-    with as_failure(), heartbeat(context):
+    with as_failure(context), heartbeat(context):
         job = results_root.job(context.partition_key)
         embedded = embed_job(clip.labeller(), job, config.label_settings())
     return dg.Output(embedded, metadata={

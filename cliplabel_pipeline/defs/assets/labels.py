@@ -19,7 +19,7 @@ def job_label_assignments(context: dg.AssetExecutionContext, config: LabelingCon
                           job_image_embeddings: Embedded, concept_text_embeddings: ConceptIndex) -> dg.Output[Labelled]:
     """Top-k concepts with confidence for every item: ``labels.jsonl``, and the job's DuckDB ``assets``,
     ``labels`` and ``runs`` rows (replaced in one transaction)."""
-    with as_failure(), heartbeat(context):
+    with as_failure(context), heartbeat(context):
         job = results_root.job(context.partition_key)
         bank = config.bank_spec(clip.bank_spec)
         index = concept_text_embeddings if bank == clip.bank_spec else clip.concept_index(bank)

@@ -19,7 +19,7 @@ def job_lineage_rows(context: dg.AssetExecutionContext, results_root: ResultsRoo
     """The job's ``assets``, ``labels`` and ``runs`` rows, from ``_cliplabel/lineage_rows.json`` (written on
     whichever host labelled it), replacing the job's rows in one transaction. Only in Celery deployments, where
     it runs on the ``lineage`` queue's single worker: no two hosts ever write the DuckDB file."""
-    with as_failure():
+    with as_failure(context):
         job = results_root.job(context.partition_key)
         started = time.perf_counter()
         rows = ingest_lineage(job, duckdb.db_path(results_root.root))

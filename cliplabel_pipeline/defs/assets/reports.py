@@ -22,7 +22,7 @@ def job_groups(context: dg.AssetExecutionContext, clip: ClipModelResource, job_l
                concept_text_embeddings: ConceptIndex) -> dg.Output[Grouped]:
     """Confident items grouped by top-1 label; low-confidence items clustered and named: ``groups.json``."""
     labelled = job_label_assignments
-    with as_failure():
+    with as_failure(context):
         bank = labelled.provenance.bank
         index = concept_text_embeddings if bank == clip.bank_spec else clip.concept_index(bank)
         grouped = group_labelled(labelled, index)
@@ -40,7 +40,7 @@ def job_groups(context: dg.AssetExecutionContext, clip: ClipModelResource, job_l
 @dg.asset(partitions_def=jobs_partitions, kinds={"csv", "json"}, group_name=JOB_GROUP, io_manager_key="job_folder_io")
 def job_exports(context: dg.AssetExecutionContext, job_groups: Grouped) -> dg.Output[Exported]:
     """``labels.csv``, one JSON per item under ``labels/``, ``export/<job>.zip`` of grouped files, ``manifest.json``."""
-    with as_failure():
+    with as_failure(context):
         exported = export_grouped(job_groups)
     return dg.Output(exported, metadata={
         **{name: path_md(path) for name, path in vars(exported.files).items()},
@@ -51,7 +51,7 @@ def job_exports(context: dg.AssetExecutionContext, job_groups: Grouped) -> dg.Ou
 @dg.asset(partitions_def=jobs_partitions, kinds={"json", "markdown"}, group_name=JOB_GROUP)
 def job_metrics_report(context: dg.AssetExecutionContext, job_exports: Exported) -> dg.MaterializeResult:
     """``metrics.json`` and ``report/report.md`` with pictures: accuracy with ground truth, score statistics without."""
-    with as_failure():
+    with as_failure(context):
         result = report_exported(job_exports)
     metrics = result.metrics
     scores, perf, truth = metrics.scores, metrics.performance, metrics.truth
