@@ -19,6 +19,7 @@ import json
 import logging
 import os
 import stat
+from collections.abc import Iterable
 from pathlib import Path, PurePosixPath, PureWindowsPath
 
 import numpy as np
@@ -26,7 +27,7 @@ import numpy as np
 from cliplabel_pipeline.core.errors import CliplabelError, JobGone
 from cliplabel_pipeline.core.settings import Settings
 from cliplabel_pipeline.core.storage import guarded, windows_names
-from cliplabel_pipeline.core.storage.files import jsonl_bytes as _jsonl
+from cliplabel_pipeline.core.storage.files import json_bytes, jsonl_bytes as _jsonl
 from cliplabel_pipeline.core.storage.job_rows import JobRows
 from cliplabel_pipeline.core.values import (
     Embedded, EmbeddedItem, EncoderInfo, Groups, LabelRecord, Provenance, SkippedItem,
@@ -237,6 +238,12 @@ class JobFolder:
         self._stage.enter_context(self.writer(path)).write(data)
         return self.path / self.rel(path)
 
+    def write_many(self, files: Iterable[tuple[Path, bytes]]) -> int:
+        """``write`` for many files at once (batched: one flush to disk for all); returns how many."""
+        if self._stage is not None:
+            return sum(1 for path, data in files if self.write(path, data))
+        return guarded.write_files(self.path, ((self.rel(path), data) for path, data in files))
+
     @contextlib.contextmanager
     def staged(self):
         """``with job.staged():`` every ``write`` in the block goes to a temp file (written and synced at once),
@@ -254,7 +261,7 @@ class JobFolder:
         return guarded.atomic_writer(self.path, self.rel(path))
 
     def write_json(self, path: Path, data) -> Path:
-        return self.write(path, json.dumps(data, indent=1, ensure_ascii=False).encode("utf-8"))
+        return self.write(path, json_bytes(data))
 
     def open_item(self, rel: str):
         """Item ``rel`` opened for reading if it is a regular file inside the job; else ``NotRegularFile``."""

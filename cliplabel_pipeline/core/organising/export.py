@@ -19,7 +19,7 @@ from typing import BinaryIO
 from cliplabel_pipeline.core.errors import CliplabelError
 from cliplabel_pipeline.core.job_folder import JobFolder
 from cliplabel_pipeline.core.organising.zip_names import UniqueNames, flat_item_name, portable_name
-from cliplabel_pipeline.core.storage.files import jsonl_bytes
+from cliplabel_pipeline.core.storage.files import json_bytes, jsonl_bytes
 from cliplabel_pipeline.core.values import Groups, LabelRecord, Provenance, SkippedItem
 
 EXPORT_FORMATS = ("zip", "csv", "jsonl")
@@ -45,8 +45,7 @@ def write_asset_jsons(job: JobFolder, records: list[LabelRecord]) -> Path:
     for rel in job.files_under(job.item_labels_dir):
         if rel not in wanted:
             job.remove(job.item_labels_dir / rel)
-    for rec in records:
-        job.write_json(job.item_labels_dir / f"{rec.path}.json", rec.to_json())
+    job.write_many((job.item_labels_dir / f"{rec.path}.json", json_bytes(rec.to_json())) for rec in records)
     return job.item_labels_dir
 
 

@@ -38,6 +38,11 @@ def write_atomic(path: Path, data: bytes) -> Path:
     return path
 
 
+def json_bytes(data) -> bytes:
+    """A JSON file's bytes as cliplabel writes them: indented by one, UTF-8 text kept as it is."""
+    return json.dumps(data, indent=1, ensure_ascii=False).encode("utf-8")
+
+
 def jsonl_bytes(records: Iterable[dict]) -> bytes:
     return "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records).encode("utf-8")
 

@@ -24,7 +24,7 @@ import logging
 import ntpath
 import os
 import stat
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import BinaryIO
@@ -143,6 +143,16 @@ def atomic_writer(root: Path, rel: str) -> Iterator[BinaryIO]:
     except OSError as exc:
         raise CliplabelError(f"cannot write {shown(target)}: {exc.strerror or exc} "
                              f"(is the folder writable?)") from None
+
+
+def write_files(root: Path, files: Iterable[tuple[str, bytes]]) -> int:
+    """``atomic_writer`` for each file in turn (the batched form needs folder descriptors); returns how many."""
+    written = 0
+    for rel, data in files:
+        with atomic_writer(root, rel) as fh:
+            fh.write(data)
+        written += 1
+    return written
 
 
 def open_regular(root: Path, rel: str) -> BinaryIO:

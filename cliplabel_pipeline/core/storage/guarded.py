@@ -27,7 +27,7 @@ import os
 import socket
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import BinaryIO
@@ -64,6 +64,13 @@ def write_file(root: Path, rel: str, data: bytes) -> Path:
     with atomic_writer(root, rel) as fh:
         fh.write(data)
     return root.joinpath(*parts_of(rel))
+
+
+def write_files(root: Path, files: Iterable[tuple[str, bytes]]) -> int:
+    """``write_file`` for each ``(rel, data)``, batched where the system allows (folders opened once, one flush
+    to disk for all before the renames): for the thousands of small per-item files of an export. Returns
+    how many were written."""
+    return _backend.write_files(root, files)
 
 
 def atomic_writer(root: Path, rel: str):
