@@ -142,7 +142,7 @@ def cmd_export(args) -> int:
 
     job = _job_folder(args)
     if args.output == "-":
-        write_export(job, args.format, sys.stdout.buffer)
+        write_export(job, args.format, sys.stdout.buffer, args.only, args.image_root)
         sys.stdout.flush()
         return 0
     out = Path(args.output).expanduser() if args.output else None
@@ -151,7 +151,7 @@ def cmd_export(args) -> int:
             out.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise _error(f"cannot make the folder {shown(args.output)}: {exc.strerror or exc}") from None
-    print(export_format(job, args.format, out))
+    print(export_format(job, args.format, out, args.only, args.image_root))
     return 0
 
 

@@ -41,7 +41,11 @@ CREATE TABLE IF NOT EXISTS assets (
     skip_reason VARCHAR, run_id VARCHAR);
 CREATE TABLE IF NOT EXISTS labels (
     job_id VARCHAR, path VARCHAR, kind VARCHAR, top1 VARCHAR, confidence DOUBLE, low_confidence BOOLEAN,
-    labels_json VARCHAR, model VARCHAR, bank_version VARCHAR, run_id VARCHAR, match DOUBLE, flagged_by VARCHAR);
+    labels_json VARCHAR, model VARCHAR, bank_version VARCHAR, run_id VARCHAR, match DOUBLE, flagged_by VARCHAR,
+    label VARCHAR, label_source VARCHAR);
+CREATE TABLE IF NOT EXISTS reviews (
+    job_id VARCHAR, path VARCHAR, decision VARCHAR, label VARCHAR, model_label VARCHAR, reviewer VARCHAR,
+    source VARCHAR, reviewed_at VARCHAR, imported_at VARCHAR);
 """
 
 
@@ -112,6 +116,8 @@ def _migrate(con: duckdb.DuckDBPyConnection) -> None:
     con.execute("ALTER TABLE runs ADD COLUMN IF NOT EXISTS calibration VARCHAR")
     con.execute("ALTER TABLE labels ADD COLUMN IF NOT EXISTS match DOUBLE")
     con.execute("ALTER TABLE labels ADD COLUMN IF NOT EXISTS flagged_by VARCHAR")
+    con.execute("ALTER TABLE labels ADD COLUMN IF NOT EXISTS label VARCHAR")
+    con.execute("ALTER TABLE labels ADD COLUMN IF NOT EXISTS label_source VARCHAR")
 
 
 def _connect_waiting(db_path: Path, wait_s: float) -> duckdb.DuckDBPyConnection:
@@ -201,7 +207,8 @@ def job_rows(run_id: str, labelled: "Labelled") -> JobRows:
                "low_confidence": r.low_confidence,
                "labels_json": json.dumps([{"name": x.name, "score": x.score} for x in r.labels]),
                "model": prov.model, "bank_version": prov.bank_version, "run_id": run_id, "match": r.match,
-               "flagged_by": ",".join(r.flagged_by)} for r in labelled.records]
+               "flagged_by": ",".join(r.flagged_by), "label": r.label, "label_source": r.label_source}
+              for r in labelled.records]
     run = {"run_id": run_id, "job_id": job.id, "stage": LABEL_STAGE, "model": prov.model,
            "model_identity": prov.model_identity, "precision": prov.precision, "bank_version": prov.bank_version,
            "templates_hash": prov.templates_hash, "top_k": prov.top_k, "min_confidence": prov.min_confidence,
