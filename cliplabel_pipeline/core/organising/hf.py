@@ -17,7 +17,11 @@ from cliplabel_pipeline.core.errors import CliplabelError
 from cliplabel_pipeline.core.job_folder import SOURCE_NAME, JobFolder
 from cliplabel_pipeline.core.organising.bundle import BundleFile, left_out
 from cliplabel_pipeline.core.organising.zip_names import UniqueNames, flat_item_name
-from cliplabel_pipeline.core.reading.images import crop_source_under_mask, load_rgb, open_image
+from cliplabel_pipeline.core.reading.images import (
+    crop_source_under_mask,
+    load_rgb,
+    open_image,
+)
 from cliplabel_pipeline.core.reading.picture import ImageSkipped
 from cliplabel_pipeline.core.values import LabelRecord
 
