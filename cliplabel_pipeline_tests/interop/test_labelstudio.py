@@ -43,7 +43,7 @@ def test_every_prediction_validates_and_every_brush_decodes_back(shared_job, tmp
 
 
 def test_image_root_points_at_another_server(shared_job, tmp_path):
-    root, job_id, _ = shared_job
+    _, job_id, _ = shared_job
     out = export(shared_job, "labelstudio", tmp_path / "ls", "--image-root", "http://labels.example:8000/results/")
     tasks = json.loads((out / "tasks.json").read_text())
     assert all(t["data"]["image"].startswith(f"http://labels.example:8000/results/{job_id}/") for t in tasks)

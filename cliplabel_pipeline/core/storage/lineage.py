@@ -290,6 +290,20 @@ def latest_runs(db_path: Path) -> dict[str, RecordedRun]:
     return {r[0]: RecordedRun(r[1], r[2], r[3], r[4], BankSpec.from_json(r[5]), r[6], r[7], r[8]) for r in rows}
 
 
+def insert_reviews(con: duckdb.DuckDBPyConnection, job_id: str, reviews: list) -> None:
+    """Append ``reviews`` (``Review`` values) to the ``reviews`` table: never replaced, as ``reviews.jsonl``."""
+    rows = [{"job_id": job_id, **r.to_json()} for r in reviews]
+    _insert(con, "reviews", _ordered(con, "reviews", rows))
+
+
+def update_label_of_record(con: duckdb.DuckDBPyConnection, job_id: str, records: list) -> None:
+    """The ``labels`` rows of ``records`` (``LabelRecord`` values) given their label of record and flags."""
+    con.executemany("UPDATE labels SET label = ?, label_source = ?, low_confidence = ?, flagged_by = ? "
+                    "WHERE job_id = ? AND path = ?",
+                    [(r.label, r.label_source, r.low_confidence, ",".join(r.flagged_by), job_id, r.path)
+                     for r in records])
+
+
 ITEM_TABLES = ("labels", "assets")
 
 

@@ -9,13 +9,15 @@ from __future__ import annotations
 import json
 from collections import Counter
 
+from typing import Literal
+
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import JSONResponse, StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
 from cliplabel_pipeline.core.errors import CliplabelError
 from cliplabel_pipeline.core.job_folder import JobFolder, is_real_folder
-from cliplabel_pipeline.core.organising.export import EXPORT_FORMATS
+from cliplabel_pipeline.core.organising.export import EXPORT_FORMATS, FOLDER_FORMATS
 from cliplabel_pipeline.core.serving.files import job_files
 from cliplabel_pipeline.core.serving.runner import JobRequest
 from cliplabel_pipeline.core.storage.guarded import shown
@@ -160,20 +162,28 @@ def classify_restore(job_id: str, state: ServiceState = Depends(ready)) -> dict:
 
 
 @router.get("/classify/export/{job_id}", tags=["exports"], summary="Download an export, streamed from disk")
-async def classify_export(job_id: str, format: str = Query("zip", description="zip, csv or jsonl"),
+async def classify_export(job_id: str,
+                          format: str = Query("zip", description="zip, csv, jsonl, or a folder as a ZIP: coco, hf, "
+                                                                 "labelstudio"),
+                          only: Literal["all", "flagged"] = Query("all", description="flagged: the review queue, "
+                                                                                     "least sure first"),
+                          image_root: str | None = Query(None, description="labelstudio: URL prefix of the images "
+                                                                           "(followed by <job>/<path>)"),
                           state: ServiceState = Depends(ready)) -> StreamingResponse:
     job = open_job(state, job_id)
     if format not in EXPORT_FORMATS:
         raise ApiError(422, f"format must be one of {', '.join(EXPORT_FORMATS)}, got {shown(format)[:20]!r}")
-    fh, size = await run_in_threadpool(export_file, state, job, format)
-    media = {"zip": "application/zip", "csv": "text/csv; charset=utf-8", "jsonl": "application/x-ndjson"}[format]
+    fh, size = await run_in_threadpool(export_file, state, job, format, only, image_root)
+    folder = format in FOLDER_FORMATS
+    media = "application/zip" if folder else {
+        "zip": "application/zip", "csv": "text/csv; charset=utf-8", "jsonl": "application/x-ndjson"}[format]
 
     def chunks():
         with fh:
             while block := fh.read(CHUNK):
                 yield block
 
-    name = job.export_file(format).name
+    name = f"{job.export_folder(format).name}.zip" if folder else job.export_file(format).name
     return StreamingResponse(chunks(), media_type=media, headers={
         "Content-Length": str(size), "Content-Disposition": _attachment(name)})
 
