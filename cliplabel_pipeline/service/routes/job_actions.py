@@ -10,6 +10,7 @@ from cliplabel_pipeline.core.job_folder import JobFolder
 from cliplabel_pipeline.core.organising.cleanup import plan_cleanup
 from cliplabel_pipeline.core.organising.export import FOLDER_FORMATS
 from cliplabel_pipeline.core.pipeline import export_format, write_export
+from cliplabel_pipeline.core.reviewing import import_reviews
 from cliplabel_pipeline.service.errors import ApiError
 from cliplabel_pipeline.service.state import ServiceState
 
@@ -32,6 +33,14 @@ def cleanup_job(state: ServiceState, job: JobFolder, min_confidence: float, min_
             done = upkeep.cleanup(job, plan, db, purge=purge, settings=state.settings)
             body.update(action="purged" if purge else "quarantined", outputs=_outputs(done))
     return body
+
+
+def review_job(state: ServiceState, job: JobFolder, name: str, data: bytes, reviewer: str | None) -> dict:
+    """What ``cliplabel review`` does, for a file sent over HTTP."""
+    if not job.has_labels():
+        raise ApiError(409, f"job {job.id!r} has no labels yet: POST /classify/job/{job.id} first")
+    with state.runner.hold(job.id):
+        return import_reviews(job, name, data, state.settings.db_path, reviewer, state.settings).to_json()
 
 
 def restore_job(state: ServiceState, job: JobFolder) -> dict:

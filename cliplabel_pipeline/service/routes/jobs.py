@@ -24,7 +24,7 @@ from cliplabel_pipeline.core.storage.guarded import shown
 from cliplabel_pipeline.service.errors import ApiError, status_of
 from cliplabel_pipeline.service.params import label_options
 from cliplabel_pipeline.service.routes.images import classify_uploads, read_uploads
-from cliplabel_pipeline.service.routes.job_actions import cleanup_job, export_file, restore_job
+from cliplabel_pipeline.service.routes.job_actions import cleanup_job, export_file, restore_job, review_job
 from cliplabel_pipeline.service.schemas import JobAccepted, JobStatusOut
 from cliplabel_pipeline.service.state import ServiceState, ready, state_of
 
@@ -193,6 +193,30 @@ def _attachment(name: str) -> str:
 
     ascii_name = "".join(c if c.isascii() and c.isprintable() and c not in '"\\' else "_" for c in name)
     return f'attachment; filename="{ascii_name}"; filename*=UTF-8\'\'{quote(name)}'
+
+
+@router.post("/jobs/{job_id}/reviews", tags=["reviews"],
+             summary="Take people's decisions back: a Label Studio export, an edited COCO file or review lines",
+             openapi_extra={"requestBody": {"content": {
+                 "application/json": {"schema": {}}, "application/x-ndjson": {"schema": {}},
+                 "multipart/form-data": {"schema": {"type": "object", "properties": {
+                     "file": {"type": "string", "format": "binary"}}}}}}})
+async def post_reviews(request: Request, job_id: str,
+                       reviewer: str | None = Query(None, max_length=200, description="who decided, where the file "
+                                                                                      "does not say"),
+                       state: ServiceState = Depends(ready)) -> dict:
+    """The file as the body (or multipart field ``file``); 200 with what was taken and what was not matched."""
+    job = open_job(state, job_id)
+    name = "the request body"
+    if request.headers.get("content-type", "").startswith("multipart/form-data"):
+        async with request.form(max_files=1) as form:
+            upload = form.get("file")
+            if not hasattr(upload, "read"):
+                raise ApiError(422, 'send the file of reviews as the body, or as multipart field "file"')
+            name, data = shown(upload.filename or "file"), await upload.read()
+    else:
+        data = await request.body()
+    return await run_in_threadpool(review_job, state, job, name, data, reviewer)
 
 
 @router.get("/jobs/{job_id}/files", tags=["exports"], summary="Every file of a job, with sizes")
