@@ -149,3 +149,23 @@ def test_coco_edited_in_another_tool_comes_back_by_path_or_by_overlap(own_job, t
     after = records_of(own_job)
     assert after["masks/obj_00.png"]["label"] == "green square" and after["masks/obj_00.png"]["decision"] == "correct"
     assert after["masks/obj_02.png"]["label_source"] == "review"
+
+
+def test_metrics_and_report_measure_the_model_on_the_reviews(own_job, tmp_path, capsys):
+    root, job_id, _ = own_job
+    lines = tmp_path / "decisions.jsonl"
+    before = records_of(own_job)
+    wrong = next(n for n in ("red star", "blue circle") if n != before["objects/obj_00.png"]["top1"])
+    lines.write_text("".join(json.dumps(x) + "\n" for x in (
+        {"path": "objects/obj_00.png", "decision": "correct", "label": wrong},
+        {"path": "objects/obj_01.png", "decision": "accept"},
+        {"path": "masks/obj_01.png", "decision": "accept"},
+        {"path": "masks/obj_02.png", "decision": "reject"})))
+    assert run(own_job, "review", "--from", str(lines)) == 0
+    review = json.loads((root / job_id / "metrics.json").read_text())["review"]
+    assert review["reviewed"] == 4 and review["decisions"] == {"accept": 2, "correct": 1, "reject": 1}
+    assert review["accuracy"] == 0.5 and review["by_kind"]["object"] == {"reviewed": 2, "accuracy": 0.5}
+    assert review["precision_target"] == 0.95 and len(review["tradeoff"]) == 400
+    report = (root / job_id / "report" / "report.md").read_text()
+    assert "## Reviews" in report and "**Accuracy 50.0%**" in report
+    assert (root / job_id / "report" / "review_tradeoff.png").is_file()
