@@ -142,7 +142,7 @@ def cmd_export(args) -> int:
 
     job = _job_folder(args)
     if args.output == "-":
-        write_export(job, args.format, sys.stdout.buffer)
+        write_export(job, args.format, sys.stdout.buffer, args.only, args.image_root)
         sys.stdout.flush()
         return 0
     out = Path(args.output).expanduser() if args.output else None
@@ -151,7 +151,24 @@ def cmd_export(args) -> int:
             out.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise _error(f"cannot make the folder {shown(args.output)}: {exc.strerror or exc}") from None
-    print(export_format(job, args.format, out))
+    print(export_format(job, args.format, out, args.only, args.image_root))
+    return 0
+
+
+def cmd_review(args) -> int:
+    from cliplabel_pipeline.core.reviewing import import_reviews
+
+    job = _job_folder(args)
+    try:
+        data = args.source.read_bytes()
+    except OSError as exc:
+        raise _error(f"cannot read {shown(str(args.source))}: {exc.strerror or exc}") from None
+    done = import_reviews(job, str(args.source), data, _db(args), args.reviewer)
+    for u in done.unmatched:
+        print(f"not matched: {shown(u.entry)}: {shown(u.reason)}", file=sys.stderr)
+    print(done.summary())
+    if done.stale:
+        print(f"groups, exports and report not rebuilt ({done.stale}): run `cliplabel job {job.id}`", file=sys.stderr)
     return 0
 
 
@@ -219,7 +236,7 @@ def _error(message: str):
 
 
 COMMANDS = {"classify": cmd_classify, "job": cmd_job, "model": cmd_model_pull, "demo": cmd_demo, "serve": cmd_serve,
-            "cleanup": cmd_cleanup, "restore": cmd_restore, "export": cmd_export}
+            "cleanup": cmd_cleanup, "restore": cmd_restore, "export": cmd_export, "review": cmd_review}
 
 
 def main(argv: list[str] | None = None) -> int:

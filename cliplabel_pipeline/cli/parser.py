@@ -6,6 +6,7 @@ import argparse
 import os
 from pathlib import Path
 
+from cliplabel_pipeline.core.organising.export import EXPORT_FORMATS, ONLY_CHOICES
 from cliplabel_pipeline.core.settings import ENV_VARS, Settings
 
 EXAMPLES = {
@@ -15,7 +16,12 @@ EXAMPLES = {
     "cleanup": ["cliplabel cleanup job-1 --min-confidence 0.5            # a dry run: what would go",
                 "cliplabel cleanup job-1 --min-confidence 0.5 --apply    # moved to job-1/quarantine/"],
     "restore": ["cliplabel restore job-1"],
-    "export": ["cliplabel export job-1 --format zip", "cliplabel export job-1 --format csv -o - | head"],
+    "export": ["cliplabel export job-1 --format zip", "cliplabel export job-1 --format csv -o - | head",
+               "cliplabel export job-1 --format coco -o out/job-1-coco/    # annotations.json, results.json, source.png",
+               "cliplabel export job-1 --format labelstudio --only flagged -o queue/   # the review queue"],
+    "review": ["cliplabel review job-1 --from project-1-export.json --reviewer ana   # a Label Studio JSON export",
+               "cliplabel review job-1 --from annotations.json                      # COCO edited in CVAT or FiftyOne",
+               "cliplabel review job-1 --from decisions.jsonl   # lines of {\"path\", \"label\", \"decision\"}"],
     "model": ["cliplabel model pull --model openai/clip-vit-base-patch32"],
     "serve": ["cliplabel serve --results-root results --port 8000"],
     "demo": ["cliplabel demo --results-root demo/results"],
@@ -123,11 +129,23 @@ def build_parser(env: Settings | None = None) -> argparse.ArgumentParser:
     _db_option(p, env)
     p = command("export", "write one export of a labelled job")
     _job(p, env)
-    p.add_argument("--format", required=True, choices=["zip", "csv", "jsonl"],
-                   help="zip: grouped files with labels.jsonl and labels.csv")
+    p.add_argument("--format", required=True, choices=list(EXPORT_FORMATS),
+                   help="zip: grouped files with labels.jsonl and labels.csv; coco, hf, labelstudio: a folder that "
+                        "COCO tools, Hugging Face datasets or Label Studio open as it is")
     p.add_argument("-o", "--output",
-                   help="file or folder to write (a name ending in / is a folder, made if missing), '-' for "
-                        "standard output (default <job>/export/<job>.<format>)")
+                   help="file or folder to write (a name ending in / is a folder, made if missing; coco, hf and "
+                        "labelstudio fill a folder), '-' for standard output (a folder export as a ZIP) "
+                        "(default <job>/export/<job>.<format>, or <job>/export/<job>-<format>/)")
+    p.add_argument("--only", choices=list(ONLY_CHOICES), default="all",
+                   help="flagged: only the review queue, the flagged items, least sure first")
+    p.add_argument("--image-root", default=None,
+                   help="labelstudio: URL prefix of the images, followed by <job>/<path> (default "
+                        "'/data/local-files/?d=', Label Studio's local files with the results root as document root)")
+    p = command("review", "take people's decisions back: a Label Studio export, an edited COCO file or review lines")
+    _job(p, env)
+    p.add_argument("--from", dest="source", required=True, type=Path, help="the file of reviews")
+    p.add_argument("--reviewer", default=None, help="who decided (where the file does not say)")
+    _db_option(p, env)
     p = command("model", "model management")
     msub = p.add_subparsers(dest="model_command", required=True)
     pull = msub.add_parser("pull", help="download a model into the local Hugging Face cache (the only download)",

@@ -9,6 +9,8 @@ which never follows a symbolic link (``core/storage/guarded.py``): the job folde
     <job>/metrics.json, report/                              metrics and the report
     <job>/_cliplabel/                                        embeddings, provenance, lineage rows (intermediate)
     <job>/quarantine/                                        items moved away by cleanup
+    <job>/reviews.jsonl                                      what people decided (append-only; kept through
+                                                             every run, cleanup and restore)
 """
 
 from __future__ import annotations
@@ -30,7 +32,7 @@ from cliplabel_pipeline.core.storage import guarded, windows_names
 from cliplabel_pipeline.core.storage.files import json_bytes, jsonl_bytes as _jsonl
 from cliplabel_pipeline.core.storage.job_rows import JobRows
 from cliplabel_pipeline.core.values import (
-    Embedded, EmbeddedItem, EncoderInfo, Groups, LabelRecord, Provenance, SkippedItem,
+    Embedded, EmbeddedItem, EncoderInfo, Groups, LabelRecord, Provenance, Review, SkippedItem,
 )
 
 log = logging.getLogger(__name__)
@@ -121,6 +123,11 @@ class JobFolder:
         return self.path / "labels.csv"
 
     @property
+    def reviews_jsonl(self) -> Path:
+        """What people decided about the job's items, one review a line, appended to, never rewritten."""
+        return self.path / "reviews.jsonl"
+
+    @property
     def item_labels_dir(self) -> Path:
         """``labels/``: one JSON per item, outside ``masks/`` and ``objects/``."""
         return self.path / "labels"
@@ -135,6 +142,10 @@ class JobFolder:
 
     def export_file(self, fmt: str) -> Path:
         return self.export_dir / f"{self.id}.{fmt}"
+
+    def export_folder(self, fmt: str) -> Path:
+        """Where a folder export (``coco``, ``hf``, ``labelstudio``) lies when no other place is asked for."""
+        return self.export_dir / f"{self.id}-{fmt}"
 
     @property
     def metrics_json(self) -> Path:
@@ -387,6 +398,18 @@ class JobFolder:
 
     def write_labels(self, records: list[LabelRecord]) -> Path:
         return self.write(self.labels_jsonl, _jsonl(r.to_json() for r in records))
+
+    def read_reviews(self) -> list[Review]:
+        """Every review of the job, oldest first (none when there is no ``reviews.jsonl``)."""
+        return self._read_jsonl(self.reviews_jsonl, Review.from_json) if self.is_file(self.reviews_jsonl) else []
+
+    def append_reviews(self, reviews: list[Review]) -> Path:
+        """Add ``reviews`` after the job's earlier ones; the file is replaced whole (atomically), so a crash
+        leaves the earlier reviews as they were, never half a line."""
+        before = self.read_bytes(self.reviews_jsonl) if self.is_file(self.reviews_jsonl) else b""
+        if before and not before.endswith(b"\n"):
+            before += b"\n"
+        return self.write(self.reviews_jsonl, before + _jsonl(r.to_json() for r in reviews))
 
     def read_skipped(self, path: Path | None = None) -> list[SkippedItem]:
         path = path or self.skipped_jsonl

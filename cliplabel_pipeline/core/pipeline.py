@@ -23,8 +23,9 @@ from cliplabel_pipeline.core.errors import CliplabelError
 from cliplabel_pipeline.core.job_folder import JobFolder
 from cliplabel_pipeline.core.labelling.index import ConceptIndex
 from cliplabel_pipeline.core.progress import Progress, counter, step
+from cliplabel_pipeline.core.organising.bundle import BundleFile, write_bundle_folder, write_bundle_zip
 from cliplabel_pipeline.core.organising.export import (
-    EXPORT_FORMATS, build_manifest, csv_bytes, write_asset_jsons, write_grouped_zip,
+    EXPORT_FORMATS, FOLDER_FORMATS, build_manifest, csv_bytes, selected, write_asset_jsons, write_grouped_zip,
 )
 from cliplabel_pipeline.core.storage import guarded
 from cliplabel_pipeline.core.storage.files import jsonl_bytes
@@ -143,9 +144,10 @@ def label_embedded(job: JobFolder, embedded: Embedded, index: ConceptIndex, bank
     change together or, when the database stays busy, neither does. With ``spool_rows`` (a worker host of a
     cluster) the rows are written last, beside the outputs, for ``ingest_lineage`` on the one writer's host."""
     from cliplabel_pipeline.core.labelling.labels import assign_labels
+    from cliplabel_pipeline.core.labelling.reviews import apply_reviews
 
     started = now()
-    records = assign_labels(embedded, index, settings)
+    records = apply_reviews(assign_labels(embedded, index, settings), job.read_reviews())  # decisions outlive runs
     enc = embedded.encoder
     provenance = Provenance(enc.model, enc.model_identity, enc.precision, enc.device, index.bank.version,
                             index.bank.templates_hash, index.bank.templates, bank, settings.top_k,
@@ -253,22 +255,78 @@ def load_exported(job: JobFolder) -> Exported:
     return Exported(load_grouped(job), ExportFiles.of(job))
 
 
-def export_format(job: JobFolder, fmt: str, out: Path | None = None) -> Path:
-    """One export of a labelled job: ``zip`` (grouped files), ``csv`` or ``jsonl``; returns its path.
+def export_format(job: JobFolder, fmt: str, out: Path | None = None, only: str = "all",
+                  image_root: str | None = None) -> Path:
+    """One export of a labelled job; returns its path. ``zip`` (grouped files), ``csv`` or ``jsonl`` are a file;
+    ``coco``, ``hf`` and ``labelstudio`` a folder (see ``export_bundle``). ``only="flagged"`` holds just the
+    review queue, least sure first.
 
-    Written to ``out`` when given (a file anywhere the user chose, or into a folder under the export's own
-    name), else to ``<job>/export/<job>.<fmt>``. Never onto the job's inputs or anything but a regular file.
+    Written to ``out`` when given (a file, or a folder: a file export goes into it under its own name, a folder
+    export fills it), else to ``<job>/export/<job>.<fmt>`` or ``<job>/export/<job>-<fmt>/``. Never onto the
+    job's inputs or anything but a regular file.
     """
     fmt = _check_format(fmt)
+    if fmt in FOLDER_FORMATS:
+        return _export_folder(job, fmt, out, export_bundle(job, fmt, only, image_root))
     with export_destination(job, fmt, out) as (fh, path):
-        write_export(job, fmt, fh)
+        write_export(job, fmt, fh, only)
     return path
 
 
-def write_export(job: JobFolder, fmt: str, fh) -> None:
-    """The ``fmt`` export of a labelled job into the binary stream ``fh`` (a file, or standard output)."""
-    records = job.read_labels()
-    if _check_format(fmt) == "zip":
+def export_bundle(job: JobFolder, fmt: str, only: str = "all", image_root: str | None = None) -> list[BundleFile]:
+    """The files of a folder export: ``coco`` (``annotations.json``, ``results.json``, the source), ``hf`` (an
+    imagefolder: ``metadata.jsonl``, ``classes.txt``, the images classified) or ``labelstudio`` (``tasks.json``,
+    ``label_config.xml``; images referred to by ``image_root`` + ``<job>/<path>``)."""
+    records = selected(job.read_labels(), only)
+    if fmt == "coco":
+        from cliplabel_pipeline.core.organising.coco import coco_bundle
+
+        return coco_bundle(job, records, job.read_provenance())
+    if fmt == "hf":
+        from cliplabel_pipeline.core.organising.hf import hf_bundle
+
+        return hf_bundle(job, records)
+    from cliplabel_pipeline.core.organising.labelstudio import DEFAULT_IMAGE_ROOT, labelstudio_bundle
+
+    return labelstudio_bundle(job, records, job.read_provenance(), image_root or DEFAULT_IMAGE_ROOT)
+
+
+def _export_folder(job: JobFolder, fmt: str, out: Path | None, files: list[BundleFile]) -> Path:
+    if out is None:
+        folder = job.export_folder(fmt)
+        wanted = {f.name for f in files}
+        with job.lock():
+            for rel in job.files_under(folder):  # a file of an earlier export that this one does not hold
+                if rel not in wanted:
+                    job.remove(folder / rel)
+            write_bundle_folder(job, files, job.path, job.rel(folder))
+        return folder
+    target = Path(out).expanduser().resolve()
+    if target.is_relative_to(job.path.resolve()) and not target.is_relative_to(job.export_dir.resolve()):
+        raise CliplabelError(f"refusing to write the export into {shown(out)}: it lies inside job {job.id!r} "
+                             f"(write it under {job.export_dir} or outside the job)")
+    if target.exists() and not target.is_dir():
+        raise CliplabelError(f"the {fmt} export is a folder, and {shown(out)} is a file: name a folder")
+    try:
+        target.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise CliplabelError(f"cannot make the folder {shown(out)}: {exc.strerror or exc}") from None
+    write_bundle_folder(job, files, target)
+    return target
+
+
+def write_export(job: JobFolder, fmt: str, fh, only: str = "all", image_root: str | None = None) -> None:
+    """The ``fmt`` export of a labelled job into the binary stream ``fh`` (a file, or standard output); a folder
+    export as a ZIP of that folder."""
+    fmt = _check_format(fmt)
+    if fmt in FOLDER_FORMATS:
+        write_bundle_zip(job, export_bundle(job, fmt, only, image_root), fh)
+        return
+    records = selected(job.read_labels(), only)
+    if fmt == "zip":
+        if only != "all":
+            raise CliplabelError("the zip export holds every group; for the review queue use csv, jsonl, coco, hf "
+                                 "or labelstudio")
         if job.stale_reason():
             raise CliplabelError(f"the groups of job {job.id!r} are stale ({job.stale_reason()}): "
                                  f"run `cliplabel job {job.id}` to rebuild them, then export")

@@ -16,9 +16,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from cliplabel_pipeline.core.job_folder import JobFolder
+from cliplabel_pipeline.core.labelling.reviews import apply_reviews
 from cliplabel_pipeline.core.organising import cleanup as quarantine
 from cliplabel_pipeline.core.settings import Settings
-from cliplabel_pipeline.core.values import LabelRecord
+from cliplabel_pipeline.core.storage.lineage import update_label_of_record, write_connection
+from cliplabel_pipeline.core.values import LabelRecord, Review
 
 if TYPE_CHECKING:  # the rebuild imports the heavy stages only when it runs
     from cliplabel_pipeline.core.pipeline import JobResult
@@ -87,7 +89,29 @@ def restore(job: JobFolder, db_path: Path | None, settings: Settings | None = No
             if finished:  # the interrupted restore, now complete, was all there was
                 return _rebuilt(job, [], settings)
             raise
+        sync_reviews(job, db_path)  # a line put back as it was taken misses a review made since
         return _rebuilt(job, paths, settings)
+
+
+def sync_reviews(job: JobFolder, db_path: Path | None) -> list[str]:
+    """Lay the job's reviews over its labels again; returns the paths whose record changed (none when they agree)."""
+    with job.lock():
+        if not job.has_labels() or not job.is_file(job.reviews_jsonl):
+            return []
+        with job.staged(), write_connection(db_path) if db_path else contextlib.nullcontext() as con:
+            return lay_over_reviews(job, job.read_labels(), job.read_reviews(), con)
+
+
+def lay_over_reviews(job: JobFolder, records: list[LabelRecord], reviews: list[Review], con) -> list[str]:
+    """``labels.jsonl`` (and, with ``con``, the ``labels`` rows) with ``reviews`` laid over ``records``; only a
+    record that changes is rewritten in the database. Returns the changed paths."""
+    reviewed = apply_reviews(records, reviews)
+    changed = [new for old, new in zip(records, reviewed) if old != new]
+    if changed:
+        job.write_labels(reviewed)
+        if con is not None:
+            update_label_of_record(con, job.id, changed)
+    return [r.path for r in changed]
 
 
 def recover(job: JobFolder, db_path: Path | None, settings: Settings | None = None) -> Upkeep | None:

@@ -38,13 +38,22 @@ class ScoredLabel:
     score: float
 
 
-FLAG_RULES = ("confidence", "match")  # what can flag an item: softmax confidence, open-set match
+FLAG_RULES = ("confidence", "match", "review")  # what flags an item: softmax confidence, open-set match, a rejection
+MODEL, REVIEW = "model", "review"  # where an item's label of record comes from (``label_source``)
+DECISIONS = ("accept", "correct", "reject")  # what a person may decide about an item
+SETTLED = ("accept", "correct")  # decisions that settle an item: never flagged nor quarantined again
 
 
 @dataclass
 class LabelRecord:
-    """One labelled item: a line of ``labels.jsonl``. ``low_confidence`` is true when a rule of ``flagged_by``
-    fired: ``confidence`` below its threshold, or ``match`` (None in records made before it existed)."""
+    """One labelled item: a line of ``labels.jsonl``. ``flagged_by`` names the rules that fired: ``confidence``
+    or ``match`` below its threshold (``match`` is None in records made before it existed), ``review`` when a
+    person rejected the item. ``low_confidence`` is true when a rule fired and no person has accepted or
+    corrected the item.
+
+    ``label`` is the label of record: the one a person gave (``label_source`` ``review``, with the person's
+    ``decision``), else the model's ``top1`` (``model``); None for an item a person rejected. The model's own
+    ``top1``, scores and ``labels`` stay as the model gave them."""
 
     path: str
     kind: str
@@ -57,6 +66,13 @@ class LabelRecord:
     scene_tags: list[ScoredLabel] | None = None
     match: float | None = None
     flagged_by: list[str] = field(default_factory=list)
+    label: str | None = None  # None when made: the model's top-1 (see ``__post_init__``)
+    label_source: str = MODEL
+    decision: str | None = None
+
+    def __post_init__(self):
+        if self.label is None and self.decision is None:
+            self.label = self.top1
 
     def to_json(self) -> dict:
         data = asdict(self)
@@ -71,7 +87,47 @@ class LabelRecord:
         return cls(data["path"], data["kind"], [ScoredLabel(**x) for x in data["labels"]], data["top1"],
                    data["confidence"], data["cosine"], data["margin"], data["low_confidence"],
                    [ScoredLabel(**x) for x in tags] if tags is not None else None, data.get("match"),
-                   list(data.get("flagged_by") or []))
+                   list(data.get("flagged_by") or []), data.get("label"), data.get("label_source") or MODEL,
+                   data.get("decision"))
+
+    @property
+    def settled(self) -> bool:
+        """A person accepted or corrected it: never flagged nor quarantined again."""
+        return self.decision in SETTLED
+
+    @property
+    def rejected(self) -> bool:
+        return self.decision == "reject"
+
+
+@dataclass(frozen=True)
+class Review:
+    """What a person decided about one item: a line of ``reviews.jsonl`` and a row of DuckDB ``reviews``.
+
+    ``decision`` is ``accept`` (the model's label is right), ``correct`` (``label`` is) or ``reject`` (the item is
+    not a thing worth a label: quarantined by the next cleanup). ``label`` is the label the person accepted or
+    gave (None for a rejection), ``model_label`` the model's top-1 they saw, ``source`` the file form it came in
+    (``labelstudio``, ``coco``, ``cliplabel``)."""
+
+    path: str
+    decision: str
+    label: str | None
+    model_label: str | None = None
+    reviewer: str | None = None
+    source: str = "cliplabel"
+    reviewed_at: str | None = None
+    imported_at: str | None = None
+
+    def to_json(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, data: dict) -> "Review":
+        if data["decision"] not in DECISIONS:
+            raise ValueError(f"decision {str(data['decision'])[:20]!r} is not one of {', '.join(DECISIONS)}")
+        return cls(str(data["path"]), data["decision"], data.get("label"), data.get("model_label"),
+                   data.get("reviewer"), data.get("source") or "cliplabel", data.get("reviewed_at"),
+                   data.get("imported_at"))
 
 
 @dataclass(frozen=True)

@@ -16,7 +16,7 @@ from cliplabel_pipeline.service.arrivals import AnnounceUploads
 from cliplabel_pipeline.service.auth import BearerToken
 from cliplabel_pipeline.service.errors import install_error_handlers
 from cliplabel_pipeline.service.limits import BodyLimit
-from cliplabel_pipeline.service.routes import health, images, jobs
+from cliplabel_pipeline.service.routes import health, images, jobs, labelstudio
 from cliplabel_pipeline.service.state import ServiceState, uses_dagster
 
 
@@ -45,7 +45,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.settings = settings
     app.state.service = state
     install_error_handlers(app)
-    for module in (health, images, jobs):
+    for module in (health, images, jobs, labelstudio):
         app.include_router(module.router)
     # the last added runs first: the token, then the body's size, then the announcement to the batcher
     app.add_middleware(AnnounceUploads, state=state)

@@ -94,7 +94,7 @@ def test_csv_export_row_by_row(labelled_job, tmp_path):
     assert cli(labelled_job, "export", "--format", "csv", "-o", str(out)) == 0
     rows = list(csv.DictReader(io.StringIO(out.read_text())))
     records = {r["path"]: r for r in read_jsonl(root / job_id / "labels.jsonl")}
-    assert out.read_text().splitlines()[0] == "path,top1,confidence,match,low_confidence,flagged_by"
+    assert out.read_text().splitlines()[0] == "path,top1,confidence,match,low_confidence,flagged_by,label,label_source"
     assert len(rows) == len(records) == 9
     for row in rows:
         assert row["top1"] == records[row["path"]]["top1"]

@@ -60,7 +60,7 @@ def test_exports_groups_and_report_hold_the_labels(toy_job, resources, instance)
     assert {g["name"]: sorted(g["items"]) for g in groups["groups"]}["red star"] == ["masks/obj_00.png", "objects/obj_00.png"]
     with (job / "labels.csv").open() as fh:
         rows = list(csv.DictReader(fh))
-    assert list(rows[0]) == ["path", "top1", "confidence", "match", "low_confidence", "flagged_by"] and len(rows) == 9
+    assert list(rows[0]) == ["path", "top1", "confidence", "match", "low_confidence", "flagged_by", "label", "label_source"] and len(rows) == 9
     with zipfile.ZipFile(job / "export" / f"{job_id}.zip") as zf:
         names = set(zf.namelist())
         assert "red star/objects__obj_00.png" in names

@@ -72,8 +72,11 @@ def removable(rec: LabelRecord) -> bool:
 
 def plan_cleanup(job: JobFolder, min_confidence: float, min_match: float | None = None) -> list[LabelRecord]:
     """Label records of the items below ``min_confidence``, or with a ``match`` below ``min_match``, that cleanup
-    would remove (only masks and cut-outs)."""
+    would remove (only masks and cut-outs): an item a person accepted or corrected never, one a person rejected
+    always."""
     def below(r: LabelRecord) -> bool:
+        if r.settled or r.rejected:
+            return r.rejected
         return r.confidence < min_confidence or (min_match is not None and r.match is not None and r.match < min_match)
 
     return [r for r in job.read_labels() if below(r) and removable(r) and job.is_file(r.path)]

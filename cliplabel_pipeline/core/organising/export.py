@@ -22,20 +22,38 @@ from cliplabel_pipeline.core.organising.zip_names import UniqueNames, flat_item_
 from cliplabel_pipeline.core.storage.files import json_bytes, jsonl_bytes
 from cliplabel_pipeline.core.values import Groups, LabelRecord, Provenance, SkippedItem
 
-EXPORT_FORMATS = ("zip", "csv", "jsonl")
-EXPORT_FIELDS = ("path", "top1", "confidence", "match", "low_confidence", "flagged_by")
+FILE_FORMATS = ("zip", "csv", "jsonl")  # one file each
+FOLDER_FORMATS = ("coco", "hf", "labelstudio")  # a folder each, opened as it is by the tool it is named after
+EXPORT_FORMATS = FILE_FORMATS + FOLDER_FORMATS
+ONLY_CHOICES = ("all", "flagged")  # every labelled item, or the review queue (flagged items, least sure first)
+EXPORT_FIELDS = ("path", "top1", "confidence", "match", "low_confidence", "flagged_by", "label", "label_source")
 LOW_CONFIDENCE_FOLDER = "low-confidence"
 
 
 def csv_bytes(records: list[LabelRecord]) -> bytes:
-    """CSV with header ``EXPORT_FIELDS``, one row per labelled item (``flagged_by`` joined with ``+``)."""
+    """CSV with header ``EXPORT_FIELDS``, one row per labelled item (``flagged_by`` joined with ``+``; ``label``
+    empty for an item a person rejected)."""
     buf = io.StringIO()
     writer = csv.writer(buf, lineterminator="\n")
     writer.writerow(EXPORT_FIELDS)
     for rec in records:
         writer.writerow([rec.path, rec.top1, rec.confidence, "" if rec.match is None else rec.match,
-                         rec.low_confidence, "+".join(rec.flagged_by)])
+                         rec.low_confidence, "+".join(rec.flagged_by), rec.label or "", rec.label_source])
     return buf.getvalue().encode("utf-8")
+
+
+def review_queue(records: list[LabelRecord]) -> list[LabelRecord]:
+    """The items a person should look at, least sure first: flagged and not yet settled by a person, by
+    confidence, then match, then path."""
+    flagged = [r for r in records if r.low_confidence and not r.rejected]
+    return sorted(flagged, key=lambda r: (r.confidence, 2.0 if r.match is None else r.match, r.path))
+
+
+def selected(records: list[LabelRecord], only: str = "all") -> list[LabelRecord]:
+    """The records an export holds: every one (in file order), or ``flagged``: the review queue."""
+    if only not in ONLY_CHOICES:
+        raise CliplabelError(f"unknown selection {only!r}: use {', '.join(ONLY_CHOICES)}")
+    return review_queue(records) if only == "flagged" else records
 
 
 def write_asset_jsons(job: JobFolder, records: list[LabelRecord]) -> Path:

@@ -85,14 +85,15 @@ def _named(found: list[tuple[np.ndarray, np.ndarray]], names: tuple[str, ...]) -
 
 
 def group_items(records: list[LabelRecord], embeddings: dict[str, np.ndarray], index: ConceptIndex) -> Groups:
-    """Confident items grouped by top-1 label; low-confidence ones clustered and named after a concept."""
+    """Confident items grouped by their label of record (a reviewed item by the label a person gave); low-confidence
+    ones (a rejected item among them) clustered and named after a concept."""
     by_label: dict[str, list[str]] = defaultdict(list)
     low = []
     for rec in records:
         if rec.low_confidence:
             low.append(rec.path)
         else:
-            by_label[rec.top1].append(rec.path)
+            by_label[rec.label or rec.top1].append(rec.path)  # the label of record: a person's, where one decided
     groups = Groups([Group(name, items) for name, items in sorted(by_label.items())])
     if low:
         x = np.stack([embeddings[p] for p in low])

@@ -244,6 +244,15 @@ def upright_mask(inside: Image.Image, orientation: int, source_size: tuple[int, 
     return inside
 
 
+def mask_on_source(mask_src: Source, source_size: tuple[int, int]) -> np.ndarray:
+    """The mask as a bool array ``[h, w]`` over the upright source of ``source_size`` (``(w, h)``): turned upright
+    and scaled (nearest) as the mask rule does; ``ImageSkipped`` for a mask that cannot lie on the source."""
+    mask = _decode(mask_src, None, reduced=False)
+    with decoding():
+        inside = upright_mask(_mask_inside(mask.image), mask.orientation, source_size)
+    return np.asarray(inside) != 0
+
+
 def crop_source_under_mask(source: Picture | Image.Image, mask_src: Source,
                            notes: list[str] | None = None) -> tuple[Image.Image, int]:
     """The region of ``source`` under the mask as RGB, cropped to its bounding box, outside painted grey; and

@@ -63,6 +63,67 @@ class ScoreMetrics:
         return f"{self.kept} kept, {self.flagged} flagged" + (f" ({rules})" if rules else "")
 
 
+PRECISION_TARGET = 0.95
+GRID = tuple(round(0.05 * i, 2) for i in range(20))  # thresholds tried for the trade-off: 0.00 .. 0.95
+
+
+@dataclass(frozen=True)
+class ReviewMetrics:
+    """How right the model was on the items people reviewed (an acceptance is right, a correction or a rejection
+    wrong), and how precision and the share kept trade off as the two thresholds move, with the thresholds that
+    keep ``precision_target`` on this data (None when none does)."""
+
+    reviewed: int
+    decisions: dict[str, int]
+    accuracy: float | None
+    top_k_accuracy: float | None
+    by_kind: dict[str, dict]
+    confusion_labels: list[str]
+    confusion_matrix: list[list[int]]
+    tradeoff: list[dict]
+    precision_target: float
+    suggested: dict | None
+
+    def to_json(self) -> dict:
+        data = asdict(self)
+        data["confusion"] = {"labels": data.pop("confusion_labels"), "matrix": data.pop("confusion_matrix")}
+        return data
+
+
+def _kept(r: LabelRecord, min_confidence: float, min_match: float) -> bool:
+    return r.confidence >= min_confidence and (r.match is None or r.match >= min_match)
+
+
+def review_metrics(records: list[LabelRecord], target: float = PRECISION_TARGET) -> ReviewMetrics | None:
+    """The ``review`` section of ``metrics.json``, or None when no item was reviewed."""
+    reviewed = [r for r in records if r.decision]
+    if not reviewed:
+        return None
+    right = {r.path: r.decision == "accept" or (r.decision == "correct" and r.label == r.top1) for r in reviewed}
+    labelled = [r for r in reviewed if r.label is not None]
+    truth = truth_metrics(labelled, {r.path: r.label for r in labelled}) if labelled else None
+    by_kind = {}
+    for kind in sorted({r.kind for r in reviewed}):
+        mine = [r for r in reviewed if r.kind == kind]
+        by_kind[kind] = {"reviewed": len(mine), "accuracy": round(sum(right[r.path] for r in mine) / len(mine), 6)}
+    tradeoff, best = [], None
+    for c in GRID:
+        for m in GRID:
+            kept = [r for r in reviewed if _kept(r, c, m)]
+            precision = round(sum(right[r.path] for r in kept) / len(kept), 6) if kept else None
+            point = {"min_confidence": c, "min_match": m, "kept_share": round(len(kept) / len(reviewed), 6),
+                     "precision": precision}
+            tradeoff.append(point)
+            if precision is not None and precision >= target and (best is None or point["kept_share"] > best["kept_share"]):
+                best = point
+    return ReviewMetrics(
+        reviewed=len(reviewed), decisions={d: sum(r.decision == d for r in reviewed) for d in ("accept", "correct", "reject")},
+        accuracy=round(sum(right.values()) / len(reviewed), 6),
+        top_k_accuracy=truth.top_k_accuracy if truth else None, by_kind=by_kind,
+        confusion_labels=truth.confusion_labels if truth else [], confusion_matrix=truth.confusion_matrix if truth else [],
+        tradeoff=tradeoff, precision_target=target, suggested=best)
+
+
 @dataclass(frozen=True)
 class JobMetrics:
     """``metrics.json`` of one job."""
@@ -73,11 +134,13 @@ class JobMetrics:
     scores: ScoreMetrics
     performance: Performance
     match_threshold: float | None = None
+    review: ReviewMetrics | None = None
 
     def to_json(self) -> dict:
         return {"items": self.items, "threshold": self.threshold, "match_threshold": self.match_threshold,
                 "truth": self.truth.to_json() if self.truth else None,
-                "scores": self.scores.to_json(), "performance": self.performance.to_json()}
+                "scores": self.scores.to_json(), "performance": self.performance.to_json(),
+                "review": self.review.to_json() if self.review else None}
 
 
 def truth_metrics(records: list[LabelRecord], truth: dict[str, str]) -> TruthMetrics:
@@ -132,7 +195,9 @@ def score_metrics(records: list[LabelRecord], min_confidence: float) -> ScoreMet
 
 def job_metrics(records: list[LabelRecord], job: JobFolder, min_confidence: float,
                 performance: Performance, min_match: float | None = None) -> JobMetrics:
-    """``metrics.json`` of one job: ``truth`` (or None), ``scores``, and ``performance``."""
-    truth = read_ground_truth(job)
+    """``metrics.json`` of one job: ``truth`` (or None), ``scores``, ``performance`` and ``review`` (or None).
+    The labels people accepted or corrected count as ground truth beside ``ground_truth.csv`` (theirs win)."""
+    truth = {**(read_ground_truth(job) or {}),
+             **{r.path: r.label for r in records if r.settled and r.label is not None}}
     return JobMetrics(len(records), min_confidence, truth_metrics(records, truth) if truth else None,
-                      score_metrics(records, min_confidence), performance, min_match)
+                      score_metrics(records, min_confidence), performance, min_match, review_metrics(records))

@@ -148,6 +148,46 @@ def _source(job: JobFolder) -> Image.Image:
         return load_rgb(fh)[0]
 
 
+def tradeoff_chart(points: list[dict], min_match: float) -> Image.Image:
+    """Precision (blue) and the share of reviewed items kept (orange) as ``min_confidence`` moves, at
+    ``min_match``."""
+    row = sorted((p for p in points if abs(p["min_match"] - min_match) < 1e-9), key=lambda p: p["min_confidence"])
+    w, h, pad = 420, 220, 30
+    img = Image.new("RGB", (w, h), "white")
+    d = ImageDraw.Draw(img)
+    d.rectangle([pad, pad, w - pad, h - pad], outline="black")
+    for key, colour in (("precision", (70, 130, 180)), ("kept_share", (200, 120, 60))):
+        xy = [(pad + (w - 2 * pad) * p["min_confidence"], h - pad - (h - 2 * pad) * p[key])
+              for p in row if p[key] is not None]
+        if len(xy) > 1:
+            d.line(xy, fill=colour, width=2)
+    d.text((pad, 6), f"blue: precision, orange: share kept; min_match {min_match}", fill="black")
+    d.text((pad, h - pad + 6), "min_confidence 0", fill="black")
+    d.text((w - pad - 20, h - pad + 6), "0.95", fill="black")
+    return img
+
+
+def _review_section(job: JobFolder, folder: Path, metrics: JobMetrics) -> list[str]:
+    r = metrics.review
+    top_k = f", top-k {100 * r.top_k_accuracy:.1f}%" if r.top_k_accuracy is not None else ""
+    lines = ["## Reviews", "",
+             f"**Accuracy {100 * r.accuracy:.1f}%**{top_k} on {r.reviewed} items people reviewed "
+             f"({r.decisions['accept']} accepted, {r.decisions['correct']} corrected, {r.decisions['reject']} "
+             f"rejected).", ""]
+    lines += [f"- {kind}: {v['reviewed']} reviewed, accuracy {100 * v['accuracy']:.1f}%" for kind, v in r.by_kind.items()]
+    match = metrics.match_threshold if metrics.match_threshold is not None else 0.0
+    _save(job, folder / "review_tradeoff.png", tradeoff_chart(r.tradeoff, round(round(match / 0.05) * 0.05, 2)))
+    lines += ["", "![precision and share kept as min_confidence moves](review_tradeoff.png)", ""]
+    if r.suggested:
+        s = r.suggested
+        lines += [f"To keep precision at or above {100 * r.precision_target:.0f}% on these items: "
+                  f"`--min-confidence {s['min_confidence']} --min-match {s['min_match']}` (keeps "
+                  f"{100 * s['kept_share']:.0f}% of them, precision {100 * s['precision']:.1f}%).", ""]
+    else:
+        lines += [f"No thresholds keep precision at {100 * r.precision_target:.0f}% on these items.", ""]
+    return lines
+
+
 def write_report(job: JobFolder, records: list[LabelRecord], metrics: JobMetrics, groups: Groups) -> Path:
     """Write ``report/report.md`` and its PNG pictures; returns the Markdown file."""
     folder = job.report_dir
@@ -182,6 +222,8 @@ def write_report(job: JobFolder, records: list[LabelRecord], metrics: JobMetrics
         sheet = _save(job, folder / f"group_{i:02d}.png", contact_sheet(
             job, g.items, kinds, source, captions if g in groups.groups else flagged_captions))
         lines += [f"### {name} ({len(g.items)})", "", f"![{name}]({sheet.name})", ""]
+    if metrics.review:
+        lines += _review_section(job, folder, metrics)
     perf = metrics.performance
     lines += ["## Performance", "", f"{perf.items_per_s:.1f} items/s over {perf.seconds:.2f}s"]
     job.write(job.report_md, ("\n".join(lines) + "\n").encode("utf-8"))

@@ -41,7 +41,11 @@ CREATE TABLE IF NOT EXISTS assets (
     skip_reason VARCHAR, run_id VARCHAR);
 CREATE TABLE IF NOT EXISTS labels (
     job_id VARCHAR, path VARCHAR, kind VARCHAR, top1 VARCHAR, confidence DOUBLE, low_confidence BOOLEAN,
-    labels_json VARCHAR, model VARCHAR, bank_version VARCHAR, run_id VARCHAR, match DOUBLE, flagged_by VARCHAR);
+    labels_json VARCHAR, model VARCHAR, bank_version VARCHAR, run_id VARCHAR, match DOUBLE, flagged_by VARCHAR,
+    label VARCHAR, label_source VARCHAR);
+CREATE TABLE IF NOT EXISTS reviews (
+    job_id VARCHAR, path VARCHAR, decision VARCHAR, label VARCHAR, model_label VARCHAR, reviewer VARCHAR,
+    source VARCHAR, reviewed_at VARCHAR, imported_at VARCHAR);
 """
 
 
@@ -112,6 +116,8 @@ def _migrate(con: duckdb.DuckDBPyConnection) -> None:
     con.execute("ALTER TABLE runs ADD COLUMN IF NOT EXISTS calibration VARCHAR")
     con.execute("ALTER TABLE labels ADD COLUMN IF NOT EXISTS match DOUBLE")
     con.execute("ALTER TABLE labels ADD COLUMN IF NOT EXISTS flagged_by VARCHAR")
+    con.execute("ALTER TABLE labels ADD COLUMN IF NOT EXISTS label VARCHAR")
+    con.execute("ALTER TABLE labels ADD COLUMN IF NOT EXISTS label_source VARCHAR")
 
 
 def _connect_waiting(db_path: Path, wait_s: float) -> duckdb.DuckDBPyConnection:
@@ -201,7 +207,8 @@ def job_rows(run_id: str, labelled: "Labelled") -> JobRows:
                "low_confidence": r.low_confidence,
                "labels_json": json.dumps([{"name": x.name, "score": x.score} for x in r.labels]),
                "model": prov.model, "bank_version": prov.bank_version, "run_id": run_id, "match": r.match,
-               "flagged_by": ",".join(r.flagged_by)} for r in labelled.records]
+               "flagged_by": ",".join(r.flagged_by), "label": r.label, "label_source": r.label_source}
+              for r in labelled.records]
     run = {"run_id": run_id, "job_id": job.id, "stage": LABEL_STAGE, "model": prov.model,
            "model_identity": prov.model_identity, "precision": prov.precision, "bank_version": prov.bank_version,
            "templates_hash": prov.templates_hash, "top_k": prov.top_k, "min_confidence": prov.min_confidence,
@@ -281,6 +288,20 @@ def latest_runs(db_path: Path) -> dict[str, RecordedRun]:
         FROM runs WHERE stage = '{LABEL_STAGE}'
         QUALIFY row_number() OVER (PARTITION BY job_id ORDER BY finished_at DESC) = 1""")
     return {r[0]: RecordedRun(r[1], r[2], r[3], r[4], BankSpec.from_json(r[5]), r[6], r[7], r[8]) for r in rows}
+
+
+def insert_reviews(con: duckdb.DuckDBPyConnection, job_id: str, reviews: list) -> None:
+    """Append ``reviews`` (``Review`` values) to the ``reviews`` table: never replaced, as ``reviews.jsonl``."""
+    rows = [{"job_id": job_id, **r.to_json()} for r in reviews]
+    _insert(con, "reviews", _ordered(con, "reviews", rows))
+
+
+def update_label_of_record(con: duckdb.DuckDBPyConnection, job_id: str, records: list) -> None:
+    """The ``labels`` rows of ``records`` (``LabelRecord`` values) given their label of record and flags."""
+    con.executemany("UPDATE labels SET label = ?, label_source = ?, low_confidence = ?, flagged_by = ? "
+                    "WHERE job_id = ? AND path = ?",
+                    [(r.label, r.label_source, r.low_confidence, ",".join(r.flagged_by), job_id, r.path)
+                     for r in records])
 
 
 ITEM_TABLES = ("labels", "assets")

@@ -9,20 +9,22 @@ from __future__ import annotations
 import json
 from collections import Counter
 
+from typing import Literal
+
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import JSONResponse, StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
 from cliplabel_pipeline.core.errors import CliplabelError
 from cliplabel_pipeline.core.job_folder import JobFolder, is_real_folder
-from cliplabel_pipeline.core.organising.export import EXPORT_FORMATS
+from cliplabel_pipeline.core.organising.export import EXPORT_FORMATS, FOLDER_FORMATS
 from cliplabel_pipeline.core.serving.files import job_files
 from cliplabel_pipeline.core.serving.runner import JobRequest
 from cliplabel_pipeline.core.storage.guarded import shown
 from cliplabel_pipeline.service.errors import ApiError, status_of
 from cliplabel_pipeline.service.params import label_options
 from cliplabel_pipeline.service.routes.images import classify_uploads, read_uploads
-from cliplabel_pipeline.service.routes.job_actions import cleanup_job, export_file, restore_job
+from cliplabel_pipeline.service.routes.job_actions import cleanup_job, export_file, restore_job, review_job
 from cliplabel_pipeline.service.schemas import JobAccepted, JobStatusOut
 from cliplabel_pipeline.service.state import ServiceState, ready, state_of
 
@@ -160,20 +162,28 @@ def classify_restore(job_id: str, state: ServiceState = Depends(ready)) -> dict:
 
 
 @router.get("/classify/export/{job_id}", tags=["exports"], summary="Download an export, streamed from disk")
-async def classify_export(job_id: str, format: str = Query("zip", description="zip, csv or jsonl"),
+async def classify_export(job_id: str,
+                          format: str = Query("zip", description="zip, csv, jsonl, or a folder as a ZIP: coco, hf, "
+                                                                 "labelstudio"),
+                          only: Literal["all", "flagged"] = Query("all", description="flagged: the review queue, "
+                                                                                     "least sure first"),
+                          image_root: str | None = Query(None, description="labelstudio: URL prefix of the images "
+                                                                           "(followed by <job>/<path>)"),
                           state: ServiceState = Depends(ready)) -> StreamingResponse:
     job = open_job(state, job_id)
     if format not in EXPORT_FORMATS:
         raise ApiError(422, f"format must be one of {', '.join(EXPORT_FORMATS)}, got {shown(format)[:20]!r}")
-    fh, size = await run_in_threadpool(export_file, state, job, format)
-    media = {"zip": "application/zip", "csv": "text/csv; charset=utf-8", "jsonl": "application/x-ndjson"}[format]
+    fh, size = await run_in_threadpool(export_file, state, job, format, only, image_root)
+    folder = format in FOLDER_FORMATS
+    media = "application/zip" if folder else {
+        "zip": "application/zip", "csv": "text/csv; charset=utf-8", "jsonl": "application/x-ndjson"}[format]
 
     def chunks():
         with fh:
             while block := fh.read(CHUNK):
                 yield block
 
-    name = job.export_file(format).name
+    name = f"{job.export_folder(format).name}.zip" if folder else job.export_file(format).name
     return StreamingResponse(chunks(), media_type=media, headers={
         "Content-Length": str(size), "Content-Disposition": _attachment(name)})
 
@@ -183,6 +193,30 @@ def _attachment(name: str) -> str:
 
     ascii_name = "".join(c if c.isascii() and c.isprintable() and c not in '"\\' else "_" for c in name)
     return f'attachment; filename="{ascii_name}"; filename*=UTF-8\'\'{quote(name)}'
+
+
+@router.post("/jobs/{job_id}/reviews", tags=["reviews"],
+             summary="Take people's decisions back: a Label Studio export, an edited COCO file or review lines",
+             openapi_extra={"requestBody": {"content": {
+                 "application/json": {"schema": {}}, "application/x-ndjson": {"schema": {}},
+                 "multipart/form-data": {"schema": {"type": "object", "properties": {
+                     "file": {"type": "string", "format": "binary"}}}}}}})
+async def post_reviews(request: Request, job_id: str,
+                       reviewer: str | None = Query(None, max_length=200, description="who decided, where the file "
+                                                                                      "does not say"),
+                       state: ServiceState = Depends(ready)) -> dict:
+    """The file as the body (or multipart field ``file``); 200 with what was taken and what was not matched."""
+    job = open_job(state, job_id)
+    name = "the request body"
+    if request.headers.get("content-type", "").startswith("multipart/form-data"):
+        async with request.form(max_files=1) as form:
+            upload = form.get("file")
+            if not hasattr(upload, "read"):
+                raise ApiError(422, 'send the file of reviews as the body, or as multipart field "file"')
+            name, data = shown(upload.filename or "file"), await upload.read()
+    else:
+        data = await request.body()
+    return await run_in_threadpool(review_job, state, job, name, data, reviewer)
 
 
 @router.get("/jobs/{job_id}/files", tags=["exports"], summary="Every file of a job, with sizes")

@@ -1,0 +1,59 @@
+"""Label Studio's ML backend protocol (``/health``, ``/setup``, ``/predict``), and the job images Label Studio
+shows (``/results/<job>/<path>``: a job's inputs only, read as regular files inside the job)."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Body, Depends
+from fastapi.responses import Response
+from starlette.concurrency import run_in_threadpool
+
+from cliplabel_pipeline.core.job_folder import INPUT_DIRS, SOURCE_NAME
+from cliplabel_pipeline.core.serving.ml_backend import predict_tasks
+from cliplabel_pipeline.core.storage.guarded import shown
+from cliplabel_pipeline.core.values import LabelSettings
+from cliplabel_pipeline.service.errors import ApiError
+from cliplabel_pipeline.service.routes.jobs import open_job
+from cliplabel_pipeline.service.state import ServiceState, ready
+
+router = APIRouter(tags=["label studio"])
+
+
+def _version(state: ServiceState) -> str:
+    labeller = state.classifier.labeller
+    return f"cliplabel {labeller.encoder.name} bank {labeller.index.bank.version}"
+
+
+@router.get("/health", summary="Label Studio's ML backend health check")
+def ls_health(state: ServiceState = Depends(ready)) -> dict:
+    return {"status": "UP", "model_class": "cliplabel", "model_version": _version(state)}
+
+
+@router.post("/setup", summary="Label Studio connects a project to cliplabel as its model")
+def ls_setup(payload: dict = Body(default_factory=dict), state: ServiceState = Depends(ready)) -> dict:
+    return {"model_version": _version(state)}
+
+
+@router.post("/predict", summary="Label Studio asks predictions for a batch of tasks")
+async def ls_predict(payload: dict = Body(...), state: ServiceState = Depends(ready)) -> dict:
+    tasks = payload.get("tasks")
+    if not isinstance(tasks, list):
+        raise ApiError(422, 'send {"tasks": [...]} as Label Studio does')
+    settings = LabelSettings.from_settings(state.settings)
+
+    def classify(uploads):  # on a worker thread: the batch is encoded with other callers' images
+        classifier = state.classifier
+        classifier.check(uploads)
+        embedded = classifier.encode(uploads).result()
+        return {r.path: r for r in classifier.score(embedded, classifier.labeller, settings)}
+
+    results = await run_in_threadpool(predict_tasks, tasks, state.settings.results_root, _version(state), classify)
+    return {"results": results, "model_version": _version(state)}
+
+
+@router.get("/results/{job_id}/{path:path}", summary="An input image of a job (for Label Studio to show)")
+def job_image(job_id: str, path: str, state: ServiceState = Depends(ready)) -> Response:
+    job = open_job(state, job_id)
+    if path != SOURCE_NAME and path.split("/", 1)[0] not in INPUT_DIRS:
+        raise ApiError(404, f"{shown(path)!r} is not an input image of the job")
+    data = job.read_bytes(path)
+    return Response(data, media_type="image/png" if data[:4] == b"\x89PNG" else "application/octet-stream")

@@ -1,0 +1,79 @@
+"""Exports as ZIPs, reviews sent back, and Label Studio's ML backend protocol, over HTTP."""
+
+from __future__ import annotations
+
+import io
+import json
+import zipfile
+
+import pytest
+
+from cliplabel_pipeline_tests.service.conftest import wait_done
+
+LABELS = ["red star", "blue circle", "green square", "yellow triangle"]
+
+
+@pytest.fixture(scope="module")
+def labelled(server, service_root):
+    from cliplabel_pipeline.toyworld.jobs import write_toy_job
+
+    write_toy_job(service_root, "interop-1", seed=101, labels=LABELS)
+    with server.client() as c:
+        assert c.post("/classify/job/interop-1").status_code == 202
+        assert wait_done(c, "interop-1")["state"] == "done"
+    return "interop-1"
+
+
+def test_folder_exports_come_as_zips_of_the_folder(client, labelled):
+    for fmt, names in (("coco", {"annotations.json", "results.json", "source.png"}),
+                       ("labelstudio", {"tasks.json", "label_config.xml"})):
+        r = client.get(f"/classify/export/{labelled}", params={"format": fmt})
+        assert r.status_code == 200 and r.headers["content-type"] == "application/zip"
+        assert f'filename="{labelled}-{fmt}.zip"' in r.headers["content-disposition"]
+        assert set(zipfile.ZipFile(io.BytesIO(r.content)).namelist()) == names
+    hf = zipfile.ZipFile(io.BytesIO(client.get(f"/classify/export/{labelled}", params={"format": "hf"}).content))
+    assert len([n for n in hf.namelist() if n.startswith("images/")]) == 9
+
+
+def test_the_review_queue_least_sure_first(client, labelled):
+    r = client.get(f"/classify/export/{labelled}", params={"format": "jsonl", "only": "flagged"})
+    queue = [json.loads(line) for line in r.text.splitlines()]
+    everything = [json.loads(line) for line in client.get(f"/classify/export/{labelled}",
+                                                          params={"format": "jsonl"}).text.splitlines()]
+    assert [q["path"] for q in queue] == [e["path"] for e in sorted(
+        (e for e in everything if e["low_confidence"]), key=lambda e: (e["confidence"], e["match"], e["path"]))]
+    assert client.get(f"/classify/export/{labelled}", params={"format": "csv", "only": "some"}).status_code == 422
+
+
+def test_reviews_posted_change_the_label_of_record(client, labelled, service_root):
+    lines = json.dumps({"path": "masks/obj_02.png", "decision": "correct", "label": "red star"}) + "\n"
+    lines += json.dumps({"path": "masks/nope.png", "decision": "accept"}) + "\n"
+    r = client.post(f"/jobs/{labelled}/reviews", params={"reviewer": "ana"}, content=lines.encode())
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["counts"]["correct"] == 1 and body["unmatched"][0]["entry"].startswith("line 2")
+    assert body["reviews"][0]["reviewer"] == "ana"
+    rec = next(json.loads(x) for x in (service_root / labelled / "labels.jsonl").read_text().splitlines()
+               if json.loads(x)["path"] == "masks/obj_02.png")
+    assert (rec["label"], rec["label_source"]) == ("red star", "review")
+    bad = client.post(f"/jobs/{labelled}/reviews", files={"file": ("mine.json", b"{oops")})
+    assert bad.status_code == 400 and "mine.json" in bad.json()["detail"]
+
+
+def test_label_studio_ml_backend_protocol(client, labelled, service_root):
+    assert client.get("/health").json()["status"] == "UP"
+    version = client.post("/setup", json={"project": "1", "schema": "<View/>"}).json()["model_version"]
+    assert version.startswith("cliplabel ")
+    tasks = [{"id": 1, "data": {"image": f"/data/local-files/?d={labelled}/objects/obj_00.png"}},
+             {"id": 2, "data": {"job_id": labelled, "item": "masks/obj_01.png", "image": "x"}},
+             {"id": 3, "data": {"image": "/data/local-files/?d=../../etc/passwd"}}]
+    r = client.post("/predict", json={"tasks": tasks, "label_config": "<View/>", "project": "1"})
+    assert r.status_code == 200, r.text
+    results = r.json()["results"]
+    assert len(results) == 3 and results[2]["result"] == []
+    labels = {json.loads(x)["path"]: json.loads(x) for x in (service_root / labelled / "labels.jsonl").read_text().splitlines()}
+    assert results[0]["result"][0]["value"]["choices"] == [labels["objects/obj_00.png"]["label"]]
+    assert [x["type"] for x in results[1]["result"]] == ["choices", "brushlabels"]
+    image = client.get(f"/results/{labelled}/objects/obj_00.png")
+    assert image.status_code == 200 and image.content == (service_root / labelled / "objects/obj_00.png").read_bytes()
+    assert client.get(f"/results/{labelled}/labels.jsonl").status_code == 404
