@@ -33,3 +33,29 @@ def test_contact_sheet_cells_grow_to_hold_wrapped_captions(results_root):
     short = contact_sheet(job, items, kinds, lambda: None, {i: "red star 0.97" for i in items})
     long = contact_sheet(job, items, kinds, lambda: None, {i: "common european wall lizard 0.97" for i in items})
     assert short.height == THUMB + CAPTION and long.height > short.height
+
+
+def test_past_the_bound_the_largest_groups_are_pictured_and_the_rest_listed(labeller, results_root, monkeypatch):
+    """A job of many labels draws a bounded number of contact sheets (the largest groups, every flagged
+    cluster) and names the other groups with their sizes, so the report's cost does not grow with the bank."""
+    from cliplabel_pipeline.core.pipeline import process_job
+    from cliplabel_pipeline.core.reporting import report
+    from cliplabel_pipeline.toyworld.draw import LABELS
+
+    monkeypatch.setattr(report, "MAX_GROUP_SHEETS", 3)
+    labels = LABELS[:6] + LABELS[:2]  # two labels twice: the largest groups
+    write_toy_job(results_root, "many", seed=4, labels=labels, size=(512, 384))
+    done = process_job(labeller, JobFolder.open(results_root, "many"))
+    text = done.report.read_text()
+    confident = done.groups.groups
+    assert len(confident) > 3
+    pictured = [line for line in text.splitlines() if line.startswith("![") and "group_" in line]
+    assert len(pictured) == 3 + len(done.groups.clusters)
+    largest = sorted(confident, key=lambda g: -len(g.items))[:3]
+    for g in largest:
+        assert f"### {g.name} ({len(g.items)})" in text
+    assert f"### {len(confident) - 3} more groups, without pictures" in text
+    for g in confident:
+        if g not in largest:
+            assert f"{g.name} ({len(g.items)})" in text and f"### {g.name} " not in text
+    assert len(list((results_root / "many" / "report").glob("group_*.png"))) == len(pictured)

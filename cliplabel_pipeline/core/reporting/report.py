@@ -20,6 +20,7 @@ from cliplabel_pipeline.core.storage.guarded import shown
 from cliplabel_pipeline.core.values import Groups, LabelRecord
 
 THUMB = 72
+MAX_GROUP_SHEETS = 24  # contact sheets of confident groups (the largest); more are listed: a report's cost is bounded
 
 
 def score_histogram(values: list[float], threshold: float, name: str = "confidence", bins: int = 20) -> Image.Image:
@@ -217,11 +218,21 @@ def write_report(job: JobFolder, records: list[LabelRecord], metrics: JobMetrics
                   f"mean {m.get('mean', 0):.3f}, median {m.get('p50', 0):.3f}; flagged by confidence "
                   f"{by.get('confidence', 0)}, by match {by.get('match', 0)}", ""]
     lines += ["## Groups", ""]
+    pictured = {id(g) for g in sorted(groups.groups, key=lambda g: -len(g.items))[:MAX_GROUP_SHEETS]}
+    unpictured = []
     for i, g in enumerate(groups.all()):
-        name = g.name if g in groups.groups else f"low confidence, nearest concept: {g.name}"
+        confident = i < len(groups.groups)
+        if confident and id(g) not in pictured:
+            unpictured.append(f"{shown(g.name)} ({len(g.items)})")
+            continue
+        name = g.name if confident else f"low confidence, nearest concept: {g.name}"
         sheet = _save(job, folder / f"group_{i:02d}.png", contact_sheet(
-            job, g.items, kinds, source, captions if g in groups.groups else flagged_captions))
+            job, g.items, kinds, source, captions if confident else flagged_captions))
         lines += [f"### {name} ({len(g.items)})", "", f"![{name}]({sheet.name})", ""]
+    if unpictured:
+        lines += [f"### {len(unpictured)} more groups, without pictures", "",
+                  f"The {MAX_GROUP_SHEETS} largest groups and every low-confidence cluster are pictured above; "
+                  f"these are in `groups.json`, `labels.csv` and the ZIP: " + ", ".join(unpictured) + ".", ""]
     if metrics.review:
         lines += _review_section(job, folder, metrics)
     perf = metrics.performance
