@@ -169,3 +169,25 @@ def test_metrics_and_report_measure_the_model_on_the_reviews(own_job, tmp_path, 
     report = (root / job_id / "report" / "report.md").read_text()
     assert "## Reviews" in report and "**Accuracy 50.0%**" in report
     assert (root / job_id / "report" / "review_tradeoff.png").is_file()
+
+
+def test_reviews_survive_a_new_label_list_and_the_backfill_s_relabelling(own_job, tmp_path, toy_model, capsys):
+    """A person's decisions outlive a relabelling with another bank: the job run again against a list that
+    does not even name the corrected label keeps the correction as the label of record and the model's new top-1
+    beside it; the acceptance of an item stays an acceptance (never flagged again) whatever the new scores."""
+    root, job_id, db = own_job
+    lines = tmp_path / "decisions.jsonl"
+    lines.write_text(json.dumps({"path": "masks/obj_00.png", "decision": "correct", "label": "purple circle"}) + "\n"
+                     + json.dumps({"path": "objects/obj_02.png", "decision": "accept"}) + "\n")
+    assert run(own_job, "review", "--from", str(lines), "--reviewer", "ana") == 0
+    capsys.readouterr()
+    assert main(["job", job_id, "--results-root", str(root), "--model", toy_model, "--precision", "fp32",
+                 "--db", str(db), "--labels", "cat,dog,bird"]) == 0  # a bank that names nothing drawn
+    after = records_of(own_job)
+    assert after["masks/obj_00.png"]["top1"] in {"cat", "dog", "bird"}
+    assert after["masks/obj_00.png"]["label"] == "purple circle" and after["masks/obj_00.png"]["label_source"] == "review"
+    accepted = after["objects/obj_02.png"]
+    assert accepted["decision"] == "accept" and accepted["low_confidence"] is False  # never flagged again
+    assert all(r["low_confidence"] for p, r in after.items() if p not in ("masks/obj_00.png", "objects/obj_02.png"))
+    assert query(db, "SELECT label, label_source FROM labels WHERE path = 'masks/obj_00.png'") == [
+        ("purple circle", "review")]
