@@ -143,9 +143,10 @@ class JobFolder:
     def export_file(self, fmt: str) -> Path:
         return self.export_dir / f"{self.id}.{fmt}"
 
-    def export_folder(self, fmt: str) -> Path:
-        """Where a folder export (``coco``, ``hf``, ``labelstudio``) lies when no other place is asked for."""
-        return self.export_dir / f"{self.id}-{fmt}"
+    def export_folder(self, fmt: str, only: str = "all") -> Path:
+        """Where a folder export (``coco``, ``hf``, ``labelstudio``) lies when no other place is asked for; the
+        review queue (``only="flagged"``) beside the full export, never over it."""
+        return self.export_dir / (f"{self.id}-{fmt}" if only == "all" else f"{self.id}-{fmt}-{only}")
 
     @property
     def metrics_json(self) -> Path:

@@ -262,12 +262,13 @@ def export_format(job: JobFolder, fmt: str, out: Path | None = None, only: str =
     review queue, least sure first.
 
     Written to ``out`` when given (a file, or a folder: a file export goes into it under its own name, a folder
-    export fills it), else to ``<job>/export/<job>.<fmt>`` or ``<job>/export/<job>-<fmt>/``. Never onto the
+    export fills it), else to ``<job>/export/<job>.<fmt>`` or ``<job>/export/<job>-<fmt>/`` (the review queue
+    to ``<job>/export/<job>-<fmt>-flagged/``). Never onto the
     job's inputs or anything but a regular file.
     """
     fmt = _check_format(fmt)
     if fmt in FOLDER_FORMATS:
-        return _export_folder(job, fmt, out, export_bundle(job, fmt, only, image_root))
+        return _export_folder(job, fmt, out, export_bundle(job, fmt, only, image_root), only)
     with export_destination(job, fmt, out) as (fh, path):
         write_export(job, fmt, fh, only)
     return path
@@ -291,9 +292,9 @@ def export_bundle(job: JobFolder, fmt: str, only: str = "all", image_root: str |
     return labelstudio_bundle(job, records, job.read_provenance(), image_root or DEFAULT_IMAGE_ROOT)
 
 
-def _export_folder(job: JobFolder, fmt: str, out: Path | None, files: list[BundleFile]) -> Path:
+def _export_folder(job: JobFolder, fmt: str, out: Path | None, files: list[BundleFile], only: str) -> Path:
     if out is None:
-        folder = job.export_folder(fmt)
+        folder = job.export_folder(fmt, only)
         wanted = {f.name for f in files}
         with job.lock():
             for rel in job.files_under(folder):  # a file of an earlier export that this one does not hold
