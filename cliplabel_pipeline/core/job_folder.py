@@ -16,6 +16,7 @@ which never follows a symbolic link (``core/storage/guarded.py``): the job folde
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import io
 import json
 import logging
@@ -403,6 +404,12 @@ class JobFolder:
     def read_reviews(self) -> list[Review]:
         """Every review of the job, oldest first (none when there is no ``reviews.jsonl``)."""
         return self._read_jsonl(self.reviews_jsonl, Review.from_json) if self.is_file(self.reviews_jsonl) else []
+
+    def reviews_version(self) -> str | None:
+        """The SHA-256 of ``reviews.jsonl`` (None when there is none): it changes whenever reviews are added."""
+        if not self.is_file(self.reviews_jsonl):
+            return None
+        return hashlib.sha256(self.read_bytes(self.reviews_jsonl)).hexdigest()
 
     def append_reviews(self, reviews: list[Review]) -> Path:
         """Add ``reviews`` after the job's earlier ones; the file is replaced whole (atomically), so a crash

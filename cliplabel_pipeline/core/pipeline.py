@@ -33,7 +33,7 @@ from cliplabel_pipeline.core.storage.guarded import shown
 from cliplabel_pipeline.core.storage.job_rows import JobRows
 from cliplabel_pipeline.core.storage.lineage import ingest_job_rows, job_rows, now, write_connection, write_run
 from cliplabel_pipeline.core.values import (
-    BankSpec, Embedded, Groups, LabelRecord, LabelSettings, Performance, Provenance, SkippedItem,
+    BankSpec, Embedded, Groups, LabelRecord, LabelSettings, Performance, Provenance, Review, SkippedItem,
 )
 
 if TYPE_CHECKING:  # grouping, scoring and the report import what exports and cleanup never need
@@ -138,16 +138,20 @@ def embed_job(labeller, job: JobFolder, settings: LabelSettings = LabelSettings(
 
 def label_embedded(job: JobFolder, embedded: Embedded, index: ConceptIndex, bank: BankSpec,
                    settings: LabelSettings = LabelSettings(), db_path: Path | None = None,
-                   run_id: str | None = None, spool_rows: bool = False) -> Labelled:
+                   run_id: str | None = None, spool_rows: bool = False,
+                   reviews: list[Review] | None = None) -> Labelled:
     """Score the embeddings against the index; writes ``labels.jsonl``, the provenance and, with ``db_path``,
     the job's DuckDB rows: the database is opened first (a busy one is waited for), so the files and the rows
     change together or, when the database stays busy, neither does. With ``spool_rows`` (a worker host of a
-    cluster) the rows are written last, beside the outputs, for ``ingest_lineage`` on the one writer's host."""
+    cluster) the rows are written last, beside the outputs, for ``ingest_lineage`` on the one writer's host.
+    ``reviews`` (the job's ``reviews.jsonl`` when None) are laid over the model's labels: the label of record."""
     from cliplabel_pipeline.core.labelling.labels import assign_labels
     from cliplabel_pipeline.core.labelling.reviews import apply_reviews
 
     started = now()
-    records = apply_reviews(assign_labels(embedded, index, settings), job.read_reviews())  # decisions outlive runs
+    if reviews is None:
+        reviews = job.read_reviews()
+    records = apply_reviews(assign_labels(embedded, index, settings), reviews)  # decisions outlive runs
     enc = embedded.encoder
     provenance = Provenance(enc.model, enc.model_identity, enc.precision, enc.device, index.bank.version,
                             index.bank.templates_hash, index.bank.templates, bank, settings.top_k,

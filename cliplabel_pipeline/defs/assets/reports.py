@@ -106,7 +106,22 @@ def job_metrics_report(context: dg.AssetExecutionContext, job_exports: Exported)
     if truth:
         meta["accuracy"] = dg.MetadataValue.float(truth.accuracy)
         meta["top_k_accuracy"] = dg.MetadataValue.float(truth.top_k_accuracy)
+    meta |= _review_metadata(metrics.review)
     return dg.MaterializeResult(metadata=meta)
+
+
+def _review_metadata(review) -> dict:
+    """The ``review`` section of ``metrics.json``: how right the model was on the items people reviewed."""
+    if review is None:
+        return {"reviewed": dg.MetadataValue.int(0)}
+    meta = {"reviewed": dg.MetadataValue.int(review.reviewed),
+            **{f"reviews_{d}": dg.MetadataValue.int(n) for d, n in review.decisions.items()},
+            "review_by_kind": dg.MetadataValue.json(review.by_kind),
+            "review_suggested_thresholds": dg.MetadataValue.json(review.suggested or {})}
+    for name, value in (("review_accuracy", review.accuracy), ("review_top_k_accuracy", review.top_k_accuracy)):
+        if value is not None:
+            meta[name] = dg.MetadataValue.float(value)
+    return meta
 
 
 PREVIEW_BYTES = 600_000  # the report preview's pictures, all together, in Dagster's metadata
