@@ -1,4 +1,4 @@
-"""The Dagster code location: assets, checks, sensor, schedule, resources, IO managers and the executor."""
+"""The Dagster code location: assets, checks, sensors, schedule, resources, IO managers and the executor."""
 
 import os
 
@@ -12,13 +12,14 @@ from cliplabel_pipeline.defs.assets.embeddings import concept_text_embeddings, j
 from cliplabel_pipeline.defs.assets.labels import job_label_assignments  # noqa: E402
 from cliplabel_pipeline.defs.assets.lineage import job_lineage_rows  # noqa: E402
 from cliplabel_pipeline.defs.assets.reports import job_exports, job_groups, job_metrics_report  # noqa: E402
+from cliplabel_pipeline.defs.assets.reviews import job_reviews  # noqa: E402
 from cliplabel_pipeline.defs.checks import all_checks  # noqa: E402
 from cliplabel_pipeline.defs.cluster import executor_for  # noqa: E402
 from cliplabel_pipeline.defs.io_managers import ConceptIndexIOManager, JobFolderIOManager  # noqa: E402
-from cliplabel_pipeline.defs.jobs import cleanup_job, label_jobs_job, restore_job  # noqa: E402
+from cliplabel_pipeline.defs.jobs import apply_reviews_job, cleanup_job, label_jobs_job, restore_job  # noqa: E402
 from cliplabel_pipeline.defs.resources import ClipModelResource, DuckDBResource, ResultsRootResource  # noqa: E402
 from cliplabel_pipeline.defs.schedules import label_backfill_schedule  # noqa: E402
-from cliplabel_pipeline.defs.sensors import new_jobs_sensor  # noqa: E402
+from cliplabel_pipeline.defs.sensors import job_reviews_sensor, new_jobs_sensor  # noqa: E402
 
 ENV = Settings.from_env()
 
@@ -34,11 +35,11 @@ clip = ClipModelResource(model=_bound("model", ENV.model), device=_bound("device
 results_root = ResultsRootResource(path=_bound("results_root", str(ENV.results_root)), settle_seconds=ENV.settle_s)
 
 defs = dg.Definitions(
-    assets=[concept_text_embeddings, job_image_embeddings, job_label_assignments, job_groups, job_exports,
+    assets=[concept_text_embeddings, job_image_embeddings, job_reviews, job_label_assignments, job_groups, job_exports,
             job_metrics_report, *([job_lineage_rows] if ENV.spools_lineage else [])],
     asset_checks=all_checks,
-    jobs=[label_jobs_job, cleanup_job, restore_job],
-    sensors=[new_jobs_sensor],
+    jobs=[label_jobs_job, apply_reviews_job, cleanup_job, restore_job],
+    sensors=[new_jobs_sensor, job_reviews_sensor],
     schedules=[label_backfill_schedule],
     resources={
         "clip": clip,

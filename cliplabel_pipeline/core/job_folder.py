@@ -16,6 +16,7 @@ which never follows a symbolic link (``core/storage/guarded.py``): the job folde
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import io
 import json
 import logging
@@ -143,9 +144,10 @@ class JobFolder:
     def export_file(self, fmt: str) -> Path:
         return self.export_dir / f"{self.id}.{fmt}"
 
-    def export_folder(self, fmt: str) -> Path:
-        """Where a folder export (``coco``, ``hf``, ``labelstudio``) lies when no other place is asked for."""
-        return self.export_dir / f"{self.id}-{fmt}"
+    def export_folder(self, fmt: str, only: str = "all") -> Path:
+        """Where a folder export (``coco``, ``hf``, ``labelstudio``) lies when no other place is asked for; the
+        review queue (``only="flagged"``) beside the full export, never over it."""
+        return self.export_dir / (f"{self.id}-{fmt}" if only == "all" else f"{self.id}-{fmt}-{only}")
 
     @property
     def metrics_json(self) -> Path:
@@ -402,6 +404,12 @@ class JobFolder:
     def read_reviews(self) -> list[Review]:
         """Every review of the job, oldest first (none when there is no ``reviews.jsonl``)."""
         return self._read_jsonl(self.reviews_jsonl, Review.from_json) if self.is_file(self.reviews_jsonl) else []
+
+    def reviews_version(self) -> str | None:
+        """The SHA-256 of ``reviews.jsonl`` (None when there is none): it changes whenever reviews are added."""
+        if not self.is_file(self.reviews_jsonl):
+            return None
+        return hashlib.sha256(self.read_bytes(self.reviews_jsonl)).hexdigest()
 
     def append_reviews(self, reviews: list[Review]) -> Path:
         """Add ``reviews`` after the job's earlier ones; the file is replaced whole (atomically), so a crash

@@ -33,7 +33,7 @@ from cliplabel_pipeline.core.storage.guarded import shown
 from cliplabel_pipeline.core.storage.job_rows import JobRows
 from cliplabel_pipeline.core.storage.lineage import ingest_job_rows, job_rows, now, write_connection, write_run
 from cliplabel_pipeline.core.values import (
-    BankSpec, Embedded, Groups, LabelRecord, LabelSettings, Performance, Provenance, SkippedItem,
+    BankSpec, Embedded, Groups, LabelRecord, LabelSettings, Performance, Provenance, Review, SkippedItem,
 )
 
 if TYPE_CHECKING:  # grouping, scoring and the report import what exports and cleanup never need
@@ -138,16 +138,20 @@ def embed_job(labeller, job: JobFolder, settings: LabelSettings = LabelSettings(
 
 def label_embedded(job: JobFolder, embedded: Embedded, index: ConceptIndex, bank: BankSpec,
                    settings: LabelSettings = LabelSettings(), db_path: Path | None = None,
-                   run_id: str | None = None, spool_rows: bool = False) -> Labelled:
+                   run_id: str | None = None, spool_rows: bool = False,
+                   reviews: list[Review] | None = None) -> Labelled:
     """Score the embeddings against the index; writes ``labels.jsonl``, the provenance and, with ``db_path``,
     the job's DuckDB rows: the database is opened first (a busy one is waited for), so the files and the rows
     change together or, when the database stays busy, neither does. With ``spool_rows`` (a worker host of a
-    cluster) the rows are written last, beside the outputs, for ``ingest_lineage`` on the one writer's host."""
+    cluster) the rows are written last, beside the outputs, for ``ingest_lineage`` on the one writer's host.
+    ``reviews`` (the job's ``reviews.jsonl`` when None) are laid over the model's labels: the label of record."""
     from cliplabel_pipeline.core.labelling.labels import assign_labels
     from cliplabel_pipeline.core.labelling.reviews import apply_reviews
 
     started = now()
-    records = apply_reviews(assign_labels(embedded, index, settings), job.read_reviews())  # decisions outlive runs
+    if reviews is None:
+        reviews = job.read_reviews()
+    records = apply_reviews(assign_labels(embedded, index, settings), reviews)  # decisions outlive runs
     enc = embedded.encoder
     provenance = Provenance(enc.model, enc.model_identity, enc.precision, enc.device, index.bank.version,
                             index.bank.templates_hash, index.bank.templates, bank, settings.top_k,
@@ -262,12 +266,13 @@ def export_format(job: JobFolder, fmt: str, out: Path | None = None, only: str =
     review queue, least sure first.
 
     Written to ``out`` when given (a file, or a folder: a file export goes into it under its own name, a folder
-    export fills it), else to ``<job>/export/<job>.<fmt>`` or ``<job>/export/<job>-<fmt>/``. Never onto the
+    export fills it), else to ``<job>/export/<job>.<fmt>`` or ``<job>/export/<job>-<fmt>/`` (the review queue
+    to ``<job>/export/<job>-<fmt>-flagged/``). Never onto the
     job's inputs or anything but a regular file.
     """
     fmt = _check_format(fmt)
     if fmt in FOLDER_FORMATS:
-        return _export_folder(job, fmt, out, export_bundle(job, fmt, only, image_root))
+        return _export_folder(job, fmt, out, export_bundle(job, fmt, only, image_root), only)
     with export_destination(job, fmt, out) as (fh, path):
         write_export(job, fmt, fh, only)
     return path
@@ -291,9 +296,9 @@ def export_bundle(job: JobFolder, fmt: str, only: str = "all", image_root: str |
     return labelstudio_bundle(job, records, job.read_provenance(), image_root or DEFAULT_IMAGE_ROOT)
 
 
-def _export_folder(job: JobFolder, fmt: str, out: Path | None, files: list[BundleFile]) -> Path:
+def _export_folder(job: JobFolder, fmt: str, out: Path | None, files: list[BundleFile], only: str) -> Path:
     if out is None:
-        folder = job.export_folder(fmt)
+        folder = job.export_folder(fmt, only)
         wanted = {f.name for f in files}
         with job.lock():
             for rel in job.files_under(folder):  # a file of an earlier export that this one does not hold

@@ -8,6 +8,7 @@ from cliplabel_pipeline.defs.resources import ClipModelResource, ResultsRootReso
 
 # upstream asset -> how its value is rebuilt from the job folder
 JOB_VALUE_LOADERS = {
+    "job_reviews": lambda job: job.read_reviews(),
     "job_image_embeddings": lambda job: job.read_embedded(),
     "job_label_assignments": pipeline.load_labelled,
     "job_groups": pipeline.load_grouped,

@@ -8,6 +8,7 @@ from cliplabel_pipeline.core.settings import Settings
 from cliplabel_pipeline.core.storage.lineage import RecordedRun
 from cliplabel_pipeline.defs.assets.common import JOB_GROUP, STEP_RETRY_POLICY, as_failure
 from cliplabel_pipeline.defs.assets.embeddings import concept_text_embeddings
+from cliplabel_pipeline.defs.assets.reviews import job_reviews
 from cliplabel_pipeline.defs.cluster import LINEAGE_QUEUE, on_queue
 from cliplabel_pipeline.defs.partitions import jobs_partitions
 from cliplabel_pipeline.defs.resources import DuckDBResource, ResultsRootResource
@@ -18,9 +19,16 @@ label_jobs_job = dg.define_asset_job(
     partitions_def=jobs_partitions, op_retry_policy=STEP_RETRY_POLICY)
 
 
+# What a job's reviews change, without encoding an image: the reviews as read, the labels of record (scored again
+# from the stored embeddings, the reviews laid over them), groups, exports and report, with their checks.
+apply_reviews_job = dg.define_asset_job(
+    "apply_reviews_job", selection=dg.AssetSelection.assets(job_reviews).downstream(),
+    partitions_def=jobs_partitions, op_retry_policy=STEP_RETRY_POLICY)
+
+
 def own_choices_config(previous: RecordedRun | None) -> dict:
     """Run config that relabels a job with its own labels, templates, top-k and threshold (those recorded with
-    its last run in DuckDB); the defaults for a job never labelled. The sensor and the schedule use it."""
+    its last run in DuckDB); the defaults for a job never labelled. The sensors and the schedule use it."""
     if previous is None:
         return {}
     bank = previous.bank

@@ -12,11 +12,12 @@ import dagster as dg
 from cliplabel_pipeline.defs.assets.embeddings import concept_text_embeddings, job_image_embeddings
 from cliplabel_pipeline.defs.assets.labels import job_label_assignments
 from cliplabel_pipeline.defs.assets.reports import job_exports, job_groups, job_metrics_report
+from cliplabel_pipeline.defs.assets.reviews import job_reviews
 from cliplabel_pipeline.defs.checks import all_checks
 from cliplabel_pipeline.core.storage.files import read_jsonl
 from cliplabel_pipeline.core.storage.lineage import query
 
-ASSETS = [concept_text_embeddings, job_image_embeddings, job_label_assignments, job_groups, job_exports,
+ASSETS = [concept_text_embeddings, job_image_embeddings, job_reviews, job_label_assignments, job_groups, job_exports,
           job_metrics_report, *all_checks]
 # what label_jobs_job runs: the job's assets and the concept index they read
 JOB_SELECTION = dg.AssetSelection.groups("job_labelling") | dg.AssetSelection.assets(concept_text_embeddings)

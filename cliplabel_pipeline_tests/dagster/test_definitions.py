@@ -13,8 +13,9 @@ def test_definitions_load_with_every_asset_sensor_and_schedule():
     dg.Definitions.validate_loadable(defs)
     repo = defs.get_repository_def()
     keys = {k.to_user_string() for k in repo.asset_graph.get_all_asset_keys()}
-    assert keys == {"concept_text_embeddings", *JOB_ASSETS}
+    assert keys == {"concept_text_embeddings", "job_reviews", *JOB_ASSETS}
     assert repo.has_sensor_def("new_jobs_sensor") and repo.has_schedule_def("label_backfill_schedule")
+    assert repo.get_sensor_def("job_reviews_sensor").job_name == "apply_reviews_job"
     assert repo.get_schedule_def("label_backfill_schedule").cron_schedule == "0 3 * * *"
 
 
@@ -25,6 +26,7 @@ def test_job_assets_are_partitioned_by_jobs_and_chained_in_order():
         assert dg.AssetKey(upstream) in node.parent_keys
         assert node.partitions_def.name == "jobs"
     assert dg.AssetKey("concept_text_embeddings") in graph.get(dg.AssetKey("job_label_assignments")).parent_keys
+    assert dg.AssetKey("job_reviews") in graph.get(dg.AssetKey("job_label_assignments")).parent_keys
 
 
 def test_every_edge_is_an_input_the_asset_reads():
@@ -43,3 +45,8 @@ def test_every_edge_is_an_input_the_asset_reads():
 def test_the_labelling_job_materialises_the_concept_index_it_reads():
     job = defs.resolve_job_def("label_jobs_job")
     assert dg.AssetKey("concept_text_embeddings") in job.asset_layer.selected_asset_keys
+
+
+def test_new_reviews_rebuild_what_depends_on_them_and_never_encode_an_image():
+    selected = {k.to_user_string() for k in defs.resolve_job_def("apply_reviews_job").asset_layer.selected_asset_keys}
+    assert selected == {"job_reviews", "job_label_assignments", "job_groups", "job_exports", "job_metrics_report"}

@@ -25,9 +25,17 @@ from cliplabel_pipeline.core.values import Groups, LabelRecord, Provenance, Skip
 FILE_FORMATS = ("zip", "csv", "jsonl")  # one file each
 FOLDER_FORMATS = ("coco", "hf", "labelstudio")  # a folder each, opened as it is by the tool it is named after
 EXPORT_FORMATS = FILE_FORMATS + FOLDER_FORMATS
+FOLDER_FORMAT_NEEDS = {"coco": "pycocotools"}  # the module a folder export needs (from the extra of its name)
 ONLY_CHOICES = ("all", "flagged")  # every labelled item, or the review queue (flagged items, least sure first)
 EXPORT_FIELDS = ("path", "top1", "confidence", "match", "low_confidence", "flagged_by", "label", "label_source")
 LOW_CONFIDENCE_FOLDER = "low-confidence"
+
+
+def installed_folder_formats() -> list[str]:
+    """The folder formats this installation can write (``coco`` needs the ``coco`` extra)."""
+    import importlib.util
+
+    return [f for f in FOLDER_FORMATS if f not in FOLDER_FORMAT_NEEDS or importlib.util.find_spec(FOLDER_FORMAT_NEEDS[f])]
 
 
 def csv_bytes(records: list[LabelRecord]) -> bytes:

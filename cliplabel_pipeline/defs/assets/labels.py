@@ -4,7 +4,7 @@ import dagster as dg
 
 from cliplabel_pipeline.core.labelling.index import ConceptIndex
 from cliplabel_pipeline.core.pipeline import Labelled, label_embedded
-from cliplabel_pipeline.core.values import Embedded
+from cliplabel_pipeline.core.values import REVIEW, Embedded, Review
 from cliplabel_pipeline.defs.assets.common import (
     JOB_GROUP, LabelingConfig, as_failure, heartbeat, histogram_md, path_md,
 )
@@ -16,19 +16,23 @@ from cliplabel_pipeline.defs.partitions import jobs_partitions
           io_manager_key="job_folder_io")
 def job_label_assignments(context: dg.AssetExecutionContext, config: LabelingConfig, clip: ClipModelResource,
                           results_root: ResultsRootResource, duckdb: DuckDBResource,
-                          job_image_embeddings: Embedded, concept_text_embeddings: ConceptIndex) -> dg.Output[Labelled]:
-    """Top-k concepts with confidence for every item: ``labels.jsonl``, and the job's DuckDB ``assets``,
-    ``labels`` and ``runs`` rows (replaced in one transaction)."""
+                          job_image_embeddings: Embedded, concept_text_embeddings: ConceptIndex,
+                          job_reviews: list[Review]) -> dg.Output[Labelled]:
+    """Top-k concepts with confidence for every item, with people's reviews laid over them (the label of record):
+    ``labels.jsonl``, and the job's DuckDB ``assets``, ``labels`` and ``runs`` rows (replaced in one transaction).
+    Scored from the stored embeddings: new reviews re-run this without encoding an image."""
     with as_failure(context), heartbeat(context):
         job = results_root.job(context.partition_key)
         bank = config.bank_spec(clip.bank_spec)
         index = concept_text_embeddings if bank == clip.bank_spec else clip.concept_index(bank)
         labelled = label_embedded(job, job_image_embeddings, index, bank, config.label_settings(),
-                                  duckdb.db_path(results_root.root), context.run_id, spool_rows=duckdb.spool_rows)
+                                  duckdb.db_path(results_root.root), context.run_id, spool_rows=duckdb.spool_rows,
+                                  reviews=job_reviews)
     records, prov = labelled.records, labelled.provenance
     return dg.Output(labelled, metadata={
         "items": dg.MetadataValue.int(len(records)),
         "low_confidence": dg.MetadataValue.int(sum(r.low_confidence for r in records)),
+        "labelled_by_review": dg.MetadataValue.int(sum(r.label_source == REVIEW for r in records)),
         "flagged_by_confidence": dg.MetadataValue.int(sum("confidence" in r.flagged_by for r in records)),
         "flagged_by_match": dg.MetadataValue.int(sum("match" in r.flagged_by for r in records)),
         "mean_match": dg.MetadataValue.float(round(sum(r.match or 0 for r in records) / max(len(records), 1), 6)),

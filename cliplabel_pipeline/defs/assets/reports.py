@@ -7,9 +7,11 @@ import re
 import dagster as dg
 from PIL import Image
 
+from cliplabel_pipeline.core.errors import CliplabelError
 from cliplabel_pipeline.core.labelling.index import ConceptIndex
+from cliplabel_pipeline.core.organising.export import FOLDER_FORMATS, installed_folder_formats, selected
 from cliplabel_pipeline.core.pipeline import (
-    Exported, Grouped, Labelled, export_grouped, group_labelled, report_exported,
+    Exported, Grouped, Labelled, export_format, export_grouped, group_labelled, report_exported,
 )
 from cliplabel_pipeline.defs.assets.common import JOB_GROUP, as_failure, path_md
 from cliplabel_pipeline.defs.partitions import jobs_partitions
@@ -37,14 +39,44 @@ def job_groups(context: dg.AssetExecutionContext, clip: ClipModelResource, job_l
     })
 
 
+class ExportConfig(dg.Config):
+    """Which folder exports the job gets beside ``labels.csv``, the per-item JSON and the grouped ZIP, as
+    ``cliplabel export --format`` writes them into ``export/<job>-<format>/``: by default every format this
+    installation can write (``coco`` needs the ``coco`` extra). ``review_queue``: the formats also written with
+    only the flagged items, least sure first, into ``export/<job>-<format>-flagged/``. ``image_root``: the URL
+    prefix of the images in Label Studio's tasks (its local-files form when unset)."""
+
+    formats: list[str] = installed_folder_formats()
+    review_queue: list[str] = ["labelstudio"]
+    image_root: str | None = None
+
+    def checked(self) -> "ExportConfig":
+        unknown = sorted({*self.formats, *self.review_queue} - set(FOLDER_FORMATS))
+        if unknown:
+            raise CliplabelError(f"unknown folder export {', '.join(map(repr, unknown))}: use {', '.join(FOLDER_FORMATS)} "
+                                 "(labels.csv, the per-item JSON and the ZIP are always written)")
+        return self
+
+
 @dg.asset(partitions_def=jobs_partitions, kinds={"csv", "json"}, group_name=JOB_GROUP, io_manager_key="job_folder_io")
-def job_exports(context: dg.AssetExecutionContext, job_groups: Grouped) -> dg.Output[Exported]:
-    """``labels.csv``, one JSON per item under ``labels/``, ``export/<job>.zip`` of grouped files, ``manifest.json``."""
+def job_exports(context: dg.AssetExecutionContext, config: ExportConfig, job_groups: Grouped) -> dg.Output[Exported]:
+    """``labels.csv``, one JSON per item under ``labels/``, ``export/<job>.zip`` of grouped files, ``manifest.json``,
+    and the folder exports other tools open (COCO, Hugging Face imagefolder, Label Studio tasks) with the review
+    queue; every one carries the label of record."""
+    job = job_groups.labelled.job
     with as_failure(context):
+        config.checked()
         exported = export_grouped(job_groups)
+        folders = {fmt: export_format(job, fmt, image_root=config.image_root) for fmt in config.formats}
+        folders |= {f"{fmt}_flagged": export_format(job, fmt, only="flagged", image_root=config.image_root)
+                    for fmt in config.review_queue}
+    queue = len(selected(job_groups.labelled.records, "flagged"))
     return dg.Output(exported, metadata={
         **{name: path_md(path) for name, path in vars(exported.files).items()},
         "zip_bytes": dg.MetadataValue.int(exported.files.zip.stat().st_size),
+        **{name: path_md(path) for name, path in folders.items()},
+        "folder_exports": ", ".join(folders) or "none",
+        "review_queue_items": dg.MetadataValue.int(queue),
     })
 
 
@@ -74,7 +106,22 @@ def job_metrics_report(context: dg.AssetExecutionContext, job_exports: Exported)
     if truth:
         meta["accuracy"] = dg.MetadataValue.float(truth.accuracy)
         meta["top_k_accuracy"] = dg.MetadataValue.float(truth.top_k_accuracy)
+    meta |= _review_metadata(metrics.review)
     return dg.MaterializeResult(metadata=meta)
+
+
+def _review_metadata(review) -> dict:
+    """The ``review`` section of ``metrics.json``: how right the model was on the items people reviewed."""
+    if review is None:
+        return {"reviewed": dg.MetadataValue.int(0)}
+    meta = {"reviewed": dg.MetadataValue.int(review.reviewed),
+            **{f"reviews_{d}": dg.MetadataValue.int(n) for d, n in review.decisions.items()},
+            "review_by_kind": dg.MetadataValue.json(review.by_kind),
+            "review_suggested_thresholds": dg.MetadataValue.json(review.suggested or {})}
+    for name, value in (("review_accuracy", review.accuracy), ("review_top_k_accuracy", review.top_k_accuracy)):
+        if value is not None:
+            meta[name] = dg.MetadataValue.float(value)
+    return meta
 
 
 PREVIEW_BYTES = 600_000  # the report preview's pictures, all together, in Dagster's metadata

@@ -183,7 +183,7 @@ async def classify_export(job_id: str,
             while block := fh.read(CHUNK):
                 yield block
 
-    name = f"{job.export_folder(format).name}.zip" if folder else job.export_file(format).name
+    name = f"{job.export_folder(format, only).name}.zip" if folder else job.export_file(format).name
     return StreamingResponse(chunks(), media_type=media, headers={
         "Content-Length": str(size), "Content-Disposition": _attachment(name)})
 
