@@ -1,8 +1,9 @@
 """Faults of the local cluster that heal without anyone: the broker restarted or away for a minute, the daemon
-killed with its run workers, the results root full until every retry is spent. Each drops toy jobs, causes the
-fault while their runs are in flight, and ends with every job labelled exactly once (files and DuckDB rows
-agree, one run's rows per job) within a stated time, by run retries, step retries and run monitoring
-(deploy/dagster.yaml) and the sensor asking again for a job whose runs gave up (defs/sensors.py)."""
+killed with its run workers or while a run was starting, the results root full until every retry is spent.
+Each drops toy jobs, causes the fault while their runs are in flight, and ends with every job labelled exactly
+once (files and DuckDB rows agree, one run's rows per job) within a stated time, by run retries, step retries
+and run monitoring (deploy/dagster.yaml) and the sensor asking again for a job whose runs gave up
+(defs/sensors.py)."""
 
 from __future__ import annotations
 
@@ -90,3 +91,27 @@ def test_jobs_are_labelled_once_the_full_results_root_is_freed(tmp_path, toy_mod
         assert all(asked[job] == 1 for job in ids), asked  # once each: space came back before the second
         assert_labelled_once(cluster.results, cluster.db, ids)
 
+def test_a_run_caught_mid_launch_fails_within_two_minutes_and_is_retried(tmp_path, toy_model, monkeypatch):
+    with local_cluster(tmp_path, toy_model) as cluster, _instance(cluster, monkeypatch) as instance:
+        ids = drop_jobs(cluster.results, 2)
+        wait_for_runs(instance, lambda runs: any(r.status.value == "STARTING" for r in runs), 180, "no run starting")
+        cluster.kill("daemon")  # with its code server and the run worker being started
+        killed = time.monotonic()
+        stuck = [r.run_id for r in instance.get_runs() if r.status.value == "STARTING"]
+        assert stuck, "the run started before the daemon died"
+        time.sleep(5)
+        cluster.restart("daemon")
+        wait_for_runs(instance, lambda runs: all(r.is_finished for r in runs if r.run_id in stuck), 150,
+                      "a run stuck in STARTING did not end")
+        failed_in = time.monotonic() - killed
+        took = wait_until_labelled(instance, ids, 240)
+        print(f"run stuck in STARTING: failed {failed_in:.0f}s after the daemon died, every job labelled "
+              f"{failed_in + took:.0f}s after")
+        for run_id in stuck:
+            assert instance.get_run_by_id(run_id).status.value == "FAILURE"
+            message = next(e.message for e in instance.all_logs(run_id) if e.dagster_event
+                           and e.dagster_event.event_type_value == "PIPELINE_FAILURE")
+            assert "longer than 60 seconds to start" in message, message
+            assert any(r.parent_run_id == run_id for r in instance.get_runs()), f"{run_id} was not retried"
+        assert failed_in <= 120
+    assert_labelled_once(cluster.results, cluster.db, ids)
