@@ -4,6 +4,7 @@ for a job whose runs gave up on a transient fault (a full disk freed later than 
 
 import json
 import time
+from datetime import datetime, timezone
 
 import dagster as dg
 
@@ -77,8 +78,9 @@ def asked_again(instance: dg.DagsterInstance, seen: dict, again: dict, requested
     than ``AGAIN_AFTER_S[n]`` after that run ended and at most ``len(AGAIN_AFTER_S)`` times per fingerprint;
     ``again`` is updated. A job gone, or one whose step said its fault is lasting, is never asked again."""
     out = []
+    recent = datetime.fromtimestamp(now - 2 * AGAIN_AFTER_S[-1], tz=timezone.utc)  # none older can be due
     gave_up = instance.get_run_records(dg.RunsFilter(job_name=label_jobs_job.name, statuses=[
-        dg.DagsterRunStatus.FAILURE], tags={WILL_RETRY_TAG: "false"}), limit=50)
+        dg.DagsterRunStatus.FAILURE], tags={WILL_RETRY_TAG: "false"}, updated_after=recent), limit=50)
     for record in gave_up:
         run, job_id = record.dagster_run, record.dagster_run.tags.get(PARTITION_TAG)
         if job_id not in seen or job_id in requested or run.tags.get(NO_RUN_RETRY_TAG) == "false":

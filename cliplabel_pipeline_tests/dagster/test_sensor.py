@@ -161,16 +161,19 @@ def test_a_job_whose_runs_gave_up_on_a_transient_fault_is_asked_again_a_bounded_
         asked = asked_again(instance, {"job-a": "fp"}, again, set(), failed.end_time + AGAIN_AFTER_S[n - 1] + 1)
         assert [r.run_key for r in asked] == [f"job-a:fp:again{n}"]
     failed = _failed_for_good(instance, "job-a")
-    assert asked_again(instance, {"job-a": "fp"}, again, set(), failed.end_time + 3600) == []  # bounded
+    assert asked_again(instance, {"job-a": "fp"}, again, set(), failed.end_time + AGAIN_AFTER_S[-1] + 1) == []
     # changed inputs start a new count; the relabelling run is then the latest
-    assert [r.run_key for r in asked_again(instance, {"job-a": "fp2"}, again, set(), failed.end_time + 3600)] == [
-        "job-a:fp2:again1"]
+    later = failed.end_time + AGAIN_AFTER_S[-1] + 1
+    assert [r.run_key for r in asked_again(instance, {"job-a": "fp2"}, again, set(), later)] == ["job-a:fp2:again1"]
 
 
 def test_a_job_gone_or_retried_since_is_not_asked_again(instance):
     gone = _failed_for_good(instance, "job-a", **{"dagster/retry_on_asset_or_op_failure": "false"})
     failed = _failed_for_good(instance, "job-b")
     instance.add_run(dg.DagsterRun(job_name="label_jobs_job", run_id="0" * 36, tags={"dagster/partition": "job-b"}))
-    later = max(gone.end_time, failed.end_time) + 3600
+    later = max(gone.end_time, failed.end_time) + AGAIN_AFTER_S[-1] + 1
     assert asked_again(instance, {"job-a": "fp", "job-b": "fp"}, {}, set(), later) == []
     assert asked_again(instance, {}, {}, set(), later) == []  # a job no longer in the results root
+    ask_now = _failed_for_good(instance, "job-c")
+    too_late = ask_now.end_time + 2 * AGAIN_AFTER_S[-1] + 60  # e.g. the sensor stopped meanwhile: a person's turn
+    assert asked_again(instance, {"job-c": "fp"}, {}, set(), too_late) == []
