@@ -142,3 +142,23 @@ def test_a_step_whose_job_is_gone_fails_once_saying_so_and_its_run_is_not_retrie
     assert all("not retried: the job is gone" in f.step_failure_data.error.message for f in failures)
     assert not [e for e in result.all_events if e.event_type_value == "STEP_UP_FOR_RETRY"]
     assert instance.get_run_by_id(result.run_id).tags["dagster/retry_on_asset_or_op_failure"] == "false"
+
+
+def test_a_worker_process_opens_one_dagster_instance_for_all_its_steps(tmp_path):
+    """A Dagster instance opened per step left its SQLAlchemy dialects behind (memoised by SQLAlchemy's PostgreSQL
+    dialect), so a worker's memory grew for hundreds of steps; the step task keeps the one it opened."""
+    pytest.importorskip("dagster_celery")
+    from cliplabel_pipeline.defs.step_task import StepTask
+
+    task = StepTask()
+    for name in ("one", "two"):
+        (tmp_path / name).mkdir()
+    with dg.instance_for_test(temp_dir=str(tmp_path / "one")) as one, \
+            dg.instance_for_test(temp_dir=str(tmp_path / "two")) as two:
+        first = task.instance_for(one.get_ref())
+        assert task.instance_for(one.get_ref()) is first  # the next step: the same instance
+        other = task.instance_for(two.get_ref())  # another deployment's steps: its own
+        assert other is not first and other.root_directory == two.root_directory
+        task.close_instance()  # the worker process ends
+        assert task.instance_for(two.get_ref()) is not other
+        task.close_instance()

@@ -8,7 +8,7 @@ import time
 import dagster as dg
 
 from cliplabel_pipeline.defs.resources import DuckDBResource, ResultsRootResource
-from cliplabel_pipeline.defs.sensors import new_jobs_sensor
+from cliplabel_pipeline.defs.sensors import AGAIN_AFTER_S, asked_again, new_jobs_sensor
 from cliplabel_pipeline.toyworld.jobs import write_toy_job
 
 
@@ -136,3 +136,44 @@ def test_a_changed_job_is_relabelled_with_its_own_labels_and_threshold_not_the_d
     config = again.run_requests[0].run_config["ops"]["job_label_assignments"]["config"]
     assert config["labels"] == ["red star", "blue circle"]
     assert config["min_confidence"] == 0.6 and config["top_k"] == 2
+
+
+def _failed_for_good(instance, job_id, **tags):
+    """A run of ``job_id`` that failed with its retries spent, as Dagster leaves it (``dagster/will_retry``)."""
+    from dagster._core.utils import make_new_run_id
+
+    run = instance.add_run(dg.DagsterRun(job_name="label_jobs_job", run_id=make_new_run_id(),
+                                         run_config={"ops": {"job_label_assignments": {"config": {"top_k": 2}}}},
+                                         tags={"dagster/partition": job_id, "dagster/will_retry": "false", **tags}))
+    instance.report_run_failed(run)
+    return instance.get_run_record_by_id(run.run_id)
+
+
+def test_a_job_whose_runs_gave_up_on_a_transient_fault_is_asked_again_a_bounded_number_of_times(instance):
+    failed = _failed_for_good(instance, "job-a")
+    again: dict = {}
+    assert asked_again(instance, {"job-a": "fp"}, again, set(), failed.end_time + 5) == []  # not yet
+    asked = asked_again(instance, {"job-a": "fp"}, again, set(), failed.end_time + AGAIN_AFTER_S[0] + 1)
+    assert [(r.partition_key, r.run_key) for r in asked] == [("job-a", "job-a:fp:again1")]
+    assert asked[0].run_config == failed.dagster_run.run_config  # the same choices as the run that failed
+    for n in range(2, len(AGAIN_AFTER_S) + 1):  # each new run failed for good too
+        failed = _failed_for_good(instance, "job-a")
+        asked = asked_again(instance, {"job-a": "fp"}, again, set(), failed.end_time + AGAIN_AFTER_S[n - 1] + 1)
+        assert [r.run_key for r in asked] == [f"job-a:fp:again{n}"]
+    failed = _failed_for_good(instance, "job-a")
+    assert asked_again(instance, {"job-a": "fp"}, again, set(), failed.end_time + AGAIN_AFTER_S[-1] + 1) == []
+    # changed inputs start a new count; the relabelling run is then the latest
+    later = failed.end_time + AGAIN_AFTER_S[-1] + 1
+    assert [r.run_key for r in asked_again(instance, {"job-a": "fp2"}, again, set(), later)] == ["job-a:fp2:again1"]
+
+
+def test_a_job_gone_or_retried_since_is_not_asked_again(instance):
+    gone = _failed_for_good(instance, "job-a", **{"dagster/retry_on_asset_or_op_failure": "false"})
+    failed = _failed_for_good(instance, "job-b")
+    instance.add_run(dg.DagsterRun(job_name="label_jobs_job", run_id="0" * 36, tags={"dagster/partition": "job-b"}))
+    later = max(gone.end_time, failed.end_time) + AGAIN_AFTER_S[-1] + 1
+    assert asked_again(instance, {"job-a": "fp", "job-b": "fp"}, {}, set(), later) == []
+    assert asked_again(instance, {}, {}, set(), later) == []  # a job no longer in the results root
+    ask_now = _failed_for_good(instance, "job-c")
+    too_late = ask_now.end_time + 2 * AGAIN_AFTER_S[-1] + 60  # e.g. the sensor stopped meanwhile: a person's turn
+    assert asked_again(instance, {"job-c": "fp"}, {}, set(), too_late) == []

@@ -6,16 +6,14 @@ may not mount one)."""
 
 from __future__ import annotations
 
-import errno
 import hashlib
-import os
-import subprocess
 from pathlib import Path
 
 import pytest
 
 from cliplabel_pipeline.core.storage.lineage import query
 from cliplabel_pipeline.toyworld.jobs import write_toy_job
+from cliplabel_pipeline_tests.small_disk import fill, small_tmpfs
 from cliplabel_pipeline_tests.untrusted.conftest import snapshot
 from cliplabel_pipeline_tests.untrusted.promises import assert_agree, job_inputs, lost, quarantined, run_in_process
 
@@ -23,37 +21,8 @@ from cliplabel_pipeline_tests.untrusted.promises import assert_agree, job_inputs
 @pytest.fixture
 def small_disk(tmp_path):
     """A 16 MB tmpfs at ``tmp_path/disk``, unmounted after the test."""
-    disk = tmp_path / "disk"
-    disk.mkdir()
-    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=16m", "tmpfs", str(disk)], capture_output=True,
-                          text=True)
-    if done.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here ({done.stderr.strip() or 'mount failed'}): the full-disk test "
-                    "needs root or CAP_SYS_ADMIN")
-    try:
+    with small_tmpfs(tmp_path / "disk") as disk:
         yield disk
-    finally:
-        subprocess.run(["umount", str(disk)], check=False)
-        if os.path.ismount(disk):
-            subprocess.run(["umount", "-l", str(disk)], check=False)
-
-
-def fill(folder: Path) -> Path:
-    """Write a file in ``folder`` until the file system is full; returns it."""
-    filler = folder / "filler"
-    block = b"\0" * (1 << 16)
-    with open(filler, "wb", buffering=0) as fh:
-        try:
-            while True:
-                fh.write(block)
-        except OSError as exc:
-            assert exc.errno == errno.ENOSPC, exc
-        try:
-            while True:  # the last few bytes too
-                fh.write(b"\0")
-        except OSError:
-            pass
-    return filler
 
 
 def _digest(path: Path) -> str:
