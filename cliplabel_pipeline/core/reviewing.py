@@ -70,10 +70,11 @@ def import_reviews(job: JobFolder, name: str, data: bytes, db_path: Path | None,
         done = ReviewImport(job.id, found.form, added, found.unmatched)
         if not added:
             return done
-        with job.staged(), write_connection(db_path) if db_path else nullcontext() as con:
-            job.append_reviews(added)
-            done.changed = upkeep.lay_over_reviews(job, records, [*job.read_reviews(), *added], con)
-            if con is not None:
-                insert_reviews(con, job.id, added)
-        _, done.stale = upkeep.rebuild_outputs(job, settings or Settings.from_env())
+        with upkeep.changing(job, settings):  # marked stale until rebuilt: a kill meanwhile is repaired next time
+            with job.staged(), write_connection(db_path) if db_path else nullcontext() as con:
+                job.append_reviews(added)
+                done.changed = upkeep.lay_over_reviews(job, records, [*job.read_reviews(), *added], con)
+                if con is not None:
+                    insert_reviews(con, job.id, added)
+            _, done.stale = upkeep.rebuild_outputs(job, settings or Settings.from_env())
         return done

@@ -41,7 +41,7 @@ PENDING = "a cleanup or restore stopped before it rebuilt them"
 
 
 @contextlib.contextmanager
-def _changing(job: JobFolder, settings: Settings | None):
+def changing(job: JobFolder, settings: Settings | None):
     """The job locked while an action changes it, its derived outputs marked stale until they are rebuilt: a
     process killed in between leaves the mark, which the next cleanup, restore or dry run repairs (and which
     makes a ZIP export refuse meanwhile). An action refused before it changed the labels leaves the job as it
@@ -69,14 +69,14 @@ def _labels_bytes(job: JobFolder) -> bytes | None:
 def cleanup(job: JobFolder, plan: list[LabelRecord], db_path: Path | None, purge: bool = False,
             settings: Settings | None = None) -> Upkeep:
     """Quarantine (or purge) the planned items, then rebuild the job's derived outputs (the job locked)."""
-    with _changing(job, settings):
+    with changing(job, settings):
         paths = quarantine.apply_cleanup(job, plan, db_path, purge)
         return _rebuilt(job, paths, settings)
 
 
 def restore(job: JobFolder, db_path: Path | None, settings: Settings | None = None) -> Upkeep:
     """Undo every quarantine of the job, then rebuild the job's derived outputs (the job locked)."""
-    with _changing(job, settings):
+    with changing(job, settings):
         # an interrupted action first, its outputs rebuilt whatever the restore then says (a refusal included)
         found = quarantine.recover(job, db_path)
         finished = [e.path for a in found if a.state == quarantine.RESTORING for e in a.entries]
@@ -119,7 +119,7 @@ def recover(job: JobFolder, db_path: Path | None, settings: Settings | None = No
     with job.lock():
         if not job.stale_reason() == PENDING and not quarantine.pending(job):
             return None  # nothing interrupted: a dry run stays a read
-    with _changing(job, settings):
+    with changing(job, settings):
         done = quarantine.recover(job, db_path)
         return _rebuilt(job, [e.path for a in done for e in a.entries], settings)
 

@@ -114,6 +114,10 @@ def test_reviews_survive_a_new_run_cleanup_and_restore(own_job, tmp_path, toy_mo
     (b'{"path": "masks/obj_00.png", "decision": "correct"}\n', "a correction needs the right label"),
     (b'{"images": [], "annotations": [{"id": 1, "category_id": 9}], "categories": []}', "not among the categories"),
     (b"\xff\xfe\x00", "can't decode"),
+    (b'{"path": "masks/obj_00.png", "decision": "correct", "label": "evil\\nsecond class"}\n', "line break"),
+    (b'{"path": "masks/obj_00.png", "decision": "correct", "label": "  "}\n', "non-empty string"),
+    (b'[{"data": {"item": "masks/obj_00.png"}, "annotations": [{"result": [{"from_name": "label", "type": "choices",'
+     b' "value": {"choices": "reject"}}]}]}]', "lists of labels"),
 ])
 def test_a_malformed_file_changes_nothing_and_ends_in_one_line(own_job, tmp_path, capsys, content, words):
     root, job_id, _ = own_job
@@ -191,3 +195,21 @@ def test_reviews_survive_a_new_label_list_and_the_backfill_s_relabelling(own_job
     assert all(r["low_confidence"] for p, r in after.items() if p not in ("masks/obj_00.png", "objects/obj_02.png"))
     assert query(db, "SELECT label, label_source FROM labels WHERE path = 'masks/obj_00.png'") == [
         ("purple circle", "review")]
+
+
+@pytest.mark.parametrize("size", [[2147483647, 2147483647], [100000, 100000], [-5, -5], [1e300, 1e300]])
+def test_a_coco_mask_of_another_size_is_never_decoded(own_job, tmp_path, capsys, size):
+    """A COCO annotation drawn on a picture of another size cannot be one of the job's masks: it is listed as
+    not matched, at no cost, whatever size it claims (decoding it first allocated height x width bytes)."""
+    pytest.importorskip("pycocotools")
+    h, w = size
+    doc = {"images": [{"id": 1, "height": h, "width": w, "file_name": "source.png"}],
+           "categories": [{"id": 1, "name": "red circle"}],
+           "annotations": [{"id": 1, "image_id": 1, "category_id": 1,
+                            "segmentation": {"size": [h, w], "counts": [4000000000]}},
+                           {"id": 2, "image_id": 1, "category_id": 1, "segmentation": [[0, 0, 10, 0, 10, 10]]}]}
+    path = tmp_path / "coco.json"
+    path.write_text(json.dumps(doc))
+    assert run(own_job, "review", "--from", str(path)) == 0
+    out = capsys.readouterr()
+    assert "0 accepted, 0 corrected, 0 rejected" in out.out and "2 not matched" in out.out + out.err

@@ -16,6 +16,7 @@ has been changed.
 from __future__ import annotations
 
 import json
+import unicodedata
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -33,6 +34,8 @@ from cliplabel_pipeline.core.storage.guarded import shown
 from cliplabel_pipeline.core.values import DECISIONS, LabelRecord, Review
 
 MIN_IOU = 0.5
+MAX_LABEL_CHARS = 500
+MAX_POLYGON_NUMBERS = 1_000_000  # coordinates in one annotation's polygons; a mask needs far fewer
 FORMS = {"labelstudio": "a Label Studio JSON export", "coco": "a COCO file", "cliplabel": "cliplabel review lines"}
 
 
@@ -111,6 +114,8 @@ def _lines(rows: list[dict], by_path: dict[str, LabelRecord], reviewer: str | No
                             f"a string label")
         if decision == "correct" and not label:
             raise Malformed(f"{where}: a correction needs the right label")
+        if label is not None:
+            label = _label(label, where)
         rec = by_path.get(path)
         if rec is None:
             out.unmatched.append(Unmatched(f"{where} ({shown(path)})", "no labelled item of the job has this path"))
@@ -151,7 +156,7 @@ def _labelstudio(tasks: list[dict], by_path: dict[str, LabelRecord], reviewer: s
             continue
         newest = max(live, key=lambda a: (str(a.get("updated_at") or a.get("created_at") or ""),
                                           a.get("id") if isinstance(a.get("id"), int) else 0))
-        label, rejected = _ls_choice(newest.get("result") or [])
+        label, rejected = _ls_choice(newest.get("result") or [], name)
         rec = by_path[item]
         who = _ls_who(newest.get("completed_by")) or reviewer
         when = _text(newest.get("updated_at") or newest.get("created_at"))
@@ -164,19 +169,36 @@ def _labelstudio(tasks: list[dict], by_path: dict[str, LabelRecord], reviewer: s
     return out
 
 
-def _ls_choice(results: list) -> tuple[str | None, bool]:
+def _ls_choice(results: list, where: str) -> tuple[str | None, bool]:
     label, rejected = None, False
-    if not isinstance(results, list):
-        raise Malformed("an annotation's result is not a list")
+    if not isinstance(results, list) or not all(isinstance(r, dict) for r in results):
+        raise Malformed(f"{where}: an annotation's result is not a list of objects")
     for r in results:
         value = r.get("value") or {}
-        if r.get("from_name") == DECISION and REJECT in (value.get("choices") or []):
+        if not isinstance(value, dict):
+            raise Malformed(f"{where}: a result's value is not an object")
+        choices, brushes = value.get("choices") or [], value.get("brushlabels") or []
+        if not isinstance(choices, list) or not isinstance(brushes, list):
+            raise Malformed(f"{where}: choices and brushlabels are lists of labels")
+        if r.get("from_name") == DECISION and REJECT in choices:
             rejected = True
-        elif r.get("type") == "choices" and r.get("from_name", CHOICES) == CHOICES and value.get("choices"):
-            label = str(value["choices"][0])
-        elif r.get("type") == "brushlabels" and r.get("from_name", BRUSH) == BRUSH and value.get("brushlabels"):
-            label = label or str(value["brushlabels"][0])
+        elif r.get("type") == "choices" and r.get("from_name", CHOICES) == CHOICES and choices:
+            label = _label(choices[0], where)
+        elif r.get("type") == "brushlabels" and r.get("from_name", BRUSH) == BRUSH and brushes:
+            label = label or _label(brushes[0], where)
     return label, rejected
+
+
+def _label(value, where: str) -> str:
+    """A person's label as given, checked: a string of printable text that fits on a line, as every export and
+    ``classes.txt`` need it (a line break or a control character would split or break them)."""
+    if not isinstance(value, str) or not value.strip():
+        raise Malformed(f"{where}: a label is a non-empty string, not {shown(repr(value))[:60]}")
+    if any(unicodedata.category(c) in ("Cc", "Zl", "Zp") for c in value):
+        raise Malformed(f"{where}: the label {shown(repr(value))[:60]} holds a line break or a control character")
+    if len(value) > MAX_LABEL_CHARS:
+        raise Malformed(f"{where}: a label of {len(value):,} characters (at most {MAX_LABEL_CHARS})")
+    return value.strip()
 
 
 def _ls_who(person) -> str | None:
@@ -190,7 +212,7 @@ def _coco(doc: dict, job: JobFolder, by_path: dict[str, LabelRecord], reviewer: 
     from cliplabel_pipeline.core.organising.coco import mask_array, source_size
 
     out = ReadReviews("coco")
-    cats = {c["id"]: str(c["name"]) for c in doc.get("categories") or []}
+    cats = {c["id"]: _label(c["name"], f"category {c['id']!r}") for c in doc.get("categories") or []}
     images = {im["id"]: im for im in doc["images"]}
     masks: dict[str, np.ndarray] | None = None
     for i, ann in enumerate(doc["annotations"], 1):
@@ -212,7 +234,8 @@ def _coco(doc: dict, job: JobFolder, by_path: dict[str, LabelRecord], reviewer: 
                             masks[r.path] = mask_array(job, r.path, size)
                         except ImageSkipped:
                             continue
-            path, iou = _overlapping(ann, images, masks, needs("pycocotools.mask", "coco", "reading a COCO file"))
+            path, iou = _overlapping(ann, images, masks, needs("pycocotools.mask", "coco", "reading a COCO file"),
+                                     size)
             if path is None:
                 out.unmatched.append(Unmatched(name, f"it overlaps no mask of the job (best intersection over "
                                                      f"union {iou:.2f}, {MIN_IOU} needed)"))
@@ -222,12 +245,19 @@ def _coco(doc: dict, job: JobFolder, by_path: dict[str, LabelRecord], reviewer: 
     return out
 
 
-def _overlapping(ann: dict, images: dict, masks: dict[str, np.ndarray], mask_util) -> tuple[str | None, float]:
+def _overlapping(ann: dict, images: dict, masks: dict[str, np.ndarray], mask_util,
+                 size: tuple[int, int]) -> tuple[str | None, float]:
+    """The job's mask ``ann`` overlaps most, and by how much. Only a mask drawn on the job's own source can
+    match, so one of another size is never decoded: what a file says of its size costs nothing here."""
     image = images.get(ann.get("image_id"))
     seg = ann.get("segmentation")
     if image is None or not seg:
         return None, 0.0
-    h, w = int(image["height"]), int(image["width"])
+    h, w = image.get("height"), image.get("width")
+    if (w, h) != tuple(size) or (isinstance(seg, dict) and seg.get("size") != [h, w]):
+        return None, 0.0  # drawn on a picture of another size: it cannot be one of this job's masks
+    if isinstance(seg, list) and sum(len(p) if isinstance(p, list) else 1 for p in seg) > MAX_POLYGON_NUMBERS:
+        raise Malformed(f"annotation {ann.get('id')!r}: a polygon of over {MAX_POLYGON_NUMBERS:,} numbers")
     if isinstance(seg, list):
         rle = mask_util.merge(mask_util.frPyObjects(seg, h, w))
     elif isinstance(seg.get("counts"), list):
