@@ -10,6 +10,7 @@ assets pass values between runs that way). ``cliplabel job`` calls ``process_job
 from __future__ import annotations
 
 import logging
+import os
 import uuid
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
@@ -306,10 +307,11 @@ def _export_folder(job: JobFolder, fmt: str, out: Path | None, files: list[Bundl
                     job.remove(folder / rel)
             write_bundle_folder(job, files, job.path, job.rel(folder))
         return folder
-    target = Path(out).expanduser().resolve()
-    if target.is_relative_to(job.path.resolve()) and not target.is_relative_to(job.export_dir.resolve()):
-        raise CliplabelError(f"refusing to write the export into {shown(out)}: it lies inside job {job.id!r} "
-                             f"(write it under {job.export_dir} or outside the job)")
+    rel, target = export_place(job, Path(out))
+    if rel is not None:  # under the job's own export folder: through its guarded access, links never followed
+        with job.lock():
+            write_bundle_folder(job, files, job.path, rel)
+        return target
     if target.exists() and not target.is_dir():
         raise CliplabelError(f"the {fmt} export is a folder, and {shown(out)} is a file: name a folder")
     try:
@@ -354,13 +356,31 @@ def export_destination(job: JobFolder, fmt: str, out: Path | None):
             yield fh, job.export_file(fmt)
         return
     out = Path(out).expanduser()
-    if out.is_dir():
+    if out.is_dir() or str(out).endswith(("/", os.sep)):
         out = out / job.export_file(fmt).name
-    target = out.parent.resolve() / out.name
-    inside = target.resolve()
-    if inside.is_relative_to(job.path.resolve()):
-        if not inside.is_relative_to(job.export_dir.resolve()):
-            raise CliplabelError(f"refusing to write the export onto {shown(out)}: it lies inside job {job.id!r} "
-                                 f"(write it under {job.export_dir} or outside the job)")
+    rel, target = export_place(job, out)
+    if rel is not None:  # under the job's own export folder: through its guarded access, links never followed
+        with job.writer(job.path / rel) as fh:
+            yield fh, target
+        return
+    target = target.parent.resolve() / target.name
     with guarded.atomic_writer(target.parent, target.name) as fh:
         yield fh, target
+
+
+def export_place(job: JobFolder, out: Path) -> tuple[str | None, Path]:
+    """Where ``-o out`` puts an export of ``job``: ``(path inside the job, absolute path)`` under the job's own
+    export folder, else ``(None, absolute path)`` anywhere outside the results root. Every other place under the
+    results root is refused, by the path as given and by where its links lead: those folders are the
+    segmentation service's jobs, this one's and the others' (inputs, labels, quarantine), not an export's."""
+    given = Path(os.path.abspath(out))
+    root = job.path.parent
+    if given.is_relative_to(job.export_dir):
+        return "/".join(given.relative_to(job.path).parts), given
+    for place in (given, given.resolve()):
+        if place.is_relative_to(root) or place.is_relative_to(root.resolve()):
+            inside = job.path in place.parents or job.path.resolve() in place.parents or place == job.path
+            where = f"inside job {job.id!r}" if inside else f"inside the results root {shown(root)}, among its jobs"
+            raise CliplabelError(f"refusing to write the export to {shown(out)}: it lies {where} (write it under "
+                                 f"{shown(job.export_dir)} or outside the results root)")
+    return None, given

@@ -30,6 +30,38 @@ def test_output_onto_the_jobs_own_files_is_refused(labelled, run, capsys, target
     assert (labelled / target).read_bytes() == before
 
 
+@pytest.mark.parametrize("fmt", ["csv", "zip", "coco", "labelstudio"])
+@pytest.mark.parametrize("target", ["other", "other/", "other/source.png", "other/masks/obj_00.png", ".", "new-job/"])
+def test_output_into_another_job_or_the_results_root_is_refused(labelled, run, capsys, fmt, target):
+    """The results root's folders are the segmentation service's jobs: an export of one job never lands in
+    another's folder (its inputs least of all) nor beside them, in any format."""
+    from cliplabel_pipeline.toyworld.jobs import write_toy_job
+
+    other = write_toy_job(labelled.parent, "other", seed=6, n_objects=2)
+    before = {p: p.read_bytes() for p in sorted(labelled.parent.rglob("*")) if p.is_file()}
+    assert run("export", "job", "--format", fmt, "-o", str(labelled.parent / target)) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "refusing to write the export" in err, err
+    after = {p: p.read_bytes() for p in sorted(labelled.parent.rglob("*")) if p.is_file()}
+    assert after == before and other.is_dir()
+
+
+@pytest.mark.parametrize("fmt, out", [("csv", "export/"), ("coco", "export/coco/"), ("hf", "export/hf/")])
+def test_output_under_the_job_s_export_folder_never_follows_a_link_planted_there(labelled, run, tmp_path, capsys,
+                                                                                 fmt, out):
+    victim = tmp_path / "victim"
+    victim.mkdir()
+    export = labelled / "export"
+    if export.exists():
+        import shutil
+
+        shutil.rmtree(export)
+    export.symlink_to(victim, target_is_directory=True)
+    assert run("export", "job", "--format", fmt, "-o", str(labelled / out)) == 0
+    assert list(victim.iterdir()) == []
+    assert not export.is_symlink() and any(export.rglob("*"))
+
+
 def test_output_onto_a_fifo_or_device_is_refused_and_it_stays(labelled, run, tmp_path, capsys):
     fifo = tmp_path / "pipe"
     os.mkfifo(fifo)
