@@ -77,3 +77,27 @@ def test_label_studio_ml_backend_protocol(client, labelled, service_root):
     image = client.get(f"/results/{labelled}/objects/obj_00.png")
     assert image.status_code == 200 and image.content == (service_root / labelled / "objects/obj_00.png").read_bytes()
     assert client.get(f"/results/{labelled}/labels.jsonl").status_code == 404
+
+
+def test_one_task_s_bad_image_costs_that_task_its_prediction_never_the_batch(client, labelled, service_root):
+    """A task naming a file that is no image, no input of the job, or over the upload limit (a sparse file, never
+    read) gets an empty prediction; the others in the batch still get theirs, and /results refuses the large one
+    without reading it."""
+    from PIL import Image
+
+    job = service_root / labelled
+    Image.new("RGB", (40, 40), (200, 30, 30)).save(job / "objects" / "fresh.png")  # no label yet: classified now
+    (job / "objects" / "not-an-image.png").write_bytes(b"plain text, not a picture")
+    with (job / "objects" / "sparse.png").open("wb") as fh:
+        fh.truncate(1_500_000_000)  # 1.5 GB of nothing on disk
+    tasks = [{"data": {"job_id": labelled, "item": item}} for item in
+             ("manifest.json", "objects/not-an-image.png", "objects/sparse.png", "objects/fresh.png",
+              "objects/obj_00.png")]
+    r = client.post("/predict", json={"tasks": tasks})
+    assert r.status_code == 200, r.text
+    results = r.json()["results"]
+    assert [bool(x["result"]) for x in results] == [False, False, False, True, True]
+    big = client.get(f"/results/{labelled}/objects/sparse.png")
+    assert big.status_code == 413 and "over" in big.json()["detail"]
+    for name in ("fresh.png", "not-an-image.png", "sparse.png"):
+        (job / "objects" / name).unlink()

@@ -9,13 +9,14 @@ prediction (Label Studio shows the task without one), never an error for the who
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import parse_qs, unquote, urlsplit
 
 from cliplabel_pipeline.core.errors import CliplabelError
-from cliplabel_pipeline.core.job_folder import JobFolder, is_real_folder
+from cliplabel_pipeline.core.job_folder import INPUT_DIRS, SOURCE_NAME, JobFolder, is_real_folder
 from cliplabel_pipeline.core.organising.coco import mask_array, source_size
 from cliplabel_pipeline.core.organising.labelstudio import prediction
 from cliplabel_pipeline.core.reading.picture import ImageSkipped
@@ -51,9 +52,25 @@ def task_image(task: dict, results_root: Path) -> TaskImage | None:
     return TaskImage(job, path) if is_real_folder(job.path) else None
 
 
+def input_image_bytes(job: JobFolder, path: str, limit: int) -> bytes | None:
+    """The bytes of an input image of ``job`` (``source.png``, a mask or a cut-out) of at most ``limit`` bytes,
+    read as a regular file inside the job; None for anything else, a larger file being never read."""
+    if path != SOURCE_NAME and path.split("/", 1)[0] not in INPUT_DIRS:
+        return None
+    try:
+        with job.open_item(path) as fh:
+            if os.fstat(fh.fileno()).st_size > limit:
+                return None
+            data = fh.read(limit + 1)
+    except (CliplabelError, OSError):
+        return None
+    return data if len(data) <= limit else None
+
+
 def predict_tasks(tasks: list[dict], results_root: Path, version: str,
-                  classify: Callable[[list[Upload]], dict[str, LabelRecord]]) -> list[dict]:
-    """One prediction per task, in order: ``{"model_version", "score", "result"}`` as Label Studio takes it."""
+                  classify: Callable[[list[Upload]], dict[str, LabelRecord]], limit: int = 20_000_000) -> list[dict]:
+    """One prediction per task, in order: ``{"model_version", "score", "result"}`` as Label Studio takes it.
+    ``classify`` gets the images to label now (each at most ``limit`` bytes) and answers those it could."""
     found: list[tuple[TaskImage | None, LabelRecord | None]] = []
     to_classify: list[Upload] = []
     labels_of: dict[str, dict[str, LabelRecord]] = {}
@@ -65,8 +82,10 @@ def predict_tasks(tasks: list[dict], results_root: Path, version: str,
                 labels_of[where.job.id] = ({r.path: r for r in where.job.read_labels()}
                                            if where.job.has_labels() else {})
             rec = labels_of[where.job.id].get(where.path)
-            if rec is None and where.job.is_file(where.path) and not where.path.startswith("masks/"):
-                to_classify.append(Upload(f"{where.job.id}/{where.path}", where.job.read_bytes(where.path)))
+            if rec is None and not where.path.startswith("masks/"):
+                data = input_image_bytes(where.job, where.path, limit)
+                if data is not None:
+                    to_classify.append(Upload(f"{where.job.id}/{where.path}", data))
         found.append((where, rec))
     fresh = classify(to_classify) if to_classify else {}
     out = []

@@ -8,7 +8,7 @@ from fastapi.responses import Response
 from starlette.concurrency import run_in_threadpool
 
 from cliplabel_pipeline.core.job_folder import INPUT_DIRS, SOURCE_NAME
-from cliplabel_pipeline.core.serving.ml_backend import predict_tasks
+from cliplabel_pipeline.core.serving.ml_backend import input_image_bytes, predict_tasks
 from cliplabel_pipeline.core.storage.guarded import shown
 from cliplabel_pipeline.core.values import LabelSettings
 from cliplabel_pipeline.service.errors import ApiError
@@ -41,12 +41,22 @@ async def ls_predict(payload: dict = Body(...), state: ServiceState = Depends(re
     settings = LabelSettings.from_settings(state.settings)
 
     def classify(uploads):  # on a worker thread: the batch is encoded with other callers' images
-        classifier = state.classifier
-        classifier.check(uploads)
-        embedded = classifier.encode(uploads).result()
-        return {r.path: r for r in classifier.score(embedded, classifier.labeller, settings)}
+        classifier, fresh = state.classifier, {}
+        good = []
+        for up in uploads:  # one task's bad image costs that task its prediction, never the batch's
+            try:
+                classifier.check([up])
+            except Exception:  # noqa: BLE001 - refused before decoding: that task gets an empty prediction
+                continue
+            good.append(up)
+        step = state.settings.max_upload_files
+        for start in range(0, len(good), step):
+            embedded = classifier.encode(good[start:start + step]).result()
+            fresh.update((r.path, r) for r in classifier.score(embedded, classifier.labeller, settings))
+        return fresh
 
-    results = await run_in_threadpool(predict_tasks, tasks, state.settings.results_root, _version(state), classify)
+    results = await run_in_threadpool(predict_tasks, tasks, state.settings.results_root, _version(state), classify,
+                                      state.settings.max_upload_bytes)
     return {"results": results, "model_version": _version(state)}
 
 
@@ -55,5 +65,9 @@ def job_image(job_id: str, path: str, state: ServiceState = Depends(ready)) -> R
     job = open_job(state, job_id)
     if path != SOURCE_NAME and path.split("/", 1)[0] not in INPUT_DIRS:
         raise ApiError(404, f"{shown(path)!r} is not an input image of the job")
-    data = job.read_bytes(path)
+    data = input_image_bytes(job, path, state.settings.max_upload_bytes)
+    if data is None:
+        if not job.is_file(path):
+            job.open_item(path).close()  # raises why it is not a regular file inside the job (a link, a FIFO...)
+        raise ApiError(413, f"{shown(path)!r} is over {state.settings.max_upload_bytes:,} bytes: not served")
     return Response(data, media_type="image/png" if data[:4] == b"\x89PNG" else "application/octet-stream")
