@@ -1,12 +1,13 @@
 # Two commands do all the set-up: `make demo` and `make test`.
 VENV ?= .venv
+TORCH_INDEX ?=   # e.g. https://download.pytorch.org/whl/cpu for PyTorch's CPU-only build
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
 $(STAMP): pyproject.toml
 	python3 -m venv $(VENV)
 	$(PY) -m pip install --upgrade pip --progress-bar on
-	$(PY) -m pip install --progress-bar on torch==2.13.0   # CPU build; install the CUDA build yourself for a GPU
+	$(PY) -m pip install --progress-bar on torch==2.13.0 $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX))
 	$(PY) -m pip install --progress-bar on -e ".[dev]"
 	touch $(STAMP)
 
