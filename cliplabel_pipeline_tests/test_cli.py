@@ -128,3 +128,13 @@ def test_demo_writes_and_labels_toy_jobs(results_root, root_arg, capsys):
         assert len(read_jsonl(results_root / job_id / "labels.jsonl")) >= 5
         assert not (results_root / job_id / "results").exists()
     _nothing_outside(results_root)
+
+
+@pytest.mark.parametrize("labels", ["", ",", " , ,"])
+def test_labels_that_name_nothing_are_a_usage_error_not_the_bank(labels, tmp_path, toy_model, capsys):
+    from PIL import Image
+
+    Image.new("RGB", (32, 32), (200, 30, 30)).save(tmp_path / "red.png")
+    assert main(["classify", str(tmp_path / "red.png"), "--model", toy_model, "--labels", labels]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "names no label" in err[0]

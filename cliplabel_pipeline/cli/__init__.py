@@ -23,7 +23,10 @@ log = logging.getLogger("cliplabel")
 
 
 def _settings(args) -> Settings:
-    labels = tuple(x.strip() for x in args.labels.split(",") if x.strip()) if args.labels else ()
+    labels = tuple(x.strip() for x in args.labels.split(",") if x.strip()) if args.labels is not None else ()
+    if args.labels is not None and not labels:
+        raise _error(f"--labels {args.labels!r} names no label: give comma-separated names, or leave it out for "
+                     f"the concept bank")
     return Settings.from_env().with_(model=args.model, device=args.device, precision=args.precision, batch_size=args.batch_size,
                      top_k=args.top_k, min_confidence=args.min_confidence, min_match=args.min_match,
                      labels=labels,
