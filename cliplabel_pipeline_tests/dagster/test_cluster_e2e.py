@@ -5,9 +5,7 @@ DuckDB holds every item of every job exactly once."""
 
 from __future__ import annotations
 
-import importlib.util
 import re
-import sys
 import time
 from datetime import datetime
 from pathlib import Path
@@ -17,16 +15,9 @@ import pytest
 from cliplabel_pipeline.core.storage.files import read_jsonl
 from cliplabel_pipeline.core.storage.lineage import query
 from cliplabel_pipeline.toyworld.jobs import write_toy_job
+from cliplabel_pipeline_tests.dagster.cluster_faults import cluster_module
 
-REPO = Path(__file__).resolve().parents[2]
 
-
-def _cluster_module():
-    spec = importlib.util.spec_from_file_location("cliplabel_local_cluster", REPO / "deploy" / "local" / "cluster.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
 
 
 def _tasks(log: Path, event: str) -> set[str]:
@@ -45,7 +36,7 @@ def _task_times(log: Path, event: str) -> dict[str, float]:
 @pytest.mark.cluster
 def test_twelve_jobs_on_two_hosts_survive_a_killed_host_with_every_item_in_duckdb_once(tmp_path, toy_model,
                                                                                      monkeypatch):
-    local = _cluster_module()
+    local = cluster_module()
     try:
         local.find_servers()
     except local.ClusterUnavailable as exc:
