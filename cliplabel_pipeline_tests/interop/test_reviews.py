@@ -213,3 +213,13 @@ def test_a_coco_mask_of_another_size_is_never_decoded(own_job, tmp_path, capsys,
     assert run(own_job, "review", "--from", str(path)) == 0
     out = capsys.readouterr()
     assert "0 accepted, 0 corrected, 0 rejected" in out.out and "2 not matched" in out.out + out.err
+
+
+def test_a_rejected_source_is_said_not_taken(own_job, tmp_path, capsys):
+    """source.png never goes to quarantine: rejecting it is listed with that reason, not silently kept."""
+    lines = tmp_path / "decisions.jsonl"
+    lines.write_text(json.dumps({"path": "source.png", "decision": "reject"}) + "\n")
+    assert run(own_job, "review", "--from", str(lines)) == 0
+    out = capsys.readouterr()
+    assert "never goes to quarantine" in out.out + out.err
+    assert records_of(own_job)["source.png"]["decision"] is None

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from cliplabel_pipeline.core.errors import CliplabelError
-from cliplabel_pipeline.core.job_folder import JobFolder
+from cliplabel_pipeline.core.job_folder import SOURCE_NAME, JobFolder
 from cliplabel_pipeline.core.organising.labelstudio import (
     BRUSH,
     CHOICES,
@@ -60,8 +60,18 @@ class Malformed(ValueError):
 
 def read_review_file(name: str, data: bytes, job: JobFolder, records: list[LabelRecord],
                      reviewer: str | None = None) -> ReadReviews:
-    """The reviews in ``data`` (the file ``name``), matched to ``records`` of ``job``."""
-    by_path = {r.path: r for r in records}
+    """The reviews in ``data`` (the file ``name``), matched to ``records`` of ``job``. A rejection of the source
+    is listed as not taken: ``source.png`` never goes to quarantine (the masks are cut from it)."""
+    found = _read_review_file(name, data, job, {r.path: r for r in records}, reviewer)
+    for review in [r for r in found.reviews if r.path == SOURCE_NAME and r.decision == "reject"]:
+        found.reviews.remove(review)
+        found.unmatched.append(Unmatched(f"{SOURCE_NAME} rejected", f"{SOURCE_NAME} never goes to quarantine (the "
+                                         "masks are cut from it); reject its masks and cut-outs instead"))
+    return found
+
+
+def _read_review_file(name: str, data: bytes, job: JobFolder, by_path: dict[str, LabelRecord],
+                      reviewer: str | None) -> ReadReviews:
     try:
         text = data.decode("utf-8-sig")
         try:
