@@ -8,7 +8,6 @@ out-of-world, overall and per family. ``benchmarks/open_set.py`` prints it; the 
 
 from __future__ import annotations
 
-import csv
 import random
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,6 +17,7 @@ from sklearn.metrics import roc_auc_score
 
 from cliplabel_pipeline.core.job_folder import JobFolder
 from cliplabel_pipeline.core.pipeline import label_job
+from cliplabel_pipeline.core.reporting.metrics import read_ground_truth
 from cliplabel_pipeline.core.values import LabelRecord, LabelSettings
 from cliplabel_pipeline.toyworld.jobs import write_toy_jobs
 from cliplabel_pipeline.toyworld.outside import FAMILIES, OTHER_SHAPES, write_outside_job
@@ -73,9 +73,9 @@ def evaluate(labeller, root: Path, in_jobs: int = 60, jobs_per_family: int = 12,
     root = Path(root)
     inside: list[tuple[LabelRecord, str | None]] = []
     for job_id in write_toy_jobs(root, in_jobs, seed=seed, prefix="inside"):
-        with (root / job_id / "ground_truth.csv").open(newline="") as fh:
-            truth = {row["path"]: row["label"] for row in csv.DictReader(fh)}
-        inside += [(r, truth.get(r.path)) for r in _parts(label_job(labeller, JobFolder.open(root, job_id), settings).records)]
+        job = JobFolder.open(root, job_id)
+        truth = read_ground_truth(job) or {}
+        inside += [(r, truth.get(r.path)) for r in _parts(label_job(labeller, job, settings).records)]
     correct = [r for r, t in inside if r.top1 == t]
     report = OpenSetReport(len(inside), len(correct) / max(len(inside), 1),
                            float(np.mean([not r.low_confidence for r in correct])) if correct else 0.0)
@@ -132,7 +132,7 @@ def list_lines(rows: list[ListResult]) -> list[str]:
     return out
 
 
-def _never_drawn_nouns(model_dir: Path) -> list[str]:
+def _never_drawn_nouns() -> list[str]:
     """Nouns of the bundled bank: some the toy model read in training, some it never read; none is drawn."""
     from cliplabel_pipeline.core.labelling.concepts import load_bank
     from cliplabel_pipeline.toyworld.draw import COLOURS, SHAPES
@@ -176,14 +176,14 @@ def evaluate_custom_lists(labeller, root: Path, in_jobs: int = 20, seed: int = 4
     by_truth: dict[str, list[tuple[object, np.ndarray]]] = defaultdict(list)
     encoder = None
     for job_id in write_toy_jobs(root, in_jobs, seed=seed, prefix="lists"):
-        with (root / job_id / "ground_truth.csv").open(newline="") as fh:
-            truth = {row["path"]: row["label"] for row in csv.DictReader(fh)}
-        embedded = embed_job(labeller, JobFolder.open(root, job_id), settings)
+        job = JobFolder.open(root, job_id)
+        truth = read_ground_truth(job) or {}
+        embedded = embed_job(labeller, job, settings)
         encoder = embedded.encoder
         for item, emb in zip(embedded.items, embedded.embeddings):
             if item.kind != "source" and item.path in truth:
                 by_truth[truth[item.path]].append((item, emb))
-    nouns, rng = _never_drawn_nouns(labeller.encoder.model_dir), random.Random(seed)
+    nouns, rng = _never_drawn_nouns(), random.Random(seed)
     found: dict[tuple[str, int], list[tuple[LabelRecord, str]]] = defaultdict(list)
     for truth_label in sorted(by_truth):
         items = [i for i, _ in by_truth[truth_label]]

@@ -41,6 +41,8 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image
 
+from cliplabel_pipeline.core.labelling.concepts import name_key
+
 PROBE_RECIPE = "null-probes-2/evidence-3"  # part of the cache key: change it with the probes or the weights
 PROBES_PER_FAMILY = 32
 WEIGHTS = (1.0, 1.0, 0.5)  # of z(cos), z(gap), z(concept)
@@ -121,18 +123,17 @@ def calibrate(null_emb: np.ndarray, text_emb: np.ndarray, reference_emb: np.ndar
 
 
 def reference_for(names: tuple[str, ...], text_emb: np.ndarray, ref_names: tuple[str, ...], ref_emb: np.ndarray,
-                  synonyms: dict[str, str]) -> tuple[tuple[str, ...], np.ndarray]:
-    """The reference concepts a list ``names`` (embeddings ``text_emb``) is judged beside: ``ref_names`` less
-    those naming the same thing as a listed label (equal names after ``synonyms``, case and spacing aside,
-    or text cosine ``>= SAME_AS``)."""
+                  synonyms: dict[str, str]) -> np.ndarray:
+    """The embeddings of the reference concepts a list ``names`` (embeddings ``text_emb``) is judged beside:
+    those of ``ref_names`` less the ones naming the same thing as a listed label (equal names after
+    ``synonyms``, case and spacing aside, or text cosine ``>= SAME_AS``)."""
     def canon(name: str) -> str:
-        key = " ".join(name.casefold().split())
-        return synonyms.get(key, key)
+        return synonyms.get(name_key(name), name_key(name))
 
     listed = {canon(n) for n in names}
     near = (ref_emb @ text_emb.T).max(axis=1) >= SAME_AS if len(ref_emb) else np.zeros(0, bool)
     keep = [i for i, n in enumerate(ref_names) if canon(n) not in listed and not near[i]]
-    return tuple(ref_names[i] for i in keep), ref_emb[keep].astype(np.float32)
+    return ref_emb[keep].astype(np.float32)
 
 
 # the probes: pictures of nothing in particular, the same for every model

@@ -86,8 +86,13 @@ def reference_bank_for(spec: BankSpec, model_dir: Path) -> ConceptBank | None:
     return bank_for(replace(spec, labels=(), labels_file=None), model_dir)
 
 
+def name_key(name: str) -> str:
+    """A concept name as names are compared: case-folded, its spacing made single."""
+    return " ".join(name.casefold().split())
+
+
 @cache
 def synonyms(bank_dir: Path = BANK_DIR) -> dict[str, str]:
-    """The bundled bank's ``alias -> canonical`` names, case-folded."""
+    """The bundled bank's ``alias -> canonical`` names, as ``name_key`` gives them."""
     pairs = (line.split("\t") for line in read_lines(bank_dir / "synonyms.tsv")[1:])
-    return {" ".join(a.casefold().split()): " ".join(c.casefold().split()) for a, c, *_ in pairs if c}
+    return {name_key(a): name_key(c) for a, c, *_ in pairs if c}

@@ -158,7 +158,7 @@ def build_concept_index(handle, bank: ConceptBank, cache_dir: Path, progress: Pr
              time.perf_counter() - start)
     reference_emb = None
     if ref_index is not None:
-        _, reference_emb = reference_for(bank.names, emb, ref_index.names, ref_index.text_emb, synonyms())
+        reference_emb = reference_for(bank.names, emb, ref_index.names, ref_index.text_emb, synonyms())
     calibration = calibrate(null_embeddings(handle, progress), emb, reference_emb)
     path = index_cache_path(cache_dir, handle.identity, handle.text_precision, bank, reference)
     write_npz(path, text_emb=emb, logit_scale=np.float64(handle.logit_scale), **calibration.to_arrays())
