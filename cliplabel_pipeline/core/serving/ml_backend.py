@@ -20,7 +20,8 @@ from cliplabel_pipeline.core.job_folder import INPUT_DIRS, SOURCE_NAME, JobFolde
 from cliplabel_pipeline.core.organising.coco import mask_array, source_size
 from cliplabel_pipeline.core.organising.labelstudio import prediction
 from cliplabel_pipeline.core.reading.picture import ImageSkipped
-from cliplabel_pipeline.core.reading.uploads import Upload
+from cliplabel_pipeline.core.reading.uploads import Upload, UploadTooLarge
+from cliplabel_pipeline.core.storage.guarded import shown
 from cliplabel_pipeline.core.values import LabelRecord
 
 
@@ -52,19 +53,18 @@ def task_image(task: dict, results_root: Path) -> TaskImage | None:
     return TaskImage(job, path) if is_real_folder(job.path) else None
 
 
-def input_image_bytes(job: JobFolder, path: str, limit: int) -> bytes | None:
-    """The bytes of an input image of ``job`` (``source.png``, a mask or a cut-out) of at most ``limit`` bytes,
-    read as a regular file inside the job; None for anything else, a larger file being never read."""
+def read_input_image(job: JobFolder, path: str, limit: int) -> bytes:
+    """The bytes of an input image of ``job`` (``source.png``, a mask or a cut-out), read as a regular file inside
+    the job; ``UploadTooLarge`` past ``limit`` bytes, the file being never read, and the job's own error for a
+    path that is not a regular file there."""
     if path != SOURCE_NAME and path.split("/", 1)[0] not in INPUT_DIRS:
-        return None
-    try:
-        with job.open_item(path) as fh:
-            if os.fstat(fh.fileno()).st_size > limit:
-                return None
-            data = fh.read(limit + 1)
-    except (CliplabelError, OSError):
-        return None
-    return data if len(data) <= limit else None
+        raise CliplabelError(f"{shown(path)!r} is not an input image of job {job.id!r}")
+    with job.open_item(path) as fh:
+        size = os.fstat(fh.fileno()).st_size
+        data = fh.read(limit + 1) if size <= limit else b""
+    if size > limit or len(data) > limit:
+        raise UploadTooLarge(f"{shown(path)!r} is over {limit:,} bytes: not read")
+    return data
 
 
 def predict_tasks(tasks: list[dict], results_root: Path, version: str,
@@ -83,9 +83,11 @@ def predict_tasks(tasks: list[dict], results_root: Path, version: str,
                                            if where.job.has_labels() else {})
             rec = labels_of[where.job.id].get(where.path)
             if rec is None and not where.path.startswith("masks/"):
-                data = input_image_bytes(where.job, where.path, limit)
-                if data is not None:
-                    to_classify.append(Upload(f"{where.job.id}/{where.path}", data))
+                try:
+                    to_classify.append(Upload(f"{where.job.id}/{where.path}",
+                                              read_input_image(where.job, where.path, limit)))
+                except (CliplabelError, OSError):
+                    pass  # this task gets an empty prediction
         found.append((where, rec))
     fresh = classify(to_classify) if to_classify else {}
     out = []

@@ -8,7 +8,7 @@ from fastapi.responses import Response
 from starlette.concurrency import run_in_threadpool
 
 from cliplabel_pipeline.core.job_folder import INPUT_DIRS, SOURCE_NAME
-from cliplabel_pipeline.core.serving.ml_backend import input_image_bytes, predict_tasks
+from cliplabel_pipeline.core.serving.ml_backend import predict_tasks, read_input_image
 from cliplabel_pipeline.core.storage.guarded import shown
 from cliplabel_pipeline.core.values import LabelSettings
 from cliplabel_pipeline.service.errors import ApiError
@@ -65,9 +65,5 @@ def job_image(job_id: str, path: str, state: ServiceState = Depends(ready)) -> R
     job = open_job(state, job_id)
     if path != SOURCE_NAME and path.split("/", 1)[0] not in INPUT_DIRS:
         raise ApiError(404, f"{shown(path)!r} is not an input image of the job")
-    data = input_image_bytes(job, path, state.settings.max_upload_bytes)
-    if data is None:
-        if not job.is_file(path):
-            job.open_item(path).close()  # raises why it is not a regular file inside the job (a link, a FIFO...)
-        raise ApiError(413, f"{shown(path)!r} is over {state.settings.max_upload_bytes:,} bytes: not served")
+    data = read_input_image(job, path, state.settings.max_upload_bytes)  # over the limit: 413, never read
     return Response(data, media_type="image/png" if data[:4] == b"\x89PNG" else "application/octet-stream")
