@@ -253,8 +253,11 @@ class JobFolder:
 
     def write_many(self, files: Iterable[tuple[Path, bytes]]) -> int:
         """``write`` for many files at once (batched: one flush to disk for all); returns how many."""
-        if self._stage is not None:
-            return sum(1 for path, data in files if self.write(path, data))
+        if self._stage is not None:  # each renamed into place with the rest of the staged block
+            files = list(files)
+            for path, data in files:
+                self.write(path, data)
+            return len(files)
         return guarded.write_files(self.path, ((self.rel(path), data) for path, data in files))
 
     @contextlib.contextmanager

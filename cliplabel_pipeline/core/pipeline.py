@@ -356,7 +356,7 @@ def export_destination(job: JobFolder, fmt: str, out: Path | None):
             yield fh, job.export_file(fmt)
         return
     out = Path(out).expanduser()
-    if out.is_dir() or str(out).endswith(("/", os.sep)):
+    if out.is_dir():
         out = out / job.export_file(fmt).name
     rel, target = export_place(job, out)
     if rel is not None:  # under the job's own export folder: through its guarded access, links never followed
@@ -379,7 +379,7 @@ def export_place(job: JobFolder, out: Path) -> tuple[str | None, Path]:
         return "/".join(given.relative_to(job.path).parts), given
     for place in (given, given.resolve()):
         if place.is_relative_to(root) or place.is_relative_to(root.resolve()):
-            inside = job.path in place.parents or job.path.resolve() in place.parents or place == job.path
+            inside = place.is_relative_to(job.path) or place.is_relative_to(job.path.resolve())
             where = f"inside job {job.id!r}" if inside else f"inside the results root {shown(root)}, among its jobs"
             raise CliplabelError(f"refusing to write the export to {shown(out)}: it lies {where} (write it under "
                                  f"{shown(job.export_dir)} or outside the results root)")
