@@ -22,7 +22,6 @@ five minutes) to the end.
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import os
 import shutil
 import signal
@@ -39,11 +38,10 @@ FAST = {"CLIPLABEL_SETTLE_S": "1", "CLIPLABEL_SENSOR_INTERVAL_S": "2", "CLIPLABE
 
 
 def _cluster_module():
-    spec = importlib.util.spec_from_file_location("cliplabel_local_cluster", REPO / "deploy" / "local" / "cluster.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
+    """``deploy/local/cluster.py`` as a module, loaded as the cluster tests load it."""
+    from cliplabel_pipeline_tests.dagster.cluster_faults import cluster_module
+
+    return cluster_module()
 
 
 def toy_writer(root: Path, job_id: str, i: int) -> None:
