@@ -17,9 +17,11 @@ offline_hub()
 from dagster_celery.executor import CeleryExecutor  # noqa: E402
 from dagster_celery.make_app import make_app  # noqa: E402
 
+from cliplabel_pipeline.core.organising.grouping import import_clustering  # noqa: E402
 from cliplabel_pipeline.defs.cluster import celery_app_config  # noqa: E402
 from cliplabel_pipeline.defs.step_task import StepLease, create_step_task  # noqa: E402
 
 app = make_app(CeleryExecutor.for_cli(**celery_app_config(Settings.from_env())).app_args())
 app.steps["consumer"].add(StepLease)
 execute_plan = create_step_task(app)
+import_clustering()  # before the pool forks: no step process grows by scikit-learn mid-run

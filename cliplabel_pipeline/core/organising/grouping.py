@@ -23,6 +23,13 @@ MAX_K = 8
 CHOOSE_ON = 2000  # items k is chosen on; more are sampled down to this many
 
 
+def import_clustering() -> None:
+    """Import scikit-learn's KMeans and silhouette now. A long-lived worker calls this at its start: otherwise the
+    first job with something to cluster, perhaps an hour in, grows its process by the library (about 70 MB)."""
+    import sklearn.cluster  # noqa: F401
+    import sklearn.metrics  # noqa: F401
+
+
 def choose_k(x: np.ndarray) -> int:
     """The k in 2..min(8, n-1) with the best cosine silhouette; 1 for fewer than 3 distinct points."""
     if len(x) > CHOOSE_ON:
