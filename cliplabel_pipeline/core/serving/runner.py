@@ -21,7 +21,7 @@ from cliplabel_pipeline.core.serving.files import job_files
 from cliplabel_pipeline.core.serving.tally import Tally
 from cliplabel_pipeline.core.settings import Settings
 from cliplabel_pipeline.core.storage.guarded import shown
-from cliplabel_pipeline.core.storage.lineage import now
+from cliplabel_pipeline.core.storage.clock import now
 from cliplabel_pipeline.core.values import LabelSettings
 
 log = logging.getLogger(__name__)
