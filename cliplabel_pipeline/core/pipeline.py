@@ -9,7 +9,6 @@ assets pass values between runs that way). ``cliplabel job`` calls ``process_job
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import uuid
@@ -36,7 +35,7 @@ from cliplabel_pipeline.core.storage.files import jsonl_bytes
 from cliplabel_pipeline.core.storage.guarded import shown
 from cliplabel_pipeline.core.storage.hashing import MAX_HASHED_BYTES, stream_sha256
 from cliplabel_pipeline.core.storage.job_rows import JobRows, ingest_job_rows, replace_job_rows
-from cliplabel_pipeline.core.storage.schema import LABEL_STAGE
+from cliplabel_pipeline.core.storage.schema import ASSETS, LABEL_STAGE, LABELS, RUNS
 from cliplabel_pipeline.core.values import (
     BankSpec, Embedded, Groups, LabelRecord, LabelSettings, Performance, Provenance, Review, SkippedItem,
 )
@@ -179,23 +178,14 @@ def job_rows(run_id: str, labelled: Labelled) -> JobRows:
     """The rows of a labelled job (items read for their digests), ready to write here or to ingest elsewhere."""
     job, prov = labelled.job, labelled.provenance
     assets = []
-    for path, kind, status, reason in ([(i.path, i.kind, "labelled", None) for i in labelled.embedded.items]
-                                       + [(s.path, s.kind, "skipped", s.reason) for s in labelled.skipped]):
-        sha, size = _item_digest(job, path, hashed=status == "labelled")  # a skipped file is never read
-        assets.append({"job_id": job.id, "path": path, "kind": kind, "sha256": sha, "bytes": size, "status": status,
-                       "skip_reason": reason, "run_id": run_id})
-    labels = [{"job_id": job.id, "path": r.path, "kind": r.kind, "top1": r.top1, "confidence": r.confidence,
-               "low_confidence": r.low_confidence,
-               "labels_json": json.dumps([{"name": x.name, "score": x.score} for x in r.labels]),
-               "model": prov.model, "bank_version": prov.bank_version, "run_id": run_id, "match": r.match,
-               "flagged_by": ",".join(r.flagged_by), "label": r.label, "label_source": r.label_source}
-              for r in labelled.records]
-    run = {"run_id": run_id, "job_id": job.id, "stage": LABEL_STAGE, "model": prov.model,
-           "model_identity": prov.model_identity, "precision": prov.precision, "bank_version": prov.bank_version,
-           "templates_hash": prov.templates_hash, "top_k": prov.top_k, "min_confidence": prov.min_confidence,
-           "started_at": labelled.started, "finished_at": now(), "item_count": len(labelled.records),
-           "items_per_s": labelled.performance.items_per_s, "bank_spec": prov.bank.to_json(),
-           "min_match": prov.min_match, "calibration": json.dumps(prov.calibration)}
+    for item, status, reason in ([(i, "labelled", None) for i in labelled.embedded.items]
+                                 + [(s, "skipped", s.reason) for s in labelled.skipped]):
+        sha, size = _item_digest(job, item.path, hashed=status == "labelled")  # a skipped file is never read
+        assets.append(ASSETS.row(job_id=job.id, path=item.path, kind=item.kind, sha256=sha, bytes=size, status=status,
+                                 skip_reason=reason, run_id=run_id))
+    labels = [LABELS.row(r, prov, job_id=job.id, run_id=run_id) for r in labelled.records]
+    run = RUNS.row(prov, labelled.performance, run_id=run_id, job_id=job.id, stage=LABEL_STAGE,
+                   started_at=labelled.started, finished_at=now(), item_count=len(labelled.records))
     return JobRows(job.id, run_id, assets, labels, [run])
 
 

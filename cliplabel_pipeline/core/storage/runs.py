@@ -2,34 +2,41 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import MISSING, field, fields, make_dataclass
 from pathlib import Path
 
 from cliplabel_pipeline.core.storage.database import query
-from cliplabel_pipeline.core.storage.schema import LABEL_STAGE
-from cliplabel_pipeline.core.values import BankSpec
+from cliplabel_pipeline.core.storage.schema import LABEL_STAGE, RUNS, bank_of
+from cliplabel_pipeline.core.values import Provenance
+
+RECORDED = ("model", "model_identity", "bank_version", "templates_hash", "bank", "top_k", "min_confidence", "min_match")
 
 
-@dataclass(frozen=True)
-class RecordedRun:
-    """What a job's latest labelling run was made with, and what it asked for."""
+def _part_of_provenance(name: str, kept: tuple[str, ...], doc: str) -> type:
+    """A frozen dataclass of the ``kept`` fields of ``Provenance``: their names, types and defaults."""
+    spec = [(f.name, f.type) if f.default is MISSING else (f.name, f.type, field(default=f.default))
+            for f in fields(Provenance) if f.name in kept]
+    cls = make_dataclass(name, spec, frozen=True)
+    cls.__module__, cls.__doc__ = __name__, doc
+    return cls
 
-    model: str
-    model_identity: str
-    bank_version: str
-    templates_hash: str
-    bank: BankSpec
-    top_k: int
-    min_confidence: float
-    min_match: float | None = None  # None: labelled before the match score existed
+
+RecordedRun = _part_of_provenance("RecordedRun", RECORDED, "What a job's latest labelling run was made with, and "
+                                  "what it asked for: the part of its ``Provenance`` the ``runs`` table keeps "
+                                  "(``min_match`` None: labelled before the match score existed).")
 
 
 def latest_runs(db_path: Path) -> dict[str, RecordedRun]:
     """For each job, its latest labelling run (a database written before ``min_match`` existed reads too)."""
-    columns = {r[0] for r in query(db_path, "DESCRIBE runs")}
+    present = {r[0] for r in query(db_path, "DESCRIBE runs")}
+    names = [f.name for f in fields(RecordedRun)]
+    cells = [RUNS.column_of(Provenance, n).name for n in names]
     rows = query(db_path, f"""
-        SELECT job_id, model, model_identity, bank_version, templates_hash, bank_spec, top_k, min_confidence,
-               {"min_match" if "min_match" in columns else "NULL"}
+        SELECT job_id, {", ".join(c if c in present else "NULL" for c in cells)}
         FROM runs WHERE stage = '{LABEL_STAGE}'
         QUALIFY row_number() OVER (PARTITION BY job_id ORDER BY finished_at DESC) = 1""")
-    return {r[0]: RecordedRun(r[1], r[2], r[3], r[4], BankSpec.from_json(r[5]), r[6], r[7], r[8]) for r in rows}
+    runs = {}
+    for job_id, *values in rows:
+        recorded = dict(zip(names, values))
+        runs[job_id] = RecordedRun(**{**recorded, "bank": bank_of(recorded["bank"])})
+    return runs
