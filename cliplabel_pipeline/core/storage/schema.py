@@ -16,7 +16,7 @@ from typing import Any
 
 import duckdb
 
-from cliplabel_pipeline.core.values import BankSpec, LabelRecord, Performance, Provenance, Review
+from cliplabel_pipeline.core.values import BankSpec, JsonForm, LabelRecord, Performance, Provenance, Review
 
 _SQL_TYPES = {str: "VARCHAR", float: "DOUBLE", int: "INTEGER", bool: "BOOLEAN"}
 
@@ -30,7 +30,7 @@ def _names_text(names: list[str]) -> str:
 
 
 def _json_text(value) -> str:
-    return json.dumps(value.to_json() if hasattr(value, "to_json") else value, ensure_ascii=False)
+    return json.dumps(value.to_json() if isinstance(value, JsonForm) else value, ensure_ascii=False)
 
 
 def _labels_text(labels: list) -> str:
