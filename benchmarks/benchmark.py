@@ -104,7 +104,7 @@ def label_once(labeller, args, round_: int) -> tuple[float, object]:
     """(b): label the job end to end and write its DuckDB rows; returns (items/s, embedded)."""
     from cliplabel_pipeline.core.job_folder import JobFolder
     from cliplabel_pipeline.core.pipeline import label_job
-    from cliplabel_pipeline.core.storage.lineage import record_run
+    from cliplabel_pipeline.core.pipeline import record_run
     from cliplabel_pipeline.core.values import LabelSettings
 
     start = time.perf_counter()

@@ -95,12 +95,12 @@ def windows_like(monkeypatch):
 
     import filelock
 
-    from cliplabel_pipeline.core.storage import lineage
+    from cliplabel_pipeline.core.storage import database
 
     # Signals stay: the tests' own helpers kill processes with them (the subprocess tests hide them too).
     hide(monkeypatch.setattr, monkeypatch.delattr, monkeypatch.setitem, signals=False)
     # filelock chose flock when it was imported; without fcntl it picks SoftFileLock (on Windows, msvcrt's)
-    monkeypatch.setattr(lineage, "FileLock", filelock.SoftFileLock)
+    monkeypatch.setattr(database, "FileLock", filelock.SoftFileLock)
     backend, locks = guarded.choose_backend()
     monkeypatch.setattr(guarded, "_backend", backend)
     monkeypatch.setattr(guarded, "_locks", locks)

@@ -19,7 +19,8 @@ from cliplabel_pipeline.cli import main
 from cliplabel_pipeline.core.errors import CliplabelError
 from cliplabel_pipeline.core.storage.files import read_jsonl
 from cliplabel_pipeline.core.job_folder import JobFolder
-from cliplabel_pipeline.core.storage.lineage import query, record_run
+from cliplabel_pipeline.core.storage.database import query
+from cliplabel_pipeline.core.pipeline import record_run
 from cliplabel_pipeline_tests.lineage_rows import synthetic_labelled
 from cliplabel_pipeline.toyworld.jobs import write_toy_job
 from cliplabel_pipeline_tests.hostile import EXPECTED, LABELLED, build_hostile_job

@@ -8,3 +8,7 @@ class CliplabelError(Exception):
 class JobGone(CliplabelError):
     """The job is not there: its id names no folder (deleted, renamed) or no folder at all. A lasting fault:
     running the same step again cannot succeed, so it is not retried."""
+
+
+class UnknownJob(JobGone):
+    """A valid job id that names no folder under the results root."""

@@ -11,7 +11,7 @@ from __future__ import annotations
 from cliplabel_pipeline.core.errors import CliplabelError
 from cliplabel_pipeline.core.encoding.weights import model_identity, resolve_model_dir
 from cliplabel_pipeline.core.labelling.concepts import bank_for
-from cliplabel_pipeline.core.storage.lineage import RecordedRun
+from cliplabel_pipeline.core.storage.runs import RecordedRun
 
 
 def relabel_reason(previous: RecordedRun | None, model: str) -> str | None:

@@ -27,7 +27,7 @@ from pathlib import Path, PurePosixPath, PureWindowsPath
 
 import numpy as np
 
-from cliplabel_pipeline.core.errors import CliplabelError, JobGone
+from cliplabel_pipeline.core.errors import CliplabelError, JobGone, UnknownJob
 from cliplabel_pipeline.core.settings import Settings
 from cliplabel_pipeline.core.storage import guarded, windows_names
 from cliplabel_pipeline.core.storage.files import json_bytes, jsonl_bytes as _jsonl
@@ -91,7 +91,7 @@ class JobFolder:
         if not root.is_dir():
             raise CliplabelError(f"results root {root} does not exist; set --results-root or CLIPLABEL_RESULTS_ROOT")
         if not is_real_folder(job.path):
-            raise JobGone(f"unknown job {job_id!r}: no folder {job.path}")
+            raise UnknownJob(f"unknown job {job_id!r}: no folder {job.path}")
         return job
 
     def __repr__(self) -> str:

@@ -29,10 +29,13 @@ from cliplabel_pipeline.core.organising.export import (
     EXPORT_FORMATS, FOLDER_FORMATS, build_manifest, csv_bytes, selected, write_asset_jsons, write_grouped_zip,
 )
 from cliplabel_pipeline.core.storage import guarded
+from cliplabel_pipeline.core.storage.clock import now
+from cliplabel_pipeline.core.storage.database import write_connection
 from cliplabel_pipeline.core.storage.files import jsonl_bytes
 from cliplabel_pipeline.core.storage.guarded import shown
-from cliplabel_pipeline.core.storage.job_rows import JobRows
-from cliplabel_pipeline.core.storage.lineage import ingest_job_rows, job_rows, now, write_connection, write_run
+from cliplabel_pipeline.core.storage.hashing import MAX_HASHED_BYTES, stream_sha256
+from cliplabel_pipeline.core.storage.job_rows import JobRows, ingest_job_rows, replace_job_rows
+from cliplabel_pipeline.core.storage.schema import ASSETS, LABEL_STAGE, LABELS, RUNS
 from cliplabel_pipeline.core.values import (
     BankSpec, Embedded, Groups, LabelRecord, LabelSettings, Performance, Provenance, Review, SkippedItem,
 )
@@ -162,13 +165,46 @@ def label_embedded(job: JobFolder, embedded: Embedded, index: ConceptIndex, bank
     # the files are written inside the transaction and renamed into place only once it has committed
     with job.lock(), job.staged(), write_connection(db_path) if db_path and not spool_rows else nullcontext() as con:
         if con is not None:
-            write_run(con, run_id, labelled)
+            replace_job_rows(con, job_rows(run_id, labelled))
         job.write_labels(records)
         job.write_skipped(labelled.skipped)
         job.write_provenance(provenance)
     if spool_rows:
         job.write_lineage_rows(job_rows(run_id, labelled))
     return labelled
+
+
+def job_rows(run_id: str, labelled: Labelled) -> JobRows:
+    """The rows of a labelled job (items read for their digests), ready to write here or to ingest elsewhere."""
+    job, prov = labelled.job, labelled.provenance
+    assets = []
+    for item, status, reason in ([(i, "labelled", None) for i in labelled.embedded.items]
+                                 + [(s, "skipped", s.reason) for s in labelled.skipped]):
+        sha, size = _item_digest(job, item.path, hashed=status == "labelled")  # a skipped file is never read
+        assets.append(ASSETS.row(job_id=job.id, path=item.path, kind=item.kind, sha256=sha, bytes=size, status=status,
+                                 skip_reason=reason, run_id=run_id))
+    labels = [LABELS.row(r, prov, job_id=job.id, run_id=run_id) for r in labelled.records]
+    run = RUNS.row(prov, labelled.performance, run_id=run_id, job_id=job.id, stage=LABEL_STAGE,
+                   started_at=labelled.started, finished_at=now(), item_count=len(labelled.records))
+    return JobRows(job.id, run_id, assets, labels, [run])
+
+
+def _item_digest(job: JobFolder, path: str, hashed: bool) -> tuple[str | None, int | None]:
+    """sha256 (when ``hashed`` and the file is at most ``MAX_HASHED_BYTES``) and size of a job's item, opened as
+    a regular file inside the job; ``(None, None)`` otherwise."""
+    try:
+        fh = job.open_item(path)
+    except CliplabelError:
+        return None, None
+    with fh:
+        size = os.fstat(fh.fileno()).st_size
+        return (stream_sha256(fh, MAX_HASHED_BYTES) if hashed and size <= MAX_HASHED_BYTES else None), size
+
+
+def record_run(db_path: Path, run_id: str, labelled: Labelled) -> None:
+    """A labelled job's rows, replacing its previous rows, in one transaction."""
+    with write_connection(db_path) as con:
+        replace_job_rows(con, job_rows(run_id, labelled))
 
 
 def ingest_lineage(job: JobFolder, db_path: Path) -> JobRows:

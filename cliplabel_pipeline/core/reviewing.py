@@ -19,11 +19,9 @@ from cliplabel_pipeline.core.organising.review_files import (
     read_review_file,
 )
 from cliplabel_pipeline.core.settings import Settings
-from cliplabel_pipeline.core.storage.lineage import (
-    insert_reviews,
-    now,
-    write_connection,
-)
+from cliplabel_pipeline.core.storage.clock import now
+from cliplabel_pipeline.core.storage.database import write_connection
+from cliplabel_pipeline.core.storage.review_rows import insert_reviews
 from cliplabel_pipeline.core.values import Review
 
 

@@ -19,7 +19,8 @@ from cliplabel_pipeline.core.job_folder import JobFolder
 from cliplabel_pipeline.core.labelling.reviews import apply_reviews
 from cliplabel_pipeline.core.organising import cleanup as quarantine
 from cliplabel_pipeline.core.settings import Settings
-from cliplabel_pipeline.core.storage.lineage import update_label_of_record, write_connection
+from cliplabel_pipeline.core.storage.database import write_connection
+from cliplabel_pipeline.core.storage.review_rows import update_label_of_record
 from cliplabel_pipeline.core.values import LabelRecord, Review
 
 if TYPE_CHECKING:  # the rebuild imports the heavy stages only when it runs

@@ -1,45 +1,56 @@
 """The values that flow between stages, each defined once: label records, skipped items, the bank a job
 asked for, provenance, groups, and per-call label settings.
 
-Each has ``to_json``/``from_json`` for its file form; the file layout of a record is the one users rely on
-(``labels.jsonl``), so the field names here are that format.
+Each is a dataclass (cheap to make: a job makes one record per item) whose file form comes from its fields
+through pydantic (``JsonForm``): the field names and order here are the format users rely on
+(``labels.jsonl``, ``provenance.json``), and the HTTP models, DuckDB rows and CSV columns are derived from them.
 """
 
 from __future__ import annotations
 
-import json
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from functools import cache
+from typing import Annotated, Any
 
 import numpy as np
+from pydantic import BeforeValidator, Field, TypeAdapter, ValidationError
 
 from cliplabel_pipeline.core.settings import Settings
 
 _DEFAULTS = Settings()
 
 
-def plain(value):
-    """A value as JSON takes it: dataclasses as dicts of their fields, lists and tuples item by item, the rest
-    as it is. ``dataclasses.asdict`` without its deep copy of every leaf, which made it 25 times slower on a
-    label record: written three times an item (``labels.jsonl``, the per-item JSON, the ZIP)."""
-    kind = type(value)
-    if kind in _LEAVES:
-        return value
-    if kind is list or kind is tuple:
-        return kind([v if type(v) in _LEAVES else plain(v) for v in value])
-    if hasattr(kind, "__dataclass_fields__"):
-        return {name: plain(getattr(value, name)) for name in _field_names(kind)}
-    if isinstance(value, dict):
-        return {k: plain(v) for k, v in value.items()}
-    return value
+class JsonForm:
+    """A value's JSON form, from its fields: ``to_json`` a dict of plain JSON types (tuples as lists, nested
+    values as dicts), ``from_json`` the value back, checked field by field (a ``ValueError`` naming the field)."""
 
+    __slots__ = ()
 
-_LEAVES = frozenset({str, int, float, bool, type(None)})
+    def to_json(self) -> dict:
+        return _adapter(type(self)).dump_python(self, mode="json")
+
+    @classmethod
+    def from_json(cls, data: Any):
+        try:
+            return _adapter(cls).validate_python(data)
+        except ValidationError as exc:  # one line per field, as a person reads it
+            raise ValueError("; ".join(f"{'.'.join(map(str, e['loc'])) or cls.__name__}: "
+                                       f"{e['msg'].removeprefix('Value error, ')}" for e in exc.errors())) from None
 
 
 @cache
-def _field_names(cls: type) -> tuple[str, ...]:
-    return tuple(f.name for f in fields(cls))
+def _adapter(cls: type) -> TypeAdapter:
+    return TypeAdapter(cls)
+
+
+def _none_as(default):
+    """A field whose ``null`` (in a file written before the field existed) reads as ``default``."""
+    return BeforeValidator(lambda value: default() if value is None else value)
+
+
+def _left_out_when_none():
+    """A field written only when it has a value."""
+    return Field(exclude_if=lambda value: value is None)
 
 
 @dataclass(frozen=True)
@@ -58,7 +69,7 @@ class LabelSettings:
 
 
 @dataclass(frozen=True)
-class ScoredLabel:
+class ScoredLabel(JsonForm):
     name: str
     score: float
 
@@ -70,7 +81,7 @@ SETTLED = ("accept", "correct")  # decisions that settle an item: never flagged 
 
 
 @dataclass
-class LabelRecord:
+class LabelRecord(JsonForm):
     """One labelled item: a line of ``labels.jsonl``. ``flagged_by`` names the rules that fired: ``confidence``
     or ``match`` below its threshold (``match`` is None in records made before it existed), ``review`` when a
     person rejected the item. ``low_confidence`` is true when a rule fired and no person has accepted or
@@ -78,7 +89,8 @@ class LabelRecord:
 
     ``label`` is the label of record: the one a person gave (``label_source`` ``review``, with the person's
     ``decision``), else the model's ``top1`` (``model``); None for an item a person rejected. The model's own
-    ``top1``, scores and ``labels`` stay as the model gave them."""
+    ``top1``, scores and ``labels`` stay as the model gave them. ``scene_tags`` (the job's ``source`` only) is
+    written last, and only when there are some."""
 
     path: str
     kind: str
@@ -88,32 +100,16 @@ class LabelRecord:
     cosine: float
     margin: float
     low_confidence: bool
-    scene_tags: list[ScoredLabel] | None = None
     match: float | None = None
-    flagged_by: list[str] = field(default_factory=list)
+    flagged_by: Annotated[list[str], _none_as(list)] = field(default_factory=list)
     label: str | None = None  # None when made: the model's top-1 (see ``__post_init__``)
-    label_source: str = MODEL
+    label_source: Annotated[str, _none_as(lambda: MODEL)] = MODEL
     decision: str | None = None
+    scene_tags: Annotated[list[ScoredLabel] | None, _left_out_when_none()] = None
 
     def __post_init__(self):
         if self.label is None and self.decision is None:
             self.label = self.top1
-
-    def to_json(self) -> dict:
-        data = plain(self)
-        tags = data.pop("scene_tags")
-        if tags is not None:
-            data["scene_tags"] = tags
-        return data
-
-    @classmethod
-    def from_json(cls, data: dict) -> "LabelRecord":
-        tags = data.get("scene_tags")
-        return cls(data["path"], data["kind"], [ScoredLabel(**x) for x in data["labels"]], data["top1"],
-                   data["confidence"], data["cosine"], data["margin"], data["low_confidence"],
-                   [ScoredLabel(**x) for x in tags] if tags is not None else None, data.get("match"),
-                   list(data.get("flagged_by") or []), data.get("label"), data.get("label_source") or MODEL,
-                   data.get("decision"))
 
     @property
     def settled(self) -> bool:
@@ -125,8 +121,14 @@ class LabelRecord:
         return self.decision == "reject"
 
 
+def _one_of_decisions(value):
+    if value not in DECISIONS:
+        raise ValueError(f"decision {str(value)[:20]!r} is not one of {', '.join(DECISIONS)}")
+    return value
+
+
 @dataclass(frozen=True)
-class Review:
+class Review(JsonForm):
     """What a person decided about one item: a line of ``reviews.jsonl`` and a row of DuckDB ``reviews``.
 
     ``decision`` is ``accept`` (the model's label is right), ``correct`` (``label`` is) or ``reject`` (the item is
@@ -134,49 +136,31 @@ class Review:
     gave (None for a rejection), ``model_label`` the model's top-1 they saw, ``source`` the file form it came in
     (``labelstudio``, ``coco``, ``cliplabel``)."""
 
-    path: str
-    decision: str
+    path: Annotated[str, BeforeValidator(str)]
+    decision: Annotated[str, BeforeValidator(_one_of_decisions)]
     label: str | None
     model_label: str | None = None
     reviewer: str | None = None
-    source: str = "cliplabel"
+    source: Annotated[str, _none_as(lambda: "cliplabel")] = "cliplabel"
     reviewed_at: str | None = None
     imported_at: str | None = None
 
-    def to_json(self) -> dict:
-        return plain(self)
-
-    @classmethod
-    def from_json(cls, data: dict) -> "Review":
-        if data["decision"] not in DECISIONS:
-            raise ValueError(f"decision {str(data['decision'])[:20]!r} is not one of {', '.join(DECISIONS)}")
-        return cls(str(data["path"]), data["decision"], data.get("label"), data.get("model_label"),
-                   data.get("reviewer"), data.get("source") or "cliplabel", data.get("reviewed_at"),
-                   data.get("imported_at"))
-
 
 @dataclass(frozen=True)
-class SkippedItem:
+class SkippedItem(JsonForm):
     """An item that was not labelled, and the reason a person reads: a line of ``skipped.jsonl``."""
 
     path: str
     kind: str
     reason: str
 
-    def to_json(self) -> dict:
-        return plain(self)
-
-    @classmethod
-    def from_json(cls, data: dict) -> "SkippedItem":
-        return cls(data["path"], data["kind"], data["reason"])
-
 
 @dataclass(frozen=True)
-class BankSpec:
+class BankSpec(JsonForm):
     """The concept bank a job asked for: the bundled bank (or the model's own), or a person's labels and
     templates. Recorded with every run, so a backfill relabels with the job's own choice."""
 
-    labels: tuple[str, ...] = ()
+    labels: Annotated[tuple[str, ...], _none_as(tuple)] = ()
     labels_file: str | None = None
     templates_file: str | None = None
 
@@ -188,15 +172,6 @@ class BankSpec:
     def from_settings(cls, settings: Settings) -> "BankSpec":
         return cls(tuple(settings.labels), str(settings.labels_file) if settings.labels_file else None,
                    str(settings.templates_file) if settings.templates_file else None)
-
-    def to_json(self) -> str:
-        return json.dumps({"labels": list(self.labels), "labels_file": self.labels_file,
-                           "templates_file": self.templates_file}, ensure_ascii=False)
-
-    @classmethod
-    def from_json(cls, text: str | None) -> "BankSpec":
-        data = json.loads(text) if text else {}
-        return cls(tuple(data.get("labels") or ()), data.get("labels_file"), data.get("templates_file"))
 
 
 @dataclass(frozen=True)
@@ -210,7 +185,7 @@ class EncoderInfo:
 
 
 @dataclass(frozen=True)
-class Provenance:
+class Provenance(JsonForm):
     """What a job's labels were made with: ``_cliplabel/provenance.json``, DuckDB ``runs``, ``manifest.json``."""
 
     model: str
@@ -220,29 +195,15 @@ class Provenance:
     bank_version: str
     templates_hash: str
     templates: tuple[str, ...]
-    bank: BankSpec
+    bank: Annotated[BankSpec, _none_as(BankSpec), Field(default_factory=BankSpec)]  # absent: the default bank
     top_k: int
     min_confidence: float
     min_match: float | None = None  # None: labelled before the match score existed
-    calibration: dict = field(default_factory=dict)  # the null-probe statistics ``match`` was computed with
-
-    def to_json(self) -> dict:
-        data = plain(self)
-        data["templates"] = list(self.templates)
-        data["bank"] = json.loads(self.bank.to_json())
-        return data
-
-    @classmethod
-    def from_json(cls, data: dict) -> "Provenance":
-        bank = data.get("bank") or {}
-        return cls(data["model"], data["model_identity"], data["precision"], data["device"],
-                   data["bank_version"], data["templates_hash"], tuple(data["templates"]),
-                   BankSpec(tuple(bank.get("labels") or ()), bank.get("labels_file"), bank.get("templates_file")),
-                   data["top_k"], data["min_confidence"], data.get("min_match"), data.get("calibration") or {})
+    calibration: Annotated[dict, _none_as(dict)] = field(default_factory=dict)  # the null-probe statistics ``match`` was computed with
 
 
 @dataclass(frozen=True)
-class Group:
+class Group(JsonForm):
     """Confident items sharing a top-1 label."""
 
     name: str
@@ -251,7 +212,7 @@ class Group:
 
 
 @dataclass(frozen=True)
-class Cluster:
+class Cluster(JsonForm):
     """Low-confidence items clustered together, named after the concept nearest their centroid."""
 
     name: str
@@ -261,25 +222,18 @@ class Cluster:
 
 
 @dataclass
-class Groups:
+class Groups(JsonForm):
     """``groups.json``."""
 
     groups: list[Group] = field(default_factory=list)
     clusters: list[Cluster] = field(default_factory=list)
-
-    def to_json(self) -> dict:
-        return {"groups": [plain(g) for g in self.groups], "clusters": [plain(c) for c in self.clusters]}
-
-    @classmethod
-    def from_json(cls, data: dict) -> "Groups":
-        return cls([Group(**g) for g in data["groups"]], [Cluster(**c) for c in data["clusters"]])
 
     def all(self) -> list[Group | Cluster]:
         return [*self.groups, *self.clusters]
 
 
 @dataclass(frozen=True)
-class Performance:
+class Performance(JsonForm):
     """How fast the images were encoded, and peak memory."""
 
     items_per_s: float
@@ -288,31 +242,14 @@ class Performance:
     peak_rss_mb: int = 0
     peak_gpu_mb: int = 0
 
-    def to_json(self) -> dict:
-        data = plain(self)
-        data["batch_seconds"] = list(self.batch_seconds)
-        return data
-
-    @classmethod
-    def from_json(cls, data: dict) -> "Performance":
-        return cls(data["items_per_s"], data["seconds"], tuple(data.get("batch_seconds", ())),
-                   data.get("peak_rss_mb", 0), data.get("peak_gpu_mb", 0))
-
 
 @dataclass(frozen=True)
-class EmbeddedItem:
+class EmbeddedItem(JsonForm):
     """One encoded item: its path in the job, its kind, and its object area in pixels (for scene tags)."""
 
     path: str
     kind: str
     area: int = 0
-
-    def to_json(self) -> dict:
-        return plain(self)
-
-    @classmethod
-    def from_json(cls, data: dict) -> "EmbeddedItem":
-        return cls(data["path"], data["kind"], data.get("area", 0))
 
 
 @dataclass

@@ -5,7 +5,7 @@ import dagster as dg
 from cliplabel_pipeline.core import upkeep
 from cliplabel_pipeline.core.organising.cleanup import plan_cleanup
 from cliplabel_pipeline.core.settings import Settings
-from cliplabel_pipeline.core.storage.lineage import RecordedRun
+from cliplabel_pipeline.core.storage.runs import RecordedRun
 from cliplabel_pipeline.defs.assets.common import JOB_GROUP, STEP_RETRY_POLICY, as_failure
 from cliplabel_pipeline.defs.assets.embeddings import concept_text_embeddings
 from cliplabel_pipeline.defs.assets.reviews import job_reviews

@@ -8,7 +8,7 @@ from cliplabel_pipeline.core.errors import CliplabelError
 from cliplabel_pipeline.core.job_folder import SOURCE_NAME, JobFolder
 from cliplabel_pipeline.core.storage.guarded import shown
 from cliplabel_pipeline.core.settings import Settings
-from cliplabel_pipeline.core.storage.lineage import latest_runs
+from cliplabel_pipeline.core.storage.runs import latest_runs
 from cliplabel_pipeline.defs.jobs import label_jobs_job, own_choices_config
 from cliplabel_pipeline.defs.partitions import jobs_partitions
 from cliplabel_pipeline.defs.resources import ClipModelResource, DuckDBResource, ResultsRootResource

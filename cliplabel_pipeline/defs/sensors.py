@@ -14,7 +14,7 @@ from cliplabel_pipeline.core.job_folder import JobFolder
 from cliplabel_pipeline.core.reading.items import job_readiness
 from cliplabel_pipeline.core.settings import Settings
 from cliplabel_pipeline.core.storage.guarded import shown
-from cliplabel_pipeline.core.storage.lineage import latest_runs
+from cliplabel_pipeline.core.storage.runs import latest_runs
 from cliplabel_pipeline.defs.assets.common import NO_RUN_RETRY_TAG
 from cliplabel_pipeline.defs.jobs import apply_reviews_job, label_jobs_job, own_choices_config
 from cliplabel_pipeline.defs.partitions import jobs_partitions

@@ -20,7 +20,7 @@ from cliplabel_pipeline.core.job_folder import JobFolder
 from cliplabel_pipeline.core.serving.runner import JobBusy, JobHolds, JobRequest, JobStatus, folder_status
 from cliplabel_pipeline.core.settings import ENV_VARS, Settings
 from cliplabel_pipeline.core.storage.guarded import shown
-from cliplabel_pipeline.core.storage.lineage import now
+from cliplabel_pipeline.core.storage.clock import now
 
 # What the Dagster definitions are called (a test checks them against ``definitions.py``).
 DEFINITIONS_MODULE = "cliplabel_pipeline.definitions"

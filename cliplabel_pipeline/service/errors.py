@@ -9,7 +9,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from cliplabel_pipeline.core.errors import CliplabelError
+from cliplabel_pipeline.core.errors import CliplabelError, UnknownJob
 from cliplabel_pipeline.core.reading.uploads import UnsupportedUpload, UploadTooLarge
 from cliplabel_pipeline.core.serving.runner import JobBusy
 from cliplabel_pipeline.core.storage.guarded import shown
@@ -31,15 +31,15 @@ def _body(status: int, detail: str, **extra) -> JSONResponse:
                         headers=headers)
 
 
+# The HTTP meaning of the core's errors, by class (the first that matches): every other one is the caller's 400.
+STATUS_OF_ERROR: dict[type[CliplabelError], int] = {
+    UnknownJob: 404, JobBusy: 409, UploadTooLarge: 413, UnsupportedUpload: 415,
+}
+
+
 def status_of(exc: CliplabelError) -> int:
-    """The HTTP status of a core error: limits 413, formats 415, a busy job 409, an unknown job 404, the rest 400."""
-    if isinstance(exc, JobBusy):
-        return 409
-    if isinstance(exc, UploadTooLarge):
-        return 413
-    if isinstance(exc, UnsupportedUpload):
-        return 415
-    return 404 if str(exc).startswith("unknown job") else 400
+    """The HTTP status of a core error: an unknown job 404, a busy job 409, limits 413, formats 415, the rest 400."""
+    return next((status for kind, status in STATUS_OF_ERROR.items() if isinstance(exc, kind)), 400)
 
 
 def _validation_line(exc: RequestValidationError) -> str:

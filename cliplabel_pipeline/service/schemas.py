@@ -1,58 +1,59 @@
-"""Response shapes, for the OpenAPI docs at ``/docs`` and for clients generated from them."""
+"""Response shapes, derived from the core's values (for the OpenAPI docs at ``/docs``, for clients generated from
+them, and as what the handlers return): an upload's result is a ``LabelRecord`` named by its ``filename``, a
+job's status is the core's ``JobStatus`` with its URL."""
 
 from __future__ import annotations
 
-from pydantic import BaseModel
+import dataclasses
+import typing
+
+from pydantic import BaseModel, Field, create_model
+
+from cliplabel_pipeline.core.serving.files import JobFile
+from cliplabel_pipeline.core.serving.runner import JobStatus
+from cliplabel_pipeline.core.values import LabelRecord, Provenance, SkippedItem
 
 
-class ScoredLabel(BaseModel):
-    name: str
-    score: float
+def fields_of(value_type: type, *names: str, drop: tuple[str, ...] = ()) -> dict[str, tuple]:
+    """The fields ``names`` of the dataclass ``value_type`` (all but ``drop`` when none are named), in order, as
+    ``create_model`` takes them: their annotations (with what they say about serialising) and defaults."""
+    hints = typing.get_type_hints(value_type, include_extras=True)
+    chosen = [f for f in dataclasses.fields(value_type) if (f.name in names if names else f.name not in drop)]
+    return {f.name: (hints[f.name], _default(f)) for f in chosen}
 
 
-class ImageResult(BaseModel):
-    filename: str
-    labels: list[ScoredLabel]
-    top1: str
-    confidence: float
-    cosine: float
-    margin: float
-    match: float
-    low_confidence: bool
-    flagged_by: list[str]
+def _default(f: dataclasses.Field):
+    if f.default is not dataclasses.MISSING:
+        return f.default
+    if f.default_factory is not dataclasses.MISSING:
+        return Field(default_factory=f.default_factory)
+    return ...
 
 
-class SkippedUpload(BaseModel):
-    filename: str
-    reason: str
+ImageResult = create_model("ImageResult", filename=(str, ...), **fields_of(LabelRecord, drop=("path", "kind")))
+SkippedUpload = create_model("SkippedUpload", filename=(str, ...), **fields_of(SkippedItem, drop=("path", "kind")))
+ClassifyResponse = create_model(
+    "ClassifyResponse", results=(list[ImageResult], ...), skipped=(list[SkippedUpload], Field(default_factory=list)),
+    **fields_of(Provenance, "model", "bank_version"))
+JobAccepted = create_model("JobAccepted", **fields_of(JobStatus, "job_id", "state"), status_url=(str, ...))
+JobStatusOut = create_model("JobStatusOut", **fields_of(JobStatus, "job_id", "state"), status_url=(str, ...),
+                            **fields_of(JobStatus, drop=("job_id", "state")))
 
 
-class ClassifyResponse(BaseModel):
-    results: list[ImageResult]
-    skipped: list[SkippedUpload] = []
-    model: str
-    bank_version: str
-
-
-class JobAccepted(BaseModel):
+class JobFiles(BaseModel):
     job_id: str
-    state: str
-    status_url: str
+    files: list[JobFile]
 
 
-class JobFileOut(BaseModel):
-    path: str
-    size: int
+def classify_response(records: list[LabelRecord], skipped: list[SkippedItem], model: str,
+                      bank_version: str) -> BaseModel:
+    """What ``POST /classify/image`` answers for labelled uploads and those that could not be read."""
+    return ClassifyResponse(
+        results=[ImageResult(filename=r.path, **{k: getattr(r, k) for k in ImageResult.model_fields if k != "filename"})
+                 for r in records],
+        skipped=[SkippedUpload(filename=s.path, reason=s.reason) for s in skipped], model=model,
+        bank_version=bank_version)
 
 
-class JobStatusOut(BaseModel):
-    job_id: str
-    state: str
-    status_url: str
-    reason: str | None = None
-    submitted: str | None = None
-    started: str | None = None
-    finished: str | None = None
-    counts: dict[str, int] | None = None
-    files: list[JobFileOut] | None = None
-    run_id: str | None = None
+def job_status_out(status: JobStatus, status_url: str) -> BaseModel:
+    return JobStatusOut(**{f.name: getattr(status, f.name) for f in dataclasses.fields(status)}, status_url=status_url)

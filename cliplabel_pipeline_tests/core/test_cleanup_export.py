@@ -12,7 +12,7 @@ import pytest
 
 from cliplabel_pipeline.cli import main
 from cliplabel_pipeline.core.storage.files import read_jsonl
-from cliplabel_pipeline.core.storage.lineage import query
+from cliplabel_pipeline.core.storage.database import query
 
 
 def tree(folder):

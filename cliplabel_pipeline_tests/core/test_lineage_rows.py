@@ -8,9 +8,9 @@ import subprocess
 import sys
 
 from cliplabel_pipeline.core.job_folder import JobFolder
-from cliplabel_pipeline.core.pipeline import embed_job, ingest_lineage, label_embedded
-from cliplabel_pipeline.core.storage.job_rows import JobRows
-from cliplabel_pipeline.core.storage.lineage import ingest_job_rows, job_rows, query, record_run
+from cliplabel_pipeline.core.pipeline import embed_job, ingest_lineage, job_rows, label_embedded, record_run
+from cliplabel_pipeline.core.storage.database import query
+from cliplabel_pipeline.core.storage.job_rows import JobRows, ingest_job_rows
 from cliplabel_pipeline_tests.lineage_rows import synthetic_labelled
 
 ALL_COLUMNS = "SELECT * EXCLUDE (finished_at) FROM {} ORDER BY ALL"
@@ -45,8 +45,8 @@ def test_ingested_rows_are_the_rows_the_labelling_step_writes_on_one_machine(lab
 
 KILLED_WRITER = """
 import json, os, signal, sys
-from cliplabel_pipeline.core.storage.job_rows import JobRows
-from cliplabel_pipeline.core.storage.lineage import replace_job_rows, write_connection
+from cliplabel_pipeline.core.storage.database import write_connection
+from cliplabel_pipeline.core.storage.job_rows import JobRows, replace_job_rows
 rows = JobRows.from_json(json.load(open(sys.argv[2])))
 with write_connection(sys.argv[1]) as con:
     replace_job_rows(con, rows)

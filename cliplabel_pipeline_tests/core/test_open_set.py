@@ -15,7 +15,7 @@ from cliplabel_pipeline.core.organising.cleanup import plan_cleanup
 from cliplabel_pipeline.core.organising.grouping import _named
 from cliplabel_pipeline.core.pipeline import group_labelled, label_job, process_job
 from cliplabel_pipeline.core.reporting.report import score_histogram
-from cliplabel_pipeline.core.storage.lineage import query
+from cliplabel_pipeline.core.storage.database import query
 from cliplabel_pipeline.core.values import BankSpec, LabelRecord
 from cliplabel_pipeline.toyworld.jobs import write_toy_job
 from cliplabel_pipeline.toyworld.open_set import LIST_SIZES, OUTSIDE_KIND, evaluate, evaluate_custom_lists

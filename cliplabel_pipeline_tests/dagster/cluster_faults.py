@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from cliplabel_pipeline.core.storage.files import read_jsonl
-from cliplabel_pipeline.core.storage.lineage import query
+from cliplabel_pipeline.core.storage.database import query
 from cliplabel_pipeline.toyworld.jobs import write_toy_job
 
 REPO = Path(__file__).resolve().parents[2]

@@ -15,7 +15,7 @@ from cliplabel_pipeline.defs.assets.reports import job_exports, job_groups, job_
 from cliplabel_pipeline.defs.assets.reviews import job_reviews
 from cliplabel_pipeline.defs.checks import all_checks
 from cliplabel_pipeline.core.storage.files import read_jsonl
-from cliplabel_pipeline.core.storage.lineage import query
+from cliplabel_pipeline.core.storage.database import query
 
 ASSETS = [concept_text_embeddings, job_image_embeddings, job_reviews, job_label_assignments, job_groups, job_exports,
           job_metrics_report, *all_checks]

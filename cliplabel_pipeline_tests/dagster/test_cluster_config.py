@@ -11,7 +11,7 @@ import sys
 import dagster as dg
 import pytest
 
-from cliplabel_pipeline.core.storage.lineage import query
+from cliplabel_pipeline.core.storage.database import query
 from cliplabel_pipeline.defs.assets.lineage import job_lineage_rows
 from cliplabel_pipeline.defs.resources import ClipModelResource, DuckDBResource
 from cliplabel_pipeline_tests.dagster.test_assets import ASSETS, JOB_SELECTION

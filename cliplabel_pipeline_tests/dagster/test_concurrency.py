@@ -8,7 +8,9 @@ import multiprocessing as mp
 
 from pathlib import Path
 
-from cliplabel_pipeline.core.storage.lineage import query, record_run
+from cliplabel_pipeline.core.storage.database import query
+
+from cliplabel_pipeline.core.pipeline import record_run
 from cliplabel_pipeline_tests.lineage_rows import synthetic_labelled
 
 

@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 
 from cliplabel_pipeline.core.storage.files import read_jsonl
-from cliplabel_pipeline.core.storage.lineage import query
+from cliplabel_pipeline.core.storage.database import query
 from cliplabel_pipeline.toyworld.jobs import write_toy_job
 from cliplabel_pipeline_tests.daemon import running_daemon
 

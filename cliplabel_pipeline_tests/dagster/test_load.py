@@ -7,7 +7,7 @@ import pytest
 import multiprocessing as mp
 
 from cliplabel_pipeline.core.storage.files import read_jsonl
-from cliplabel_pipeline.core.storage.lineage import query
+from cliplabel_pipeline.core.storage.database import query
 from cliplabel_pipeline.toyworld.jobs import write_toy_jobs
 
 

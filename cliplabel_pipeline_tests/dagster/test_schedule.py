@@ -8,7 +8,7 @@ from datetime import datetime, timezone
 import dagster as dg
 
 from cliplabel_pipeline.cli import main
-from cliplabel_pipeline.core.storage.lineage import write_connection
+from cliplabel_pipeline.core.storage.database import write_connection
 from cliplabel_pipeline.defs.schedules import label_backfill_schedule
 from cliplabel_pipeline.toyworld.jobs import write_toy_job
 

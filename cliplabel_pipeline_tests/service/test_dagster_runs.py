@@ -8,7 +8,7 @@ import shutil
 import pytest
 from dagster import DagsterInstance, DagsterRunStatus
 
-from cliplabel_pipeline.core.storage.lineage import query
+from cliplabel_pipeline.core.storage.database import query
 from cliplabel_pipeline.definitions import defs
 from cliplabel_pipeline.service import dagster_runs
 from cliplabel_pipeline_tests.daemon import REPO, running_daemon

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from cliplabel_pipeline.cli import main
-from cliplabel_pipeline.core.storage.lineage import query
+from cliplabel_pipeline.core.storage.database import query
 
 CLI = [str(Path(sys.executable).parent / "cliplabel")]  # the console script, as a user types it
 INPUTS = ("masks", "objects")

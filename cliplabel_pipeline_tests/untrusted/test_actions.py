@@ -11,7 +11,7 @@ import time
 import pytest
 
 from cliplabel_pipeline.core.storage.files import read_jsonl
-from cliplabel_pipeline.core.storage.lineage import query
+from cliplabel_pipeline.core.storage.database import query
 
 
 def _hold(db):

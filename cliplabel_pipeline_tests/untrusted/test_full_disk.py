@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from cliplabel_pipeline.core.storage.lineage import query
+from cliplabel_pipeline.core.storage.database import query
 from cliplabel_pipeline.toyworld.jobs import write_toy_job
 from cliplabel_pipeline_tests.small_disk import fill, small_tmpfs
 from cliplabel_pipeline_tests.untrusted.conftest import snapshot

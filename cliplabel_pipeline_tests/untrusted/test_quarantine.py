@@ -15,7 +15,7 @@ from cliplabel_pipeline.core.job_folder import JobFolder
 from cliplabel_pipeline.core.organising import cleanup
 from cliplabel_pipeline.core.storage import guarded
 from cliplabel_pipeline.core.storage.files import read_jsonl
-from cliplabel_pipeline.core.storage.lineage import query
+from cliplabel_pipeline.core.storage.database import query
 from cliplabel_pipeline_tests.untrusted.conftest import snapshot
 
 ALL_BUT_SOURCE = "0.99999"  # every toy item but the most certain falls below this

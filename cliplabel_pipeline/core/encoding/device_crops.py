@@ -24,19 +24,6 @@ class Boxes:
     size: torch.Tensor
 
 
-def mask_boxes(levels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """The mask rule on ``[n, H, W]`` uint8 levels (on where >= 128, as ``reading.images`` decides it):
-    ``(boxes [n, 4] x0, y0, x1, y1, areas [n])``; an empty mask has area 0 and a meaningless box."""
-    inside = levels >= 128
-    rows, cols = inside.any(2), inside.any(1)
-    h, w = levels.shape[1:]
-    y0 = rows.to(torch.uint8).argmax(1)
-    y1 = h - rows.flip(1).to(torch.uint8).argmax(1)
-    x0 = cols.to(torch.uint8).argmax(1)
-    x1 = w - cols.flip(1).to(torch.uint8).argmax(1)
-    return torch.stack([x0, y0, x1, y1], 1).to(torch.int64), inside.sum((1, 2))
-
-
 def _regions(picture: torch.Tensor, xyxy: torch.Tensor, levels: torch.Tensor | None, height: int,
              width: int, levels_at_box: bool = False) -> torch.Tensor:
     """float32 ``[n, 3, height, width]``: each box of ``picture`` ``[H, W, 3]`` (uint8) offset by -128, zero (grey)

@@ -27,9 +27,9 @@ from cliplabel_pipeline.core.errors import CliplabelError
 from cliplabel_pipeline.core.job_folder import INPUT_DIRS, JobFolder
 from cliplabel_pipeline.core.storage import guarded
 from cliplabel_pipeline.core.storage.guarded import shown
-from cliplabel_pipeline.core.storage.lineage import (
-    ITEM_TABLES, MAX_HASHED_BYTES, delete_item_rows, item_rows, insert_item_rows, stream_sha256, write_connection,
-)
+from cliplabel_pipeline.core.storage.database import write_connection
+from cliplabel_pipeline.core.storage.hashing import MAX_HASHED_BYTES, stream_sha256
+from cliplabel_pipeline.core.storage.item_rows import ITEM_TABLES, delete_item_rows, item_rows, insert_item_rows
 from cliplabel_pipeline.core.values import LabelRecord
 
 log = logging.getLogger(__name__)

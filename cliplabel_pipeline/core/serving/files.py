@@ -9,15 +9,15 @@ from pathlib import Path
 
 from cliplabel_pipeline.core.job_folder import JobFolder
 from cliplabel_pipeline.core.storage.guarded import is_link, shown
+from cliplabel_pipeline.core.values import JsonForm
 
 
 @dataclass(frozen=True)
-class JobFile:
+class JobFile(JsonForm):
+    """A file of a job and its size in bytes."""
+
     path: str  # relative to the job, forward slashes; undecodable bytes escaped
     size: int
-
-    def to_json(self) -> dict:
-        return {"path": self.path, "size": self.size}
 
 
 def _linked(path: str) -> bool:

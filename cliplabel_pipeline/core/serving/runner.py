@@ -11,18 +11,18 @@ import threading
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 from cliplabel_pipeline.core.errors import CliplabelError
 from cliplabel_pipeline.core.job_folder import JobFolder
 from cliplabel_pipeline.core.labeller import Labeller
 from cliplabel_pipeline.core.pipeline import JobResult, export_format, process_job
-from cliplabel_pipeline.core.serving.files import job_files
+from cliplabel_pipeline.core.serving.files import JobFile, job_files
 from cliplabel_pipeline.core.serving.tally import Tally
 from cliplabel_pipeline.core.settings import Settings
+from cliplabel_pipeline.core.storage.clock import now
 from cliplabel_pipeline.core.storage.guarded import shown
-from cliplabel_pipeline.core.storage.lineage import now
-from cliplabel_pipeline.core.values import LabelSettings
+from cliplabel_pipeline.core.values import JsonForm, LabelSettings
 
 log = logging.getLogger(__name__)
 ACTIVE = ("queued", "running")
@@ -37,8 +37,9 @@ class JobRequest:
 
 
 @dataclass
-class JobStatus:
-    """Where a job stands: ``queued``, ``running``, ``done``, ``failed`` (with the reason) or ``unlabelled``."""
+class JobStatus(JsonForm):
+    """Where a job stands: ``queued``, ``running``, ``done``, ``failed`` (with the reason) or ``unlabelled``; the
+    times as ISO 8601 text, counts and files once it is done."""
 
     job_id: str
     state: str
@@ -47,15 +48,12 @@ class JobStatus:
     started: str | None = None
     finished: str | None = None
     counts: dict[str, int] | None = None
-    files: list[dict] | None = None
+    files: list[JobFile] | None = None
     run_id: str | None = None
 
     @property
     def active(self) -> bool:
         return self.state in ACTIVE
-
-    def to_json(self) -> dict:
-        return {k: v for k, v in asdict(self).items() if v is not None}
 
 
 def folder_status(job: JobFolder) -> JobStatus:
@@ -65,7 +63,7 @@ def folder_status(job: JobFolder) -> JobStatus:
     records, skipped = job.read_labels(), job.read_skipped()
     counts = {"labelled": len(records), "low_confidence": sum(r.low_confidence for r in records),
               "skipped": len(skipped)}
-    return JobStatus(job.id, "done", counts=counts, files=[f.to_json() for f in job_files(job)])
+    return JobStatus(job.id, "done", counts=counts, files=job_files(job))
 
 
 class JobBusy(CliplabelError):

@@ -5,14 +5,13 @@ from __future__ import annotations
 import asyncio
 
 from fastapi import APIRouter, Depends, File, Form, Request, UploadFile
-from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 
 from cliplabel_pipeline.core.reading.uploads import Upload, UploadTooLarge
 from cliplabel_pipeline.core.storage.guarded import shown
 from cliplabel_pipeline.service.errors import ApiError
 from cliplabel_pipeline.service.params import LabelOptions, label_options
-from cliplabel_pipeline.service.schemas import ClassifyResponse
+from cliplabel_pipeline.service.schemas import ClassifyResponse, classify_response
 from cliplabel_pipeline.service.state import ServiceState, ready
 
 router = APIRouter(tags=["images"])
@@ -31,7 +30,7 @@ async def read_uploads(files: list[UploadFile], max_bytes: int) -> list[Upload]:
 
 
 async def classify_uploads(state: ServiceState, uploads: list[Upload], options: LabelOptions,
-                           arrival=None) -> dict:
+                           arrival=None) -> ClassifyResponse:
     """Check the headers, then decode and encode (in a batch shared with other callers, off the event loop)."""
     classifier = state.classifier
 
@@ -45,24 +44,17 @@ async def classify_uploads(state: ServiceState, uploads: list[Upload], options: 
         reasons = "; ".join(f"{s.path}: {s.reason}" for s in embedded.skipped)
         raise ApiError(422, f"no image could be read: {reasons}")
     records = classifier.score(embedded, labeller, options.settings)
-    return {
-        "results": [{"filename": r.path, **{k: v for k, v in r.to_json().items() if k not in ("path", "kind")}}
-                    for r in records],
-        "skipped": [{"filename": s.path, "reason": s.reason} for s in embedded.skipped],
-        "model": labeller.encoder.name,
-        "bank_version": labeller.index.bank.version,
-    }
+    return classify_response(records, embedded.skipped, labeller.encoder.name, labeller.index.bank.version)
 
 
-@router.post("/classify/image", response_model=ClassifyResponse, response_model_exclude_none=True,
-             summary="Label one or more uploaded images")
+@router.post("/classify/image", response_model=ClassifyResponse, summary="Label one or more uploaded images")
 async def classify_image(request: Request, files: list[UploadFile] = File(..., description="one or more images"),
                          top_k: int | None = Form(None, description="labels kept per image (also a query parameter)"),
                          min_confidence: float | None = Form(None, description="softmax confidence below it flags an image"),
                          min_match: float | None = Form(None, description="open-set match below it flags an image"),
                          labels: str | None = Form(None, description="comma-separated labels replacing the bank"),
-                         state: ServiceState = Depends(ready)) -> JSONResponse:
+                         state: ServiceState = Depends(ready)) -> ClassifyResponse:
     """The same numbers as `cliplabel classify` on the same files. JPEG, PNG and WEBP, checked by content."""
     options = label_options(request, state.settings, top_k, min_confidence, labels, min_match)
     uploads = await read_uploads(files, state.settings.max_upload_bytes)
-    return JSONResponse(await classify_uploads(state, uploads, options, getattr(request.state, "arrival", None)))
+    return await classify_uploads(state, uploads, options, getattr(request.state, "arrival", None))

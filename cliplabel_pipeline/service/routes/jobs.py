@@ -8,14 +8,13 @@ from __future__ import annotations
 
 import json
 from collections import Counter
-
 from typing import Literal
 
-from fastapi import APIRouter, Depends, Query, Request
-from fastapi.responses import JSONResponse, StreamingResponse
+from fastapi import APIRouter, Depends, Query, Request, Response
+from fastapi.responses import StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
-from cliplabel_pipeline.core.errors import CliplabelError
+from cliplabel_pipeline.core.errors import CliplabelError, UnknownJob
 from cliplabel_pipeline.core.job_folder import JobFolder, is_real_folder
 from cliplabel_pipeline.core.organising.export import EXPORT_FORMATS, FOLDER_FORMATS
 from cliplabel_pipeline.core.serving.files import job_files
@@ -25,7 +24,7 @@ from cliplabel_pipeline.service.errors import ApiError, status_of
 from cliplabel_pipeline.service.params import label_options
 from cliplabel_pipeline.service.routes.images import classify_uploads, read_uploads
 from cliplabel_pipeline.service.routes.job_actions import cleanup_job, export_file, restore_job, review_job
-from cliplabel_pipeline.service.schemas import JobAccepted, JobStatusOut
+from cliplabel_pipeline.service.schemas import JobAccepted, JobFiles, JobStatusOut, job_status_out
 from cliplabel_pipeline.service.state import ServiceState, ready, state_of
 
 router = APIRouter()
@@ -38,7 +37,7 @@ def open_job(state: ServiceState, job_id: str) -> JobFolder:
     server's own paths are not named to the client)."""
     job = JobFolder(state.settings.results_root, job_id)
     if not is_real_folder(job.path):
-        raise ApiError(404, f"unknown job {shown(job_id)!r}: no such folder under the results root")
+        raise UnknownJob(f"unknown job {shown(job_id)!r}: no such folder under the results root")
     return job
 
 
@@ -60,32 +59,34 @@ def _exports(text) -> tuple[str, ...]:
     return formats
 
 
-def _submit(request: Request, state: ServiceState, job_id: str, job_request: JobRequest) -> tuple[dict, bool]:
+def _submit(request: Request, state: ServiceState, job_id: str, job_request: JobRequest) -> tuple[JobAccepted, bool]:
     job = open_job(state, job_id)
     status, created = state.runner.submit(job, job_request)
-    return {"job_id": job.id, "state": status.state, "status_url": _status_url(request, job.id)}, created
+    return JobAccepted(job_id=job.id, state=status.state, status_url=_status_url(request, job.id)), created
 
 
 @router.post("/classify/job/{job_id}", status_code=202, response_model=JobAccepted, tags=["jobs"],
              summary="Label a job folder in the background")
-def classify_job(request: Request, job_id: str, top_k: int | None = Query(None), min_confidence: float | None = Query(None),
+def classify_job(request: Request, response: Response, job_id: str, top_k: int | None = Query(None),
+                 min_confidence: float | None = Query(None),
                  min_match: float | None = Query(None),
                  export: str | None = Query(None, description="extra export formats to write: csv,jsonl (the ZIP is always made)"),
-                 state: ServiceState = Depends(ready)):
+                 state: ServiceState = Depends(ready)) -> JobAccepted:
     """202 with the status URL; 409 (with the same URL) while the job is already queued or running."""
     options = label_options(request, state.settings, top_k, min_confidence, min_match=min_match)
-    body, created = _submit(request, state, job_id, JobRequest(options.settings, _exports(export)))
+    accepted, created = _submit(request, state, job_id, JobRequest(options.settings, _exports(export)))
     if not created:
-        raise ApiError(409, f"job {shown(job_id)!r} is already {body['state']}: poll its status URL",
-                       status_url=body["status_url"], state=body["state"])
-    return JSONResponse(body, status_code=202, headers={"Location": body["status_url"]})
+        raise ApiError(409, f"job {shown(job_id)!r} is already {accepted.state}: poll its status URL",
+                       status_url=accepted.status_url, state=accepted.state)
+    response.headers["Location"] = accepted.status_url
+    return accepted
 
 
 @router.get("/classify/job/{job_id}", name="job_status", response_model=JobStatusOut,
             response_model_exclude_none=True, tags=["jobs"], summary="A job's state, with counts and files when done")
-def job_status(request: Request, job_id: str, state: ServiceState = Depends(ready)) -> dict:
+def job_status(request: Request, job_id: str, state: ServiceState = Depends(ready)) -> JobStatusOut:
     job = open_job(state, job_id)
-    return {**state.runner.status(job).to_json(), "status_url": _status_url(request, job.id)}
+    return job_status_out(state.runner.status(job), _status_url(request, job.id))
 
 
 @router.post("/classify/batch", status_code=202, tags=["jobs"], summary="Label many jobs, or many uploaded images",
@@ -98,7 +99,7 @@ def job_status(request: Request, job_id: str, state: ServiceState = Depends(read
                      "files": {"type": "array", "items": {"type": "string", "format": "binary"}},
                      "top_k": {"type": "integer"}, "min_confidence": {"type": "number"},
                      "min_match": {"type": "number"}, "labels": {"type": "string"}}}}}}})
-async def classify_batch(request: Request, state: ServiceState = Depends(ready)):
+async def classify_batch(request: Request, response: Response, state: ServiceState = Depends(ready)):
     """JSON ``{"job_ids": [...]}``: 202 with one status URL each (or that job's error). Multipart ``files``:
     200 with the labels, as ``POST /classify/image``."""
     if request.headers.get("content-type", "").startswith("multipart/form-data"):
@@ -107,7 +108,8 @@ async def classify_batch(request: Request, state: ServiceState = Depends(ready))
             options = label_options(request, state.settings, form.get("top_k"), form.get("min_confidence"),
                                     form.get("labels"), form.get("min_match"))
             uploads = await read_uploads(files, state.settings.max_upload_bytes)
-        return JSONResponse(await classify_uploads(state, uploads, options, getattr(request.state, "arrival", None)))
+        response.status_code = 200
+        return await classify_uploads(state, uploads, options, getattr(request.state, "arrival", None))
     payload = await _json(request)
     ids = payload.get("job_ids")
     if not isinstance(ids, list) or not ids or not all(isinstance(i, str) for i in ids):
@@ -120,17 +122,16 @@ async def classify_batch(request: Request, state: ServiceState = Depends(ready))
     jobs = []
     for job_id in dict.fromkeys(ids):
         try:
-            body, created = _submit(request, state, job_id, job_request)
-            jobs.append({**body, "accepted": created})
+            accepted, created = _submit(request, state, job_id, job_request)
+            jobs.append({**accepted.model_dump(), "accepted": created})
         except CliplabelError as exc:
             jobs.append({"job_id": shown(job_id), "error": shown(exc), "status": status_of(exc)})
         except ApiError as exc:
             jobs.append({"job_id": shown(job_id), "error": exc.detail, "status": exc.status})
     if not any("status_url" in j for j in jobs):  # nothing accepted, nothing already running: an error status
         status = Counter(j["status"] for j in jobs).most_common(1)[0][0]
-        return JSONResponse({"detail": f"no job of the batch was accepted ({jobs[0]['error']})", "jobs": jobs},
-                            status_code=status)
-    return JSONResponse({"jobs": jobs}, status_code=202)
+        raise ApiError(status, f"no job of the batch was accepted ({jobs[0]['error']})", jobs=jobs)
+    return {"jobs": jobs}
 
 
 async def _json(request: Request) -> dict:
@@ -219,7 +220,8 @@ async def post_reviews(request: Request, job_id: str,
     return await run_in_threadpool(review_job, state, job, name, data, reviewer)
 
 
-@router.get("/jobs/{job_id}/files", tags=["exports"], summary="Every file of a job, with sizes")
-def list_files(job_id: str, state: ServiceState = Depends(ready)) -> dict:
+@router.get("/jobs/{job_id}/files", response_model=JobFiles, tags=["exports"],
+            summary="Every file of a job, with sizes")
+def list_files(job_id: str, state: ServiceState = Depends(ready)) -> JobFiles:
     job = open_job(state, job_id)
-    return {"job_id": job.id, "files": [f.to_json() for f in job_files(job)]}
+    return JobFiles(job_id=job.id, files=job_files(job))
