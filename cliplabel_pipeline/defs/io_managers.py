@@ -10,7 +10,7 @@ child first reads it. The concept index travels through its on-disk cache the sa
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import get_origin
+from typing import get_args, get_origin
 
 import dagster as dg
 
@@ -44,7 +44,9 @@ JOB_VALUES: dict[object, JobValue] = {
 def job_value(kind: object) -> JobValue:
     """The entry for ``kind``: a value's class, or the type an input is annotated with."""
     for known, entry in JOB_VALUES.items():
-        if kind == known or kind is (get_origin(known) or known):
+        same_generic = get_origin(kind) is not None and (get_origin(kind), get_args(kind)) == (get_origin(known),
+                                                                                               get_args(known))
+        if kind == known or same_generic or kind is get_origin(known):  # list[X] as typing.List[X], or a value's class
             return entry
     raise dg.DagsterInvariantViolationError(f"no job-folder artefact holds a value of type {kind!r}")
 
