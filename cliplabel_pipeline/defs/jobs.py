@@ -116,6 +116,8 @@ class RestoreConfig(dg.Config):
 @dg.op(tags=on_queue(LINEAGE_QUEUE))  # it writes DuckDB: on a cluster, on the one writer's host
 def restore_quarantined(context: dg.OpExecutionContext, config: RestoreConfig, results_root: ResultsRootResource,
                         duckdb: DuckDBResource) -> dg.Output:
+    """Every quarantined item of the job back in place, with its label line and rows; the outputs derived from
+    the labels rebuilt."""
     with as_failure(context):
         job = results_root.job(config.job_id)
         done = upkeep.restore(job, duckdb.db_path(results_root.root))
