@@ -16,7 +16,7 @@ from cliplabel_pipeline.defs.assets.lineage import job_lineage_rows
 from cliplabel_pipeline.defs.assets.reports import job_exports, job_groups, job_metrics_report
 from cliplabel_pipeline.defs.assets.reviews import job_reviews
 from cliplabel_pipeline.defs.cluster import executor_for
-from cliplabel_pipeline.defs.io_managers import ConceptIndexIOManager, JobFolderIOManager
+from cliplabel_pipeline.defs.io_managers import concept_index_io_manager, job_folder_io_manager
 from cliplabel_pipeline.defs.jobs import apply_reviews_job, cleanup_job, label_jobs_job, restore_job
 from cliplabel_pipeline.defs.resources import ClipModelResource, DuckDBResource, ResultsRootResource, bound_to_env
 from cliplabel_pipeline.defs.schedules import label_backfill_schedule
@@ -41,8 +41,8 @@ defs = dg.Definitions(
         "clip": clip,
         "results_root": results_root,
         "duckdb": DuckDBResource(path=bound_to_env("db"), spool_rows=SETTINGS.spools_lineage),
-        "job_folder_io": JobFolderIOManager(results_root=results_root),
-        "concept_index_io": ConceptIndexIOManager(clip=clip),
+        "job_folder_io": job_folder_io_manager,
+        "concept_index_io": concept_index_io_manager,
     },
     # One process per run: the CLIP model loads once and every step of the run shares it. Or, with
     # CLIPLABEL_EXECUTOR=celery (deploy/), every step on a Celery worker, each worker loading the model once.

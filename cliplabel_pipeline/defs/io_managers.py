@@ -51,10 +51,11 @@ def job_value(kind: object) -> JobValue:
     raise dg.DagsterInvariantViolationError(f"no job-folder artefact holds a value of type {kind!r}")
 
 
-class JobFolderIOManager(dg.ConfigurableIOManager):
+class JobFolderIOManager(dg.IOManager):
     """Per-job values: stored by the stages in the job folder, checked and located here, read back by type."""
 
-    results_root: dg.ResourceDependency[ResultsRootResource]
+    def __init__(self, results_root: ResultsRootResource):
+        self.results_root = results_root
 
     def handle_output(self, context: dg.OutputContext, obj) -> None:
         job = self.results_root.job(context.asset_partition_key)
@@ -69,12 +70,13 @@ class JobFolderIOManager(dg.ConfigurableIOManager):
         return job_value(context.dagster_type.typing_type).load(job)
 
 
-class ConceptIndexIOManager(dg.ConfigurableIOManager):
+class ConceptIndexIOManager(dg.IOManager):
     """The concept index: its cache file is its value (loaded without the image tower). Building the index
     writes the cache; where the cache cannot hold it (a read-only cache folder), the child that reads the index
     builds it again, and the output says so."""
 
-    clip: dg.ResourceDependency[ClipModelResource]
+    def __init__(self, clip: ClipModelResource):
+        self.clip = clip
 
     def handle_output(self, context: dg.OutputContext, obj: ConceptIndex) -> None:
         cached = self.clip.cached_index() is not None
@@ -83,3 +85,14 @@ class ConceptIndexIOManager(dg.ConfigurableIOManager):
 
     def load_input(self, context: dg.InputContext) -> ConceptIndex:
         return self.clip.concept_index()
+
+
+# Each takes the resource it reads by its key, as set up for the run (the same object the assets get).
+@dg.io_manager(required_resource_keys={"results_root"})
+def job_folder_io_manager(context: dg.InitResourceContext) -> JobFolderIOManager:
+    return JobFolderIOManager(context.resources.results_root)
+
+
+@dg.io_manager(required_resource_keys={"clip"})
+def concept_index_io_manager(context: dg.InitResourceContext) -> ConceptIndexIOManager:
+    return ConceptIndexIOManager(context.resources.clip)

@@ -63,7 +63,7 @@ REBUILT = (job_groups, job_exports, job_metrics_report)
 
 def report_action(context: dg.OpExecutionContext, job_id: str, action: str, done: Upkeep) -> None:
     """The asset events of a cleanup or restore that changed ``done.paths`` of job ``job_id``."""
-    metadata = {"action": action, "items": dg.MetadataValue.int(len(done.paths)), "by_run": context.run_id}
+    metadata = {"action": action, "items": dg.MetadataValue.int(len(done.paths)), "by_run": context.run.run_id}
     for asset in CHANGED_IN_PLACE:
         context.log_event(dg.AssetObservation(asset_key=asset.key, partition=job_id, metadata={
             **metadata, "change": f"{len(done.paths)} items' label lines and rows {_moved(action)}"}))

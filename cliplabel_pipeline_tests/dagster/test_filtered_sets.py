@@ -16,7 +16,7 @@ from cliplabel_pipeline.defs.assets.filtered import flagged_table, job_confidenc
 from cliplabel_pipeline.defs.assets.labels import job_label_assignments
 from cliplabel_pipeline.defs.assets.reports import job_exports, job_groups
 from cliplabel_pipeline.defs.assets.reviews import job_reviews
-from cliplabel_pipeline.defs.io_managers import job_value
+from cliplabel_pipeline.defs.io_managers import JobFolderIOManager, job_value
 from cliplabel_pipeline_tests.dagster.test_assets import materialize_job
 
 STRICT = {"ops": {job_label_assignments.node_def.name: {"config": {"min_confidence": 0.9999999}}}}
@@ -100,16 +100,14 @@ def test_the_io_manager_stores_and_loads_each_value_by_its_type(toy_job, resourc
     root, job_id = toy_job
     result = materialize_job(job_id, resources, instance)
     assert result.success
-    io = resources["job_folder_io"]
+    io = JobFolderIOManager(resources["results_root"])
     for asset, kind in ((job_reviews, list[Review]), (job_image_embeddings, Embedded), (job_label_assignments, Labelled),
                         (job_confidence_filtered_sets, FilteredSets), (job_groups, Grouped), (job_exports, Exported)):
         returned = result.output_for_node(asset.node_def.name)
-        out = dg.build_output_context(asset_key=asset.key, partition_key=job_id,
-                                      resources={"results_root": resources["results_root"]})
+        out = dg.build_output_context(asset_key=asset.key, partition_key=job_id)
         io.handle_output(out, returned)
         loaded = io.load_input(dg.build_input_context(asset_key=asset.key, partition_key=job_id,
-                                                      dagster_type=_typed(kind),
-                                                      resources={"results_root": resources["results_root"]}))
+                                                      dagster_type=_typed(kind)))
         assert type(loaded) is type(returned), kind
         assert _facts(loaded) == _facts(returned), kind
 
@@ -133,10 +131,9 @@ def _facts(value):
 
 def test_the_io_manager_refuses_a_value_whose_artefact_was_not_written(results_root, resources):
     (results_root / "empty").mkdir()
-    out = dg.build_output_context(asset_key="job_label_assignments", partition_key="empty",
-                                  resources={"results_root": resources["results_root"]})
+    out = dg.build_output_context(asset_key="job_confidence_filtered_sets", partition_key="empty")
     with pytest.raises(dg.DagsterInvariantViolationError, match="labels.jsonl was not written"):
-        resources["job_folder_io"].handle_output(out, FilteredSets((), ()))
+        JobFolderIOManager(resources["results_root"]).handle_output(out, FilteredSets((), ()))
 
 
 def test_flagged_table_escapes_what_would_break_the_table():

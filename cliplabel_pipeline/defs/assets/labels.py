@@ -29,7 +29,7 @@ def job_label_assignments(context: dg.AssetExecutionContext, config: LabelingCon
         bank = config.bank_spec(clip.bank_spec)
         index = concept_text_embeddings if bank == clip.bank_spec else clip.concept_index(bank)
         labelled = label_embedded(job, job_image_embeddings, index, bank, config.label_settings(),
-                                  duckdb.db_path(results_root.root), context.run_id, spool_rows=duckdb.spool_rows,
+                                  duckdb.db_path(results_root.root), context.run.run_id, spool_rows=duckdb.spool_rows,
                                   reviews=job_reviews)
     records, prov = labelled.records, labelled.provenance
     yield dg.Output(labelled, metadata={
