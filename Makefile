@@ -20,12 +20,14 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(PY) -m pytest
 
+# `dg dev` (the webserver and the daemon) in the project's own virtual environment, as if activated: `dg` runs
+# the code location with the Python it finds active.
 dev: $(STAMP)
 	mkdir -p .dagster_home && ln -sfn ../deploy/local/dagster.yaml .dagster_home/dagster.yaml
 	DAGSTER_HOME=$${DAGSTER_HOME:-$(CURDIR)/.dagster_home} \
 	CLIPLABEL_RESULTS_ROOT=$${CLIPLABEL_RESULTS_ROOT:-$(CURDIR)/demo/results} \
-	PYTHONWARNINGS='ignore:Function `dev_command` is superseded:FutureWarning' \
-		$(VENV)/bin/dagster dev -w workspace.yaml
+	VIRTUAL_ENV=$(abspath $(VENV)) PATH=$(abspath $(VENV))/bin:$$PATH \
+		$(VENV)/bin/dg dev
 
 benchmark: $(STAMP)
 	$(PY) benchmarks/benchmark.py

@@ -1,54 +1,50 @@
-"""The Dagster code location: assets, checks, sensors, schedule, resources, IO managers and the executor."""
+"""The Dagster code location (``dg dev``, ``dg check defs``, ``dg launch``; ``workspace.yaml`` for the daemon
+and the webserver): assets, checks, jobs, sensors, schedule, resources and IO managers, and the executor.
 
-import os
+The design card's assets: the concept bank's text embeddings, then per job (one dynamic partition each) the
+image embeddings, the label assignments (with people's reviews laid over them), the confidence-filtered sets,
+the KMeans groups, the exports and the metrics report.
+"""
 
-from cliplabel_pipeline.core.settings import ENV_VARS, Settings, offline_hub
+import dagster as dg
 
-offline_hub()  # never download at run time; `cliplabel model pull` does that
+from cliplabel_pipeline.core.settings import Settings, offline_hub
+from cliplabel_pipeline.defs.assets.embeddings import concept_text_embeddings, job_image_embeddings
+from cliplabel_pipeline.defs.assets.filtered import job_confidence_filtered_sets
+from cliplabel_pipeline.defs.assets.labels import job_label_assignments
+from cliplabel_pipeline.defs.assets.lineage import job_lineage_rows
+from cliplabel_pipeline.defs.assets.reports import job_exports, job_groups, job_metrics_report
+from cliplabel_pipeline.defs.assets.reviews import job_reviews
+from cliplabel_pipeline.defs.cluster import executor_for
+from cliplabel_pipeline.defs.io_managers import concept_index_io_manager, job_folder_io_manager
+from cliplabel_pipeline.defs.jobs import apply_reviews_job, cleanup_job, label_jobs_job, restore_job
+from cliplabel_pipeline.defs.resources import ClipModelResource, DuckDBResource, ResultsRootResource, bound_to_env
+from cliplabel_pipeline.defs.schedules import label_backfill_schedule
+from cliplabel_pipeline.defs.sensors import job_reviews_sensor, new_jobs_sensor
 
-import dagster as dg  # noqa: E402
+SETTINGS = Settings.from_env()
+offline_hub()  # the model is read from the cache, never downloaded at run time: `cliplabel model pull` does that
 
-from cliplabel_pipeline.defs.assets.embeddings import concept_text_embeddings, job_image_embeddings  # noqa: E402
-from cliplabel_pipeline.defs.assets.labels import job_label_assignments  # noqa: E402
-from cliplabel_pipeline.defs.assets.lineage import job_lineage_rows  # noqa: E402
-from cliplabel_pipeline.defs.assets.reports import job_exports, job_groups, job_metrics_report  # noqa: E402
-from cliplabel_pipeline.defs.assets.reviews import job_reviews  # noqa: E402
-from cliplabel_pipeline.defs.checks import all_checks  # noqa: E402
-from cliplabel_pipeline.defs.cluster import executor_for  # noqa: E402
-from cliplabel_pipeline.defs.io_managers import ConceptIndexIOManager, JobFolderIOManager  # noqa: E402
-from cliplabel_pipeline.defs.jobs import apply_reviews_job, cleanup_job, label_jobs_job, restore_job  # noqa: E402
-from cliplabel_pipeline.defs.resources import ClipModelResource, DuckDBResource, ResultsRootResource  # noqa: E402
-from cliplabel_pipeline.defs.schedules import label_backfill_schedule  # noqa: E402
-from cliplabel_pipeline.defs.sensors import job_reviews_sensor, new_jobs_sensor  # noqa: E402
-
-ENV = Settings.from_env()
-
-
-def _bound(field: str, value):
-    """An ``EnvVar`` where the setting's variable is set (the UI then shows where it came from), else the value."""
-    return dg.EnvVar(ENV_VARS[field]) if ENV_VARS[field] in os.environ else value
-
-
-clip = ClipModelResource(model=_bound("model", ENV.model), device=_bound("device", ENV.device),
-                         precision=_bound("precision", ENV.precision),
-                         labels_file=_bound("labels_file", None), templates_file=_bound("templates_file", None))
-results_root = ResultsRootResource(path=_bound("results_root", str(ENV.results_root)), settle_seconds=ENV.settle_s)
+clip = ClipModelResource(model=bound_to_env("model"), device=bound_to_env("device"),
+                         precision=bound_to_env("precision"), cache_dir=bound_to_env("cache_dir"),
+                         labels_file=bound_to_env("labels_file"), templates_file=bound_to_env("templates_file"))
+results_root = ResultsRootResource(path=bound_to_env("results_root"), settle_seconds=SETTINGS.settle_s)
 
 defs = dg.Definitions(
-    assets=[concept_text_embeddings, job_image_embeddings, job_reviews, job_label_assignments, job_groups, job_exports,
-            job_metrics_report, *([job_lineage_rows] if ENV.spools_lineage else [])],
-    asset_checks=all_checks,
+    assets=[concept_text_embeddings, job_image_embeddings, job_reviews, job_label_assignments,
+            job_confidence_filtered_sets, job_groups, job_exports, job_metrics_report,
+            *([job_lineage_rows] if SETTINGS.spools_lineage else [])],
     jobs=[label_jobs_job, apply_reviews_job, cleanup_job, restore_job],
     sensors=[new_jobs_sensor, job_reviews_sensor],
     schedules=[label_backfill_schedule],
     resources={
         "clip": clip,
         "results_root": results_root,
-        "duckdb": DuckDBResource(path=_bound("db", None), spool_rows=ENV.spools_lineage),
-        "job_folder_io": JobFolderIOManager(results_root=results_root),
-        "concept_index_io": ConceptIndexIOManager(clip=clip),
+        "duckdb": DuckDBResource(path=bound_to_env("db"), spool_rows=SETTINGS.spools_lineage),
+        "job_folder_io": job_folder_io_manager,
+        "concept_index_io": concept_index_io_manager,
     },
     # One process per run: the CLIP model loads once and every step of the run shares it. Or, with
     # CLIPLABEL_EXECUTOR=celery (deploy/), every step on a Celery worker, each worker loading the model once.
-    executor=executor_for(ENV),
+    executor=executor_for(SETTINGS),
 )

@@ -1,6 +1,6 @@
 """The stages of labelling a job, in the order the data flows:
 
-    job folder -> items -> Embedded -> Labelled -> Grouped -> Exported -> JobResult
+    job folder -> items -> Embedded -> Labelled -> FilteredSets -> Grouped -> Exported -> JobResult
 
 Each stage takes its parent's value, writes its own artefacts through the ``JobFolder`` and returns its own
 value; none reads back past its parent. ``load_*`` rebuild a stage's value from its artefacts (the Dagster
@@ -22,6 +22,7 @@ import numpy as np
 
 from cliplabel_pipeline.core.errors import CliplabelError
 from cliplabel_pipeline.core.job_folder import JobFolder
+from cliplabel_pipeline.core.labelling.filtered import FilteredSets, split_by_confidence
 from cliplabel_pipeline.core.labelling.index import ConceptIndex
 from cliplabel_pipeline.core.progress import Progress, counter, step
 from cliplabel_pipeline.core.organising.bundle import BundleFile, write_bundle_folder, write_bundle_zip
@@ -215,11 +216,20 @@ def ingest_lineage(job: JobFolder, db_path: Path) -> JobRows:
     return rows
 
 
-def group_labelled(labelled: Labelled, index: ConceptIndex) -> Grouped:
-    """``groups.json``: confident items by top-1, low-confidence items clustered and named."""
+def filter_labelled(labelled: Labelled) -> FilteredSets:
+    """The kept and the flagged items, by the flags of the run that labelled them (writes nothing: the split is
+    ``labels.jsonl``'s own, and follows it through cleanup, restore and reviews)."""
+    return split_by_confidence(labelled.records)
+
+
+def group_labelled(labelled: Labelled, index: ConceptIndex, filtered: FilteredSets | None = None) -> Grouped:
+    """``groups.json``: the kept items of ``filtered`` by label, the flagged ones clustered and named
+    (``filtered`` is ``filter_labelled(labelled)`` when not given)."""
     from cliplabel_pipeline.core.organising.grouping import group_items
 
-    groups = group_items(labelled.records, labelled.embeddings_by_path(), index)
+    if filtered is None:
+        filtered = filter_labelled(labelled)
+    groups = group_items(filtered, labelled.embeddings_by_path(), index)
     with labelled.job.lock():
         labelled.job.write_groups(groups)
     return Grouped(labelled, groups)
@@ -276,7 +286,7 @@ def process_job(labeller, job: JobFolder, settings: LabelSettings = LabelSetting
         with step(progress, f"{job.id}: scoring"):
             labelled = label_embedded(job, embedded, labeller.index, labeller.bank_spec, settings, db_path)
         with step(progress, f"{job.id}: grouping"):
-            grouped = group_labelled(labelled, labeller.index)
+            grouped = group_labelled(labelled, labeller.index, filter_labelled(labelled))
         with step(progress, f"{job.id}: exporting"):
             exported = export_grouped(grouped)
         with step(progress, f"{job.id}: report"):
@@ -286,6 +296,10 @@ def process_job(labeller, job: JobFolder, settings: LabelSettings = LabelSetting
 # Values rebuilt from artefacts (for a stage run apart from its parent, as Dagster assets are).
 def load_labelled(job: JobFolder) -> Labelled:
     return Labelled(job, job.read_labels(), job.read_skipped(), job.read_provenance(), job.read_embedded())
+
+
+def load_filtered(job: JobFolder) -> FilteredSets:
+    return split_by_confidence(job.read_labels())
 
 
 def load_grouped(job: JobFolder) -> Grouped:

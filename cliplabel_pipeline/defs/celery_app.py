@@ -9,17 +9,18 @@ per worker, not once per step.
 
 import os
 
+from dagster_celery.executor import CeleryExecutor
+from dagster_celery.make_app import make_app
+
+from cliplabel_pipeline.core.organising.grouping import import_clustering
 from cliplabel_pipeline.core.settings import ENV_VARS, Settings, offline_hub
+from cliplabel_pipeline.defs.cluster import celery_app_config
+from cliplabel_pipeline.defs.step_task import StepLease, create_step_task
 
-os.environ.setdefault(ENV_VARS["executor"], "celery")  # the steps a worker receives belong to Celery runs
+# The steps a worker receives belong to Celery runs: the code location each step reconstructs here says so
+# (it is imported by the first step, after this line).
+os.environ.setdefault(ENV_VARS["executor"], "celery")
 offline_hub()
-
-from dagster_celery.executor import CeleryExecutor  # noqa: E402
-from dagster_celery.make_app import make_app  # noqa: E402
-
-from cliplabel_pipeline.core.organising.grouping import import_clustering  # noqa: E402
-from cliplabel_pipeline.defs.cluster import celery_app_config  # noqa: E402
-from cliplabel_pipeline.defs.step_task import StepLease, create_step_task  # noqa: E402
 
 app = make_app(CeleryExecutor.for_cli(**celery_app_config(Settings.from_env())).app_args())
 app.steps["consumer"].add(StepLease)

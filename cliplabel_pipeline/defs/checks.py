@@ -1,80 +1,78 @@
-"""Asset checks: each tests one property; the embedding checks block bad data from going downstream."""
-
-import warnings
+"""Asset checks, each testing one property, reported by the asset that holds the data (its ``check_specs``)
+from the value it has just made: the embedding checks block bad data from going downstream. Each result names
+the job it was made for."""
 
 import dagster as dg
 import numpy as np
 
 from cliplabel_pipeline.core.storage.files import read_jsonl
-from cliplabel_pipeline.core.values import LabelRecord
-from cliplabel_pipeline.defs.assets.embeddings import job_image_embeddings
-from cliplabel_pipeline.defs.assets.labels import job_label_assignments
-from cliplabel_pipeline.defs.partitions import jobs_partitions
-from cliplabel_pipeline.defs.resources import ClipModelResource, ResultsRootResource
+from cliplabel_pipeline.core.values import Embedded, LabelRecord
 
 KINDS = ("source", "mask", "object")
 
-# Checks per partition are what a per-job asset needs; Dagster calls them "preview" and says so on every load of
-# the code location, a line that tells a user of cliplabel nothing they can act on.
-warnings.filterwarnings("ignore", message="Specifying a partitions_def on an AssetCheckSpec", category=dg.PreviewWarning)
+
+def embeddings_are_finite(job_id: str, embedded: Embedded, dimension: int) -> dg.AssetCheckResult:
+    """No embedding holds a NaN or an infinity."""
+    bad = int((~np.isfinite(embedded.embeddings)).any(axis=1).sum())
+    return _result("embeddings_are_finite", job_id, bad == 0, rows_with_nan_or_inf=bad)
 
 
-def _embeddings(context, results_root) -> np.ndarray:
-    return results_root.job(context.partition_key).read_embedded().embeddings
-
-
-@dg.asset_check(asset=job_image_embeddings, blocking=True, partitions_def=jobs_partitions)
-def embeddings_are_finite(context: dg.AssetCheckExecutionContext, results_root: ResultsRootResource):
-    emb = _embeddings(context, results_root)
-    bad = int((~np.isfinite(emb)).any(axis=1).sum())
-    return dg.AssetCheckResult(passed=bad == 0, metadata={"rows_with_nan_or_inf": bad})
-
-
-@dg.asset_check(asset=job_image_embeddings, blocking=True, partitions_def=jobs_partitions)
-def embeddings_are_unit_norm(context: dg.AssetCheckExecutionContext, results_root: ResultsRootResource):
-    norms = np.linalg.norm(_embeddings(context, results_root), axis=1)
+def embeddings_are_unit_norm(job_id: str, embedded: Embedded, dimension: int) -> dg.AssetCheckResult:
+    """Every embedding has length 1 (to 1e-3): scores are cosines."""
+    norms = np.linalg.norm(embedded.embeddings, axis=1)
     worst = float(np.abs(norms - 1).max()) if len(norms) else 0.0
-    return dg.AssetCheckResult(passed=worst < 1e-3, metadata={"max_norm_error": worst})
+    return _result("embeddings_are_unit_norm", job_id, worst < 1e-3, max_norm_error=worst)
 
 
-@dg.asset_check(asset=job_image_embeddings, blocking=True, partitions_def=jobs_partitions)
-def embeddings_have_model_dimension(context: dg.AssetCheckExecutionContext, results_root: ResultsRootResource,
-                                    clip: ClipModelResource):
-    dim = int(_embeddings(context, results_root).shape[1])
-    expected = int(clip.concept_index().text_emb.shape[1])
-    return dg.AssetCheckResult(passed=dim == expected, metadata={"dimension": dim, "expected": expected})
+def embeddings_have_model_dimension(job_id: str, embedded: Embedded, dimension: int) -> dg.AssetCheckResult:
+    """The embeddings are as wide as the model's text embeddings."""
+    dim = int(embedded.embeddings.shape[1])
+    return _result("embeddings_have_model_dimension", job_id, dim == dimension, dimension=dim, expected=dimension)
 
 
-@dg.asset_check(asset=job_label_assignments, partitions_def=jobs_partitions)
-def labels_match_record_schema(context: dg.AssetCheckExecutionContext, results_root: ResultsRootResource):
+def labels_match_record_schema(job_id: str, records: list[LabelRecord], embedded: Embedded,
+                               labels_jsonl) -> dg.AssetCheckResult:
+    """Every line of ``labels.jsonl`` reads back as a label record of a known kind."""
     bad = []
-    for row in read_jsonl(results_root.job(context.partition_key).labels_jsonl):
+    for row in read_jsonl(labels_jsonl):
         try:
             rec = LabelRecord.from_json(row)
             ok = (rec.kind in KINDS and isinstance(rec.confidence, float) and isinstance(rec.low_confidence, bool)
                   and all(isinstance(x.name, str) for x in rec.labels))
-        except (KeyError, TypeError):
+        except (KeyError, TypeError, ValueError):
             ok = False
         if not ok:
             bad.append(row.get("path"))
-    return dg.AssetCheckResult(passed=not bad, metadata={"bad_records": len(bad), "first_bad": str(bad[:5])})
+    return _result("labels_match_record_schema", job_id, not bad, bad_records=len(bad), first_bad=str(bad[:5]))
 
 
-@dg.asset_check(asset=job_label_assignments, partitions_def=jobs_partitions)
-def labels_cover_every_readable_item(context: dg.AssetCheckExecutionContext, results_root: ResultsRootResource):
-    job = results_root.job(context.partition_key)
-    embedded = {i.path for i in job.read_embedded().items}
-    labelled = {r.path for r in job.read_labels()}
-    missing = sorted(embedded - labelled)
-    return dg.AssetCheckResult(passed=not missing, metadata={"missing": len(missing), "first_missing": str(missing[:5])})
+def labels_cover_every_readable_item(job_id: str, records: list[LabelRecord], embedded: Embedded,
+                                     labels_jsonl) -> dg.AssetCheckResult:
+    """Every item that was read and embedded has a label."""
+    missing = sorted({i.path for i in embedded.items} - {r.path for r in records})
+    return _result("labels_cover_every_readable_item", job_id, not missing, missing=len(missing),
+                   first_missing=str(missing[:5]))
 
 
-@dg.asset_check(asset=job_label_assignments, partitions_def=jobs_partitions)
-def confidences_within_unit_interval(context: dg.AssetCheckExecutionContext, results_root: ResultsRootResource):
-    scores = [x.score for r in results_root.job(context.partition_key).read_labels() for x in r.labels]
+def confidences_within_unit_interval(job_id: str, records: list[LabelRecord], embedded: Embedded,
+                                     labels_jsonl) -> dg.AssetCheckResult:
+    """Every top-k score is a probability, within [0, 1]."""
+    scores = [x.score for r in records for x in r.labels]
     outside = sum(not 0.0 <= s <= 1.0 for s in scores)
-    return dg.AssetCheckResult(passed=outside == 0, metadata={"outside": outside, "scores": len(scores)})
+    return _result("confidences_within_unit_interval", job_id, outside == 0, outside=outside, scores=len(scores))
 
 
-all_checks = [embeddings_are_finite, embeddings_are_unit_norm, embeddings_have_model_dimension,
-              labels_match_record_schema, labels_cover_every_readable_item, confidences_within_unit_interval]
+def _result(name: str, job_id: str, passed: bool, **metadata) -> dg.AssetCheckResult:
+    return dg.AssetCheckResult(check_name=name, passed=bool(passed), metadata={"job": job_id, **metadata})
+
+
+EMBEDDING_CHECKS = {f.__name__: f for f in (embeddings_are_finite, embeddings_are_unit_norm,
+                                            embeddings_have_model_dimension)}
+LABEL_CHECKS = {f.__name__: f for f in (labels_match_record_schema, labels_cover_every_readable_item,
+                                        confidences_within_unit_interval)}
+
+# The one place an asset is named by a string: a check spec names the asset it checks, and is declared by it.
+EMBEDDING_CHECK_SPECS = [dg.AssetCheckSpec(name, asset="job_image_embeddings", blocking=True, description=fn.__doc__)
+                         for name, fn in EMBEDDING_CHECKS.items()]
+LABEL_CHECK_SPECS = [dg.AssetCheckSpec(name, asset="job_label_assignments", description=fn.__doc__)
+                     for name, fn in LABEL_CHECKS.items()]

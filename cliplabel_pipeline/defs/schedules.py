@@ -28,7 +28,7 @@ def label_backfill_schedule(context: dg.ScheduleEvaluationContext, clip: ClipMod
         except CliplabelError as exc:  # one bad job never stops the others
             context.log.warning(f"job {shown(job_id)} not looked at: {shown(exc)}")
             continue
-        reason = relabel_reason(runs.get(job_id), clip.model)
+        reason = relabel_reason(runs.get(job_id), clip.settings.model)
         if reason is None:
             continue
         if job_id not in known:

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from cliplabel_pipeline.core.job_folder import JobFolder
+from cliplabel_pipeline.core.labelling.filtered import split_by_confidence
 from cliplabel_pipeline.core.organising.grouping import cluster_low_confidence, group_items
 from cliplabel_pipeline.core.pipeline import group_labelled, label_job
 from cliplabel_pipeline.core.values import LabelRecord, LabelSettings
@@ -55,7 +56,8 @@ def test_zero_one_or_two_low_confidence_items(labeller, n):
     x = rng.normal(size=(n, labeller.index.text_emb.shape[1])).astype(np.float32)
     x /= np.linalg.norm(x, axis=1, keepdims=True) if n else 1
     records = [LabelRecord(f"objects/{i}.png", "object", [], "red star", 0.1, 0.1, 0.0, True) for i in range(n)]
-    groups = group_items(records, {r.path: x[i] for i, r in enumerate(records)}, labeller.index).to_json()
+    groups = group_items(split_by_confidence(records), {r.path: x[i] for i, r in enumerate(records)},
+                         labeller.index).to_json()
     assert len(groups["clusters"]) == min(n, 1)
     assert sum(len(c["items"]) for c in groups["clusters"]) == n
     for c in groups["clusters"]:
@@ -77,3 +79,15 @@ def test_past_the_sample_size_k_is_chosen_on_a_sample_and_every_item_is_clustere
     clusters = cluster_low_confidence(x, labeller.index.text_emb, labeller.index.names)
     assert len(clusters) == 5
     assert sorted(sorted(c["members"]) for c in clusters) == sorted(np.flatnonzero(truth == t).tolist() for t in range(5))
+
+
+def test_grouping_reads_the_filtered_sets_it_is_given(labeller, toy_job):
+    """Grouping takes the split from the filtered sets, not from the records again: an item the sets flag is
+    clustered, whatever its record says."""
+    root, job_id = toy_job
+    labelled = label_job(labeller, JobFolder.open(root, job_id))
+    strict = split_by_confidence(labelled.records, min_confidence=1.01)  # every item flagged by confidence
+    assert not strict.kept and {f.rules for f in strict.flagged} >= {("confidence",)}
+    groups = group_labelled(labelled, labeller.index, strict).groups
+    assert groups.groups == []
+    assert sorted(i for c in groups.clusters for i in c.items) == sorted(r.path for r in labelled.records)

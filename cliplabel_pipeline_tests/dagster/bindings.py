@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from cliplabel_pipeline.defs.io_managers import ConceptIndexIOManager, JobFolderIOManager
+from cliplabel_pipeline.defs.io_managers import concept_index_io_manager, job_folder_io_manager
 from cliplabel_pipeline.defs.resources import ClipModelResource, DuckDBResource, ResultsRootResource
 
 
@@ -10,4 +10,4 @@ def bound_resources(model: str, results_root: str, db_path: str, cache_dir: str,
     clip = ClipModelResource(model=model, device="cpu", precision="fp32", cache_dir=cache_dir)
     root = ResultsRootResource(path=results_root, settle_seconds=settle_seconds)
     return {"clip": clip, "results_root": root, "duckdb": DuckDBResource(path=db_path),
-            "job_folder_io": JobFolderIOManager(results_root=root), "concept_index_io": ConceptIndexIOManager(clip=clip)}
+            "job_folder_io": job_folder_io_manager, "concept_index_io": concept_index_io_manager}

@@ -10,15 +10,15 @@ import zipfile
 import dagster as dg
 
 from cliplabel_pipeline.defs.assets.embeddings import concept_text_embeddings, job_image_embeddings
+from cliplabel_pipeline.defs.assets.filtered import job_confidence_filtered_sets
 from cliplabel_pipeline.defs.assets.labels import job_label_assignments
 from cliplabel_pipeline.defs.assets.reports import job_exports, job_groups, job_metrics_report
 from cliplabel_pipeline.defs.assets.reviews import job_reviews
-from cliplabel_pipeline.defs.checks import all_checks
 from cliplabel_pipeline.core.storage.files import read_jsonl
 from cliplabel_pipeline.core.storage.database import query
 
-ASSETS = [concept_text_embeddings, job_image_embeddings, job_reviews, job_label_assignments, job_groups, job_exports,
-          job_metrics_report, *all_checks]
+ASSETS = [concept_text_embeddings, job_image_embeddings, job_reviews, job_label_assignments,
+          job_confidence_filtered_sets, job_groups, job_exports, job_metrics_report]
 # what label_jobs_job runs: the job's assets and the concept index they read
 JOB_SELECTION = dg.AssetSelection.groups("job_labelling") | dg.AssetSelection.assets(concept_text_embeddings)
 
@@ -153,7 +153,9 @@ def test_a_locked_database_fails_the_label_step_with_one_line(toy_job, resources
 
 
 def test_cleanup_and_restore_are_recorded_against_the_jobs_assets(toy_job, resources, instance, db_path):
-    from cliplabel_pipeline.defs.jobs import CHANGED_ASSETS, cleanup_job, restore_job
+    """What each did, as it is: the labels and their filtered sets changed in place (observed), groups, exports
+    and report rebuilt from them (materialised by the cleanup or restore that rebuilt them)."""
+    from cliplabel_pipeline.defs.jobs import CHANGED_IN_PLACE, REBUILT, cleanup_job, restore_job
 
     root, job_id = toy_job
     assert materialize_job(job_id, resources, instance).success
@@ -164,11 +166,19 @@ def test_cleanup_and_restore_are_recorded_against_the_jobs_assets(toy_job, resou
     restore = {"ops": {"restore_quarantined": {"config": {"job_id": job_id}}}}
     assert restore_job.execute_in_process(run_config=restore, instance=instance, resources=resources).success
     assert (root / job_id / "labels.jsonl").read_bytes() == labels
-    for key in CHANGED_ASSETS:
-        events = instance.fetch_materializations(dg.AssetKey(key), limit=10).records
+    for asset in REBUILT:
+        events = instance.fetch_materializations(asset.key, limit=10).records
         actions = [e.asset_materialization.metadata.get("action") for e in events
                    if e.asset_materialization.partition == job_id]
-        assert [a.value for a in actions if a is not None][:2] == ["restore", "quarantine"], key
+        assert [a.value for a in actions if a is not None][:2] == ["restore", "quarantine"], asset.key
+    for asset in CHANGED_IN_PLACE:
+        events = instance.fetch_observations(asset.key, limit=10).records
+        actions = [e.asset_observation.metadata.get("action") for e in events
+                   if e.asset_observation.partition == job_id]
+        assert [a.value for a in actions if a is not None][:2] == ["restore", "quarantine"], asset.key
+        materialized_by = {e.run_id for e in instance.fetch_materializations(asset.key, limit=10).records}
+        assert materialized_by.isdisjoint(r.run_id for r in instance.get_runs()
+                                          if r.job_name in ("cleanup_job", "restore_job")), asset.key
 
 
 def test_the_report_preview_shows_every_picture_inline_never_a_broken_link(labeller, results_root):

@@ -6,7 +6,8 @@ import dagster as dg
 
 from cliplabel_pipeline.definitions import defs
 
-JOB_ASSETS = ["job_image_embeddings", "job_label_assignments", "job_groups", "job_exports", "job_metrics_report"]
+JOB_ASSETS = ["job_image_embeddings", "job_label_assignments", "job_confidence_filtered_sets", "job_groups",
+              "job_exports", "job_metrics_report"]
 
 
 def test_definitions_load_with_every_asset_sensor_and_schedule():
@@ -33,11 +34,12 @@ def test_every_edge_is_an_input_the_asset_reads():
     """The asset graph is the data graph: each parent's value is an argument of its child."""
     import inspect
 
-    from cliplabel_pipeline.defs.assets import embeddings, labels, reports
+    from cliplabel_pipeline.defs.assets import embeddings, filtered, labels, reports
 
-    functions = {**vars(embeddings), **vars(labels), **vars(reports)}
+    functions = {**vars(embeddings), **vars(labels), **vars(filtered), **vars(reports)}
     graph = defs.get_repository_def().asset_graph
-    for key in ["job_label_assignments", "job_groups", "job_exports", "job_metrics_report"]:
+    for key in ["job_label_assignments", "job_confidence_filtered_sets", "job_groups", "job_exports",
+                "job_metrics_report"]:
         params = set(inspect.signature(functions[key].op.compute_fn.decorated_fn).parameters)
         assert {k.to_user_string() for k in graph.get(dg.AssetKey(key)).parent_keys} <= params, key
 
@@ -49,4 +51,57 @@ def test_the_labelling_job_materialises_the_concept_index_it_reads():
 
 def test_new_reviews_rebuild_what_depends_on_them_and_never_encode_an_image():
     selected = {k.to_user_string() for k in defs.resolve_job_def("apply_reviews_job").asset_layer.selected_asset_keys}
-    assert selected == {"job_reviews", "job_label_assignments", "job_groups", "job_exports", "job_metrics_report"}
+    assert selected == {"job_reviews", "job_label_assignments", "job_confidence_filtered_sets", "job_groups",
+                        "job_exports", "job_metrics_report"}
+
+
+def test_the_design_cards_seven_assets_and_the_edges_between_them():
+    """Concept-bank text embeddings, per-job image embeddings, label assignments, confidence-filtered sets, KMeans
+    groups, exports, metrics reports: grouping reads the filtered sets, and the filtered sets read the labels."""
+    graph = defs.get_repository_def().asset_graph
+    card = ["concept_text_embeddings", "job_image_embeddings", "job_label_assignments", "job_confidence_filtered_sets",
+            "job_groups", "job_exports", "job_metrics_report"]
+    assert {dg.AssetKey(k) for k in card} <= graph.get_all_asset_keys()
+    parents = {k: {p.to_user_string() for p in graph.get(dg.AssetKey(k)).parent_keys} for k in card}
+    assert parents["job_confidence_filtered_sets"] == {"job_label_assignments"}
+    assert parents["job_groups"] == {"job_label_assignments", "job_confidence_filtered_sets", "concept_text_embeddings"}
+
+
+def test_checks_are_declared_by_the_asset_that_has_the_data_with_their_names_and_blocking():
+    graph = defs.get_repository_def().asset_graph
+    checks = {(k.asset_key.to_user_string(), k.name): graph.get_check_spec(k).blocking
+              for k in graph.asset_check_keys}
+    assert checks == {("job_image_embeddings", "embeddings_are_finite"): True,
+                      ("job_image_embeddings", "embeddings_are_unit_norm"): True,
+                      ("job_image_embeddings", "embeddings_have_model_dimension"): True,
+                      ("job_label_assignments", "labels_match_record_schema"): False,
+                      ("job_label_assignments", "labels_cover_every_readable_item"): False,
+                      ("job_label_assignments", "confidences_within_unit_interval"): False}
+
+
+def test_paths_and_model_ids_are_bound_to_their_environment_variables():
+    """The UI shows where each comes from: every one an ``EnvVar``, whether or not the variable is set."""
+    resources = defs.resources
+    assert resources["clip"].model == dg.EnvVar("CLIPLABEL_MODEL")
+    assert resources["clip"].cache_dir == dg.EnvVar("CLIPLABEL_CACHE")
+    assert resources["results_root"].path == dg.EnvVar("CLIPLABEL_RESULTS_ROOT")
+    assert resources["duckdb"].path == dg.EnvVar("CLIPLABEL_DB")
+
+
+def test_dg_check_defs_passes_with_no_warning(tmp_path):
+    """The project is a ``dg`` project: ``dg check defs`` loads its definitions, and says nothing else."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    venv = Path(sys.executable).parent.parent
+    (tmp_path / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
+    env = {**os.environ, "VIRTUAL_ENV": str(venv), "PATH": f"{venv / 'bin'}{os.pathsep}{os.environ['PATH']}",
+           "DAGSTER_HOME": str(tmp_path), "PYTHONWARNINGS": "default"}
+    repo = Path(__file__).resolve().parents[2]
+    done = subprocess.run([str(venv / "bin" / "dg"), "check", "defs"], cwd=repo, env=env, capture_output=True,
+                          text=True, timeout=300)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "All definitions loaded successfully." in done.stdout
+    assert "warning" not in (done.stdout + done.stderr).lower(), done.stdout + done.stderr

@@ -81,7 +81,8 @@ def test_a_review_run_carries_the_reviewed_label_through_groups_exports_and_repo
         tags={"dagster/run_key": request.run_key})
     assert result.success
     materialised = {e.asset_key.to_user_string() for e in result.get_asset_materialization_events()}
-    assert materialised == {"job_reviews", "job_label_assignments", "job_groups", "job_exports", "job_metrics_report"}
+    assert materialised == {"job_reviews", "job_label_assignments", "job_confidence_filtered_sets", "job_groups",
+                            "job_exports", "job_metrics_report"}
     assert job.embeddings_npy.stat().st_mtime_ns == embeddings  # no image encoded again
 
     groups = {g["name"]: g["items"] for g in json.loads(job.groups_json.read_text())["groups"]}

@@ -25,6 +25,7 @@ from pathlib import Path
 
 from cliplabel_pipeline.core.errors import CliplabelError
 from cliplabel_pipeline.core.job_folder import INPUT_DIRS, JobFolder
+from cliplabel_pipeline.core.labelling.filtered import FilteredSets, split_by_confidence
 from cliplabel_pipeline.core.storage import guarded
 from cliplabel_pipeline.core.storage.guarded import shown
 from cliplabel_pipeline.core.storage.database import write_connection
@@ -74,12 +75,12 @@ def plan_cleanup(job: JobFolder, min_confidence: float, min_match: float | None 
     """Label records of the items below ``min_confidence``, or with a ``match`` below ``min_match``, that cleanup
     would remove (only masks and cut-outs): an item a person accepted or corrected never, one a person rejected
     always."""
-    def below(r: LabelRecord) -> bool:
-        if r.settled or r.rejected:
-            return r.rejected
-        return r.confidence < min_confidence or (min_match is not None and r.match is not None and r.match < min_match)
+    return quarantine_plan(job, split_by_confidence(job.read_labels(), min_confidence, min_match))
 
-    return [r for r in job.read_labels() if below(r) and removable(r) and job.is_file(r.path)]
+
+def quarantine_plan(job: JobFolder, filtered: FilteredSets) -> list[LabelRecord]:
+    """The flagged items of ``filtered`` that cleanup may remove: masks and cut-outs still in the job."""
+    return [r for r in filtered.flagged_records if removable(r) and job.is_file(r.path)]
 
 
 def apply_cleanup(job: JobFolder, records: list[LabelRecord], db_path: Path | None, purge: bool = False) -> list[str]:

@@ -1,4 +1,4 @@
-"""Grouping a job's items: confident ones by top-1 label, the low-confidence rest by KMeans.
+"""Grouping a job's confidence-filtered sets: the kept items by label, the flagged ones by KMeans.
 
 k is chosen by silhouette over 2..min(8, n-1) (seeded, so reruns give the same groups); 0, 1 or 2
 low-confidence items make at most one cluster. Past ``CHOOSE_ON`` items, k is chosen on a seeded sample of
@@ -15,8 +15,9 @@ from collections import defaultdict
 
 import numpy as np
 
+from cliplabel_pipeline.core.labelling.filtered import FilteredSets
 from cliplabel_pipeline.core.labelling.index import ConceptIndex
-from cliplabel_pipeline.core.values import Cluster, Group, Groups, LabelRecord
+from cliplabel_pipeline.core.values import Cluster, Group, Groups
 
 SEED = 0
 MAX_K = 8
@@ -91,17 +92,15 @@ def _named(found: list[tuple[np.ndarray, np.ndarray]], names: tuple[str, ...]) -
     return [named[c] for c in range(len(found))]
 
 
-def group_items(records: list[LabelRecord], embeddings: dict[str, np.ndarray], index: ConceptIndex) -> Groups:
-    """Confident items grouped by their label of record (a reviewed item by the label a person gave); low-confidence
-    ones (a rejected item among them) clustered and named after a concept."""
+def group_items(filtered: FilteredSets, embeddings: dict[str, np.ndarray], index: ConceptIndex) -> Groups:
+    """The kept items grouped by their label of record (a reviewed item by the label a person gave); the flagged
+    ones (a rejected item among them) clustered and named after a concept. ``embeddings``: by path, at least
+    every flagged item's."""
     by_label: dict[str, list[str]] = defaultdict(list)
-    low = []
-    for rec in records:
-        if rec.low_confidence:
-            low.append(rec.path)
-        else:
-            by_label[rec.label or rec.top1].append(rec.path)  # the label of record: a person's, where one decided
+    for rec in filtered.kept:
+        by_label[rec.label or rec.top1].append(rec.path)  # the label of record: a person's, where one decided
     groups = Groups([Group(name, items) for name, items in sorted(by_label.items())])
+    low = [f.path for f in filtered.flagged]
     if low:
         x = np.stack([embeddings[p] for p in low])
         for i, c in enumerate(cluster_low_confidence(x, index.text_emb, index.names)):

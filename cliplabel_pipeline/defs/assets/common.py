@@ -51,7 +51,7 @@ def as_failure(context=None):
         yield
     except JobGone as exc:
         if context is not None:
-            context.instance.add_run_tags(context.run_id, {NO_RUN_RETRY_TAG: "false"})
+            context.instance.add_run_tags(context.run.run_id, {NO_RUN_RETRY_TAG: "false"})
         raise dg.Failure(description=f"{exc} (not retried: the job is gone)", allow_retries=False) from None
     except CliplabelError as exc:
         raise dg.Failure(description=str(exc)) from None
@@ -61,7 +61,7 @@ def as_failure(context=None):
 def heartbeat(context):
     """Heartbeats for this step in the run's log, every ``CLIPLABEL_HEARTBEAT_S`` seconds (default 30)."""
     job = context.partition_key if context.has_partition_key else None
-    op = op_id(context.run_id, str(context.op_execution_context.node_handle))
+    op = op_id(context.run.run_id, str(context.op_execution_context.node_handle))
     with Heartbeat(op, job, context.log.info, Settings.from_env().heartbeat_s):
         yield
 

@@ -1,11 +1,14 @@
 """The concept bank's text embeddings, and the image embeddings of each job."""
 
+from collections.abc import Iterator
+
 import dagster as dg
 
 from cliplabel_pipeline.core.labelling.index import ConceptIndex
 from cliplabel_pipeline.core.pipeline import embed_job
 from cliplabel_pipeline.core.values import Embedded
 from cliplabel_pipeline.defs.assets.common import JOB_GROUP, LabelingConfig, as_failure, heartbeat, path_md
+from cliplabel_pipeline.defs.checks import EMBEDDING_CHECKS, EMBEDDING_CHECK_SPECS
 from cliplabel_pipeline.defs.cluster import CLIP_QUEUE, on_queue
 from cliplabel_pipeline.defs.partitions import jobs_partitions
 from cliplabel_pipeline.defs.resources import ClipModelResource, ResultsRootResource
@@ -28,14 +31,17 @@ def concept_text_embeddings(context: dg.AssetExecutionContext, clip: ClipModelRe
 
 
 @dg.asset(partitions_def=jobs_partitions, kinds={"pytorch", "numpy"}, group_name=JOB_GROUP, pool="clip_model",
-          io_manager_key="job_folder_io", op_tags=on_queue(CLIP_QUEUE))
+          io_manager_key="job_folder_io", op_tags=on_queue(CLIP_QUEUE),
+          check_specs=EMBEDDING_CHECK_SPECS)
 def job_image_embeddings(context: dg.AssetExecutionContext, config: LabelingConfig, clip: ClipModelResource,
-                         results_root: ResultsRootResource) -> dg.Output[Embedded]:
-    """CLIP image embeddings of every readable item of the job; unreadable ones recorded with a reason."""
+                         results_root: ResultsRootResource) -> Iterator[dg.Output[Embedded] | dg.AssetCheckResult]:
+    """CLIP image embeddings of every readable item of the job; unreadable ones recorded with a reason. Its
+    checks (finite, unit norm, the model's width) block the labels when they fail."""
     with as_failure(context), heartbeat(context):
         job = results_root.job(context.partition_key)
-        embedded = embed_job(clip.labeller(), job, config.label_settings())
-    return dg.Output(embedded, metadata={
+        labeller = clip.labeller()
+        embedded = embed_job(labeller, job, config.label_settings())
+    yield dg.Output(embedded, metadata={
         "items": dg.MetadataValue.int(len(embedded.items)),
         "skipped": dg.MetadataValue.int(len(embedded.skipped)),
         "skipped_reasons": dg.MetadataValue.md(
@@ -45,3 +51,6 @@ def job_image_embeddings(context: dg.AssetExecutionContext, config: LabelingConf
         "model": embedded.encoder.model, "precision": embedded.encoder.precision, "device": embedded.encoder.device,
         "embeddings": path_md(job.embeddings_npy),
     })
+    width = int(labeller.index.text_emb.shape[1])
+    for check in EMBEDDING_CHECKS.values():
+        yield check(job.id, embedded, width)

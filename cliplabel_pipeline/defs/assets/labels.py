@@ -1,5 +1,7 @@
 """Top-k labels per item, with the job's rows in DuckDB."""
 
+from collections.abc import Iterator
+
 import dagster as dg
 
 from cliplabel_pipeline.core.labelling.index import ConceptIndex
@@ -8,16 +10,17 @@ from cliplabel_pipeline.core.values import REVIEW, Embedded, Review
 from cliplabel_pipeline.defs.assets.common import (
     JOB_GROUP, LabelingConfig, as_failure, heartbeat, histogram_md, path_md,
 )
-from cliplabel_pipeline.defs.resources import ClipModelResource, DuckDBResource, ResultsRootResource
+from cliplabel_pipeline.defs.checks import LABEL_CHECKS, LABEL_CHECK_SPECS
 from cliplabel_pipeline.defs.partitions import jobs_partitions
+from cliplabel_pipeline.defs.resources import ClipModelResource, DuckDBResource, ResultsRootResource
 
 
 @dg.asset(partitions_def=jobs_partitions, kinds={"numpy", "duckdb"}, group_name=JOB_GROUP,
-          io_manager_key="job_folder_io")
+          io_manager_key="job_folder_io", check_specs=LABEL_CHECK_SPECS)
 def job_label_assignments(context: dg.AssetExecutionContext, config: LabelingConfig, clip: ClipModelResource,
                           results_root: ResultsRootResource, duckdb: DuckDBResource,
                           job_image_embeddings: Embedded, concept_text_embeddings: ConceptIndex,
-                          job_reviews: list[Review]) -> dg.Output[Labelled]:
+                          job_reviews: list[Review]) -> Iterator[dg.Output[Labelled] | dg.AssetCheckResult]:
     """Top-k concepts with confidence for every item, with people's reviews laid over them (the label of record):
     ``labels.jsonl``, and the job's DuckDB ``assets``, ``labels`` and ``runs`` rows (replaced in one transaction).
     Scored from the stored embeddings: new reviews re-run this without encoding an image."""
@@ -26,10 +29,10 @@ def job_label_assignments(context: dg.AssetExecutionContext, config: LabelingCon
         bank = config.bank_spec(clip.bank_spec)
         index = concept_text_embeddings if bank == clip.bank_spec else clip.concept_index(bank)
         labelled = label_embedded(job, job_image_embeddings, index, bank, config.label_settings(),
-                                  duckdb.db_path(results_root.root), context.run_id, spool_rows=duckdb.spool_rows,
+                                  duckdb.db_path(results_root.root), context.run.run_id, spool_rows=duckdb.spool_rows,
                                   reviews=job_reviews)
     records, prov = labelled.records, labelled.provenance
-    return dg.Output(labelled, metadata={
+    yield dg.Output(labelled, metadata={
         "items": dg.MetadataValue.int(len(records)),
         "low_confidence": dg.MetadataValue.int(sum(r.low_confidence for r in records)),
         "labelled_by_review": dg.MetadataValue.int(sum(r.label_source == REVIEW for r in records)),
@@ -47,3 +50,5 @@ def job_label_assignments(context: dg.AssetExecutionContext, config: LabelingCon
         "items_per_s": dg.MetadataValue.float(labelled.performance.items_per_s),
         "labels_jsonl": path_md(job.labels_jsonl),
     })
+    for check in LABEL_CHECKS.values():
+        yield check(job.id, records, job_image_embeddings, job.labels_jsonl)

@@ -1,4 +1,4 @@
-"""Groups, exports and the metrics report of a job."""
+"""KMeans groups, exports and the metrics report of a job."""
 
 import base64
 import io
@@ -8,6 +8,7 @@ import dagster as dg
 from PIL import Image
 
 from cliplabel_pipeline.core.errors import CliplabelError
+from cliplabel_pipeline.core.labelling.filtered import FilteredSets
 from cliplabel_pipeline.core.labelling.index import ConceptIndex
 from cliplabel_pipeline.core.organising.export import FOLDER_FORMATS, installed_folder_formats, selected
 from cliplabel_pipeline.core.pipeline import (
@@ -21,13 +22,14 @@ from cliplabel_pipeline.defs.resources import ClipModelResource
 @dg.asset(partitions_def=jobs_partitions, kinds={"scikitlearn", "json"}, group_name=JOB_GROUP,
           io_manager_key="job_folder_io")
 def job_groups(context: dg.AssetExecutionContext, clip: ClipModelResource, job_label_assignments: Labelled,
-               concept_text_embeddings: ConceptIndex) -> dg.Output[Grouped]:
-    """Confident items grouped by top-1 label; low-confidence items clustered and named: ``groups.json``."""
+               job_confidence_filtered_sets: FilteredSets, concept_text_embeddings: ConceptIndex) -> dg.Output[Grouped]:
+    """The kept items grouped by label; the flagged ones clustered by KMeans on their embeddings and named after
+    the nearest concept: ``groups.json``."""
     labelled = job_label_assignments
     with as_failure(context):
         bank = labelled.provenance.bank
         index = concept_text_embeddings if bank == clip.bank_spec else clip.concept_index(bank)
-        grouped = group_labelled(labelled, index)
+        grouped = group_labelled(labelled, index, job_confidence_filtered_sets)
     groups = grouped.groups
     rows = [f"| {g.name} | {len(g.items)} |" for g in groups.groups]
     rows += [f"| ~{c.name} (low confidence, similarity {c.similarity:.2f}) | {len(c.items)} |" for c in groups.clusters]
