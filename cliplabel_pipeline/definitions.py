@@ -18,10 +18,10 @@ from cliplabel_pipeline.defs.cluster import executor_for  # noqa: E402
 from cliplabel_pipeline.defs.io_managers import ConceptIndexIOManager, JobFolderIOManager  # noqa: E402
 from cliplabel_pipeline.defs.jobs import apply_reviews_job, cleanup_job, label_jobs_job, restore_job  # noqa: E402
 from cliplabel_pipeline.defs.resources import ClipModelResource, DuckDBResource, ResultsRootResource  # noqa: E402
-from cliplabel_pipeline.defs.schedules import label_backfill_schedule  # noqa: E402
-from cliplabel_pipeline.defs.sensors import job_reviews_sensor, new_jobs_sensor  # noqa: E402
+from cliplabel_pipeline.defs.schedules import label_backfill_schedule_at  # noqa: E402
+from cliplabel_pipeline.defs.sensors import job_reviews_sensor_every, new_jobs_sensor_every  # noqa: E402
 
-ENV = Settings.from_env()
+ENV = Settings.from_env()  # the one read of the CLIPLABEL_* variables where the definitions are built
 
 
 def _bound(field: str, value):
@@ -39,8 +39,8 @@ defs = dg.Definitions(
             job_metrics_report, *([job_lineage_rows] if ENV.spools_lineage else [])],
     asset_checks=all_checks,
     jobs=[label_jobs_job, apply_reviews_job, cleanup_job, restore_job],
-    sensors=[new_jobs_sensor, job_reviews_sensor],
-    schedules=[label_backfill_schedule],
+    sensors=[new_jobs_sensor_every(ENV.sensor_interval_s), job_reviews_sensor_every(ENV.sensor_interval_s)],
+    schedules=[label_backfill_schedule_at(ENV.backfill_cron)],
     resources={
         "clip": clip,
         "results_root": results_root,
