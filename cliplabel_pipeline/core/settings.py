@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import math
 import os
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Annotated, Any, Literal, get_args
 
@@ -185,12 +185,14 @@ def check_value(model, field: str, value, name: str | None = None):
     return getattr(done, field)
 
 
-def bad_values(model, exc: ValidationError, names: Mapping[str, str] | None = None) -> str:
-    """One line for a failed validation of ``model``: ``<name> <what it must be>, got <what was given>`` per
-    bad value, joined by '; '. The one place a pydantic error becomes words for a user."""
+def bad_values(model, exc: ValidationError | Sequence[Mapping[str, Any]], names: Mapping[str, str] | None = None) -> str:
+    """One line for a failed validation of ``model`` (None where there is none to ask for both bounds of a
+    field): ``<name> <what it must be>, got <what was given>`` per bad value, joined by '; '. ``exc`` may be the
+    error list of a framework's own validation (FastAPI's, with the location of each error stripped to its
+    field). The one place a pydantic error becomes words for a user."""
     fields = getattr(model, "model_fields", None) or getattr(model, "__pydantic_fields__", {})
     lines = []
-    for err in exc.errors(include_url=False):
+    for err in exc.errors(include_url=False) if isinstance(exc, ValidationError) else exc:
         field = str(err["loc"][0]) if err["loc"] else ""
         field = next((f for f, info in fields.items() if info.validation_alias == field), field)
         name = (names or {}).get(field, field)
