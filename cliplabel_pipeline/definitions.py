@@ -19,8 +19,8 @@ from cliplabel_pipeline.defs.cluster import executor_for
 from cliplabel_pipeline.defs.io_managers import concept_index_io_manager, job_folder_io_manager
 from cliplabel_pipeline.defs.jobs import apply_reviews_job, cleanup_job, label_jobs_job, restore_job
 from cliplabel_pipeline.defs.resources import ClipModelResource, DuckDBResource, ResultsRootResource, bound_to_env
-from cliplabel_pipeline.defs.schedules import label_backfill_schedule
-from cliplabel_pipeline.defs.sensors import job_reviews_sensor, new_jobs_sensor
+from cliplabel_pipeline.defs.schedules import label_backfill_schedule_at
+from cliplabel_pipeline.defs.sensors import job_reviews_sensor_every, new_jobs_sensor_every
 
 SETTINGS = Settings.from_env()
 offline_hub()  # the model is read from the cache, never downloaded at run time: `cliplabel model pull` does that
@@ -35,8 +35,8 @@ defs = dg.Definitions(
             job_confidence_filtered_sets, job_groups, job_exports, job_metrics_report,
             *([job_lineage_rows] if SETTINGS.spools_lineage else [])],
     jobs=[label_jobs_job, apply_reviews_job, cleanup_job, restore_job],
-    sensors=[new_jobs_sensor, job_reviews_sensor],
-    schedules=[label_backfill_schedule],
+    sensors=[new_jobs_sensor_every(SETTINGS.sensor_interval_s), job_reviews_sensor_every(SETTINGS.sensor_interval_s)],
+    schedules=[label_backfill_schedule_at(SETTINGS.backfill_cron)],
     resources={
         "clip": clip,
         "results_root": results_root,

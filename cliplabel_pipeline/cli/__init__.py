@@ -15,19 +15,20 @@ from pathlib import Path
 from cliplabel_pipeline.cli.parser import build_parser
 from cliplabel_pipeline.cli.progress import ProgressView
 from cliplabel_pipeline.core.job_folder import SOURCE_NAME
-from cliplabel_pipeline.core.settings import ENV_VARS, Settings, offline_hub
+from cliplabel_pipeline.core.settings import ENV_VARS, BadValue, Settings, offline_hub
 from cliplabel_pipeline.core.storage.guarded import shown
 
 __all__ = ["build_parser", "main"]
 log = logging.getLogger("cliplabel")
 
 
-def _settings(args) -> Settings:
+def _settings(args, env: Settings) -> Settings:
+    """``env`` (the variables, read once by ``main``) with the command's options laid over it."""
     labels = tuple(x.strip() for x in args.labels.split(",") if x.strip()) if args.labels is not None else ()
     if args.labels is not None and not labels:
         raise _error(f"--labels {args.labels!r} names no label: give comma-separated names, or leave it out for "
                      f"the concept bank")
-    return Settings.from_env().with_(model=args.model, device=args.device, precision=args.precision, batch_size=args.batch_size,
+    return env.with_(model=args.model, device=args.device, precision=args.precision, batch_size=args.batch_size,
                      top_k=args.top_k, min_confidence=args.min_confidence, min_match=args.min_match,
                      labels=labels,
                      labels_file=args.labels_file, templates_file=args.templates_file,
@@ -64,11 +65,11 @@ def image_paths(args: list[str]) -> list[Path]:
     return list(dict.fromkeys(found))
 
 
-def cmd_classify(args) -> int:
+def cmd_classify(args, env: Settings) -> int:
     from cliplabel_pipeline.core.values import LabelSettings
 
     paths = image_paths(args.paths)
-    settings = _settings(args)
+    settings = _settings(args, env)
     with ProgressView() as view:
         records, skipped = _load(settings, view).classify_paths(paths, LabelSettings.from_settings(settings), view)
     for rec in records:
@@ -83,13 +84,13 @@ def cmd_classify(args) -> int:
     return 0
 
 
-def cmd_job(args) -> int:
+def cmd_job(args, env: Settings) -> int:
     from cliplabel_pipeline.core.heartbeat import Heartbeat, op_id
     from cliplabel_pipeline.core.pipeline import process_job
     from cliplabel_pipeline.core.values import LabelSettings
 
     job = _job_folder(args)  # a bad id fails before the model loads
-    settings = _settings(args)
+    settings = _settings(args, env)
     with ProgressView() as view:
         labeller = _load(settings, view)
         beat = Heartbeat(op_id("cli", job.id, str(os.getpid())), job.id, log.info, settings.heartbeat_s)
@@ -105,18 +106,18 @@ def _job_folder(args):
     return JobFolder.open(args.results_root, args.job_id)
 
 
-def _db(args) -> Path:
-    return Settings.from_env().with_(results_root=args.results_root, db=args.db).db_path
+def _db(args, env: Settings) -> Path:
+    return env.with_(results_root=args.results_root, db=args.db).db_path
 
 
-def cmd_cleanup(args) -> int:
+def cmd_cleanup(args, env: Settings) -> int:
     from cliplabel_pipeline.core import upkeep
     from cliplabel_pipeline.core.organising.cleanup import plan_cleanup
 
     job = _job_folder(args)
     if args.purge and not args.apply:
         raise _error("--purge deletes files for good and only works together with --apply")
-    upkeep.recover(job, _db(args))
+    upkeep.recover(job, _db(args, env), env)
     plan = plan_cleanup(job, args.min_confidence, args.min_match)
     for rec in plan:
         match = "-" if rec.match is None else f"{rec.match:.3f}"
@@ -126,21 +127,21 @@ def cmd_cleanup(args) -> int:
               f"would go (add --apply); {SOURCE_NAME} never goes (masks are read through it), whatever its scores",
               file=sys.stderr)
         return 0
-    done = upkeep.cleanup(job, plan, _db(args), purge=args.purge)
+    done = upkeep.cleanup(job, plan, _db(args, env), env, purge=args.purge)
     where = "deleted" if args.purge else f"moved to {job.quarantine_dir} (undo: cliplabel restore {args.job_id})"
     print(f"{len(done.paths)} items {where}", file=sys.stderr)
     return 0
 
 
-def cmd_restore(args) -> int:
+def cmd_restore(args, env: Settings) -> int:
     from cliplabel_pipeline.core import upkeep
 
-    done = upkeep.restore(_job_folder(args), _db(args))
+    done = upkeep.restore(_job_folder(args), _db(args, env), env)
     print(f"restored {len(done.paths)} items")
     return 0
 
 
-def cmd_export(args) -> int:
+def cmd_export(args, env: Settings) -> int:
     from cliplabel_pipeline.core.pipeline import export_format, write_export
 
     job = _job_folder(args)
@@ -158,7 +159,7 @@ def cmd_export(args) -> int:
     return 0
 
 
-def cmd_review(args) -> int:
+def cmd_review(args, env: Settings) -> int:
     from cliplabel_pipeline.core.reviewing import import_reviews
 
     job = _job_folder(args)
@@ -166,7 +167,7 @@ def cmd_review(args) -> int:
         data = args.source.read_bytes()
     except OSError as exc:
         raise _error(f"cannot read {shown(str(args.source))}: {exc.strerror or exc}") from None
-    done = import_reviews(job, str(args.source), data, _db(args), args.reviewer)
+    done = import_reviews(job, str(args.source), data, _db(args, env), args.reviewer, env)
     for u in done.unmatched:
         print(f"not matched: {shown(u.entry)}: {shown(u.reason)}", file=sys.stderr)
     print(done.summary())
@@ -185,14 +186,14 @@ def summarise_job(done) -> str:
             f"  labels: {lab.job.labels_jsonl}\n  report: {done.report}")
 
 
-def cmd_model_pull(args) -> int:
+def cmd_model_pull(args, env: Settings) -> int:
     from cliplabel_pipeline.core.encoding.model import pull_model
 
     print(f"{args.model} -> {pull_model(args.model)}")
     return 0
 
 
-def cmd_serve(args) -> int:
+def cmd_serve(args, env: Settings) -> int:
     if args.results_root is None:
         raise _error("no results root: pass --results-root or set CLIPLABEL_RESULTS_ROOT")
     if not args.results_root.is_dir():
@@ -201,7 +202,7 @@ def cmd_serve(args) -> int:
         import uvicorn
     except ImportError:
         raise _error("the HTTP service needs its extra: pip install 'cliplabel_pipeline[serve]'") from None
-    settings = _settings(args)
+    settings = _settings(args, env)
     if settings.labels:
         raise _error("serve takes no --labels: the bank is the server's; a request may send its own labels")
     # the service reads its settings from the environment, as under any ASGI server
@@ -219,13 +220,13 @@ def cmd_serve(args) -> int:
     return 0
 
 
-def cmd_demo(args) -> int:
+def cmd_demo(args, env: Settings) -> int:
     from cliplabel_pipeline.toyworld.demo import run_demo
 
     # a temp folder of its own, so the database beside the results root is the demo's too
     root = args.results_root or Path(tempfile.mkdtemp(prefix="cliplabel-demo-")) / "results"
-    db_path = Settings.from_env().with_(results_root=root, db=args.db).db_path
-    for done in run_demo(root, args.jobs, db_path):
+    db_path = env.with_(results_root=root, db=args.db).db_path
+    for done in run_demo(root, env, args.jobs, db_path):
         print(summarise_job(done))
     print(f"results root: {root}  (open <job>/report/report.md to see what was labelled)")
     print(f"lineage: {db_path}")
@@ -243,7 +244,12 @@ COMMANDS = {"classify": cmd_classify, "job": cmd_job, "model": cmd_model_pull, "
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    try:
+        env = Settings.from_env()  # the one read of the CLIPLABEL_* variables in this process
+    except BadValue as exc:
+        print(f"cliplabel: error: {shown(exc)}", file=sys.stderr)
+        return 2
+    args = build_parser(env).parse_args(argv)
     if args.command != "model":
         offline_hub()  # only `model pull` may touch the network
     handler = logging.StreamHandler()
@@ -252,8 +258,8 @@ def main(argv: list[str] | None = None) -> int:
     from cliplabel_pipeline.core.errors import CliplabelError
 
     try:
-        return COMMANDS[args.command](args)
-    except CliplabelError as exc:
+        return COMMANDS[args.command](args, env)
+    except (CliplabelError, BadValue) as exc:
         print(f"cliplabel: error: {shown(exc)}", file=sys.stderr)
         return 2
     except BrokenPipeError:  # the reader went away (`| head`): end quietly, as other tools do

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import argparse
-import os
 from pathlib import Path
+from typing import get_args
 
 from cliplabel_pipeline.core.organising.export import EXPORT_FORMATS, ONLY_CHOICES
-from cliplabel_pipeline.core.settings import ENV_VARS, Settings
+from cliplabel_pipeline.core.settings import ENV_VARS, BadValue, Precision, Settings, check_value
 
 EXAMPLES = {
     "classify": ["cliplabel classify photo.jpg cut-out.png", "cliplabel classify 'shots/*.jpg' --top-k 5",
@@ -41,6 +41,20 @@ def _examples(command: str) -> str:
     return "examples:\n" + "\n".join(f"  {line}" for line in EXAMPLES[command])
 
 
+def _setting(field: str):
+    """An option's type: the text checked against the bounds of the ``Settings`` field (the ones a variable
+    and a request parameter meet); argparse says which option failed: ``argument --top-k: must be at least 1``."""
+
+    def parse(text: str):
+        try:
+            return check_value(Settings, field, text, name="")
+        except BadValue as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from None
+
+    parse.__name__ = field
+    return parse
+
+
 def _positive_int(text: str) -> int:
     value = int(text)
     if value < 1:
@@ -48,18 +62,11 @@ def _positive_int(text: str) -> int:
     return value
 
 
-def _unit_float(text: str) -> float:
-    value = float(text)
-    if not 0.0 <= value <= 1.0:
-        raise argparse.ArgumentTypeError(f"must be between 0 and 1, got {text}")
-    return value
-
-
 def _threshold_options(p: argparse.ArgumentParser, env: Settings) -> None:
-    p.add_argument("--min-confidence", type=_unit_float, default=env.min_confidence,
+    p.add_argument("--min-confidence", type=_setting("min_confidence"), default=env.min_confidence,
                    help="softmax confidence below it flags an item: no clear best candidate "
                         f"[{ENV_VARS['min_confidence']}]")
-    p.add_argument("--min-match", type=_unit_float, default=env.min_match,
+    p.add_argument("--min-match", type=_setting("min_match"), default=env.min_match,
                    help="open-set match below it flags an item: it matches none of the candidates "
                         f"[{ENV_VARS['min_match']}]")
 
@@ -67,12 +74,13 @@ def _threshold_options(p: argparse.ArgumentParser, env: Settings) -> None:
 def _model_options(p: argparse.ArgumentParser, env: Settings) -> None:
     p.add_argument("--model", default=env.model,
                    help=f"hub id (from the local cache) or model directory [{ENV_VARS['model']}]")
-    p.add_argument("--device", default=env.device, choices=["auto", "cpu", "cuda"],
+    p.add_argument("--device", type=_setting("device"), default=env.device, metavar="{auto,cpu,cuda,cuda:N}",
                    help="auto: CUDA when there is one, else the CPU")
-    p.add_argument("--precision", default=env.precision, choices=["auto", "fp32", "bf16", "fp16", "int8"],
+    p.add_argument("--precision", type=_setting("precision"), default=env.precision,
+                   metavar="{" + ",".join(get_args(Precision)) + "}",
                    help="auto: fp16 on CUDA, bf16 on a CPU with native bf16, else fp32; int8: CPU only")
-    p.add_argument("--batch-size", type=_positive_int, default=env.batch_size, help="images per forward pass")
-    p.add_argument("--top-k", type=_positive_int, default=env.top_k, help="labels kept per item")
+    p.add_argument("--batch-size", type=_setting("batch_size"), default=env.batch_size, help="images per forward pass")
+    p.add_argument("--top-k", type=_setting("top_k"), default=env.top_k, help="labels kept per item")
     _threshold_options(p, env)
     p.add_argument("--labels", help="comma-separated labels replacing the concept bank")
     p.add_argument("--labels-file", type=Path, default=env.labels_file,
@@ -92,14 +100,13 @@ def _job(p: argparse.ArgumentParser, env: Settings) -> None:
 
 
 def _results_root(p: argparse.ArgumentParser, env: Settings) -> None:
-    given = os.environ.get(ENV_VARS["results_root"])
+    given = "results_root" in env.model_fields_set  # CLIPLABEL_RESULTS_ROOT set: else the option is required
     p.add_argument("--results-root", type=Path, default=env.results_root if given else None,
                    help=f"folder holding <job_id>/ folders [{ENV_VARS['results_root']}]")
 
 
-def build_parser(env: Settings | None = None) -> argparse.ArgumentParser:
-    """The parser; option defaults come from ``Settings`` with the ``CLIPLABEL_*`` variables applied."""
-    env = env or Settings.from_env()
+def build_parser(env: Settings) -> argparse.ArgumentParser:
+    """The parser; option defaults come from ``env`` (``Settings.from_env()``, read once by ``main``)."""
     parser = argparse.ArgumentParser(prog="cliplabel", description="Zero-shot CLIP labels for segmentation jobs.",
                                      epilog="run `cliplabel <command> --help` for a command's options and examples",
                                      formatter_class=_Help)

@@ -27,24 +27,27 @@ class Labeller:
     index: ConceptIndex
     bank_spec: BankSpec
     cache_dir: Path
+    cache_max_bytes: int | None = None  # the text-embedding cache's budget
 
     @classmethod
     def load(cls, settings: Settings, progress: Progress | None = None) -> "Labeller":
         """Load the model (once per process) and the bank's index (from the disk cache when there)."""
         with step(progress, f"loading {settings.model}"):
             encoder = load_clip(settings.model, settings.device, settings.precision, settings.cache_dir)
-        return cls.for_encoder(encoder, BankSpec.from_settings(settings), settings.cache_dir, progress)
+        return cls.for_encoder(encoder, BankSpec.from_settings(settings), settings.cache_dir, progress,
+                               int(settings.cache_max_mb * 1e6))
 
     @classmethod
-    def for_encoder(cls, encoder: ClipHandle, spec: BankSpec, cache_dir: Path,
-                    progress: Progress | None = None) -> "Labeller":
+    def for_encoder(cls, encoder: ClipHandle, spec: BankSpec, cache_dir: Path, progress: Progress | None = None,
+                    cache_max_bytes: int | None = None) -> "Labeller":
         index = build_concept_index(encoder, bank_for(spec, encoder.model_dir), cache_dir, progress,
-                                    reference_bank_for(spec, encoder.model_dir))
-        return cls(encoder, index, spec, Path(cache_dir))
+                                    reference_bank_for(spec, encoder.model_dir), cache_max_bytes)
+        return cls(encoder, index, spec, Path(cache_dir), cache_max_bytes)
 
     def with_bank(self, spec: BankSpec) -> "Labeller":
         """The same encoder with another bank (a job's own labels or templates)."""
-        return self if spec == self.bank_spec else Labeller.for_encoder(self.encoder, spec, self.cache_dir)
+        return self if spec == self.bank_spec else Labeller.for_encoder(self.encoder, spec, self.cache_dir,
+                                                                        cache_max_bytes=self.cache_max_bytes)
 
     def classify_paths(self, paths: list[Path], settings: LabelSettings = LabelSettings(),
                        progress: Progress | None = None) -> tuple[list[LabelRecord], list[SkippedItem]]:

@@ -55,8 +55,8 @@ class ReviewImport:
                 "changed": self.changed, "outputs": f"stale: {self.stale}" if self.stale else "rebuilt"}
 
 
-def import_reviews(job: JobFolder, name: str, data: bytes, db_path: Path | None, reviewer: str | None = None,
-                   settings: Settings | None = None) -> ReviewImport:
+def import_reviews(job: JobFolder, name: str, data: bytes, db_path: Path | None, reviewer: str | None,
+                   settings: Settings) -> ReviewImport:
     """Take the reviews of the file ``name`` (its bytes ``data``) into ``job`` (locked meanwhile)."""
     with job.lock():
         upkeep.recover(job, db_path, settings)
@@ -74,5 +74,5 @@ def import_reviews(job: JobFolder, name: str, data: bytes, db_path: Path | None,
                 done.changed = upkeep.lay_over_reviews(job, records, [*job.read_reviews(), *added], con)
                 if con is not None:
                     insert_reviews(con, job.id, added)
-            _, done.stale = upkeep.rebuild_outputs(job, settings or Settings.from_env())
+            _, done.stale = upkeep.rebuild_outputs(job, settings)
         return done

@@ -1,53 +1,61 @@
-"""Every setting of cliplabel with its one default and its environment variable.
+"""Every setting of cliplabel: its one default, its bounds and its environment variable, in one model.
 
-The CLI, the Dagster resources and the HTTP service all read their defaults from ``Settings``; nothing else
-reads ``CLIPLABEL_*`` variables or restates a default.
+The CLI, the Dagster definitions and the HTTP service each call ``Settings.from_env()`` once per process and
+pass the value on; nothing else reads ``CLIPLABEL_*`` variables or restates a default or a bound. The bounds
+are types (``TopK``, ``Confidence``...) that the per-call values and every face's parameters reuse, and
+``bad_values`` is the one place that turns a failed validation into the line a user reads, naming the value
+as the user typed it (a variable, a flag, a query parameter, a run-config field).
 """
 
 from __future__ import annotations
 
+import functools
+import math
 import os
-from collections.abc import Mapping
-from dataclasses import dataclass, field, fields, replace
+from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Annotated, Any, Literal, get_args
+
+import annotated_types as at
+from pydantic import BaseModel, BeforeValidator, Field, ValidationError
+from pydantic_core import PydanticCustomError
+from pydantic.functional_validators import AfterValidator
+from pydantic_settings import BaseSettings, EnvSettingsSource, SettingsConfigDict
 
 DEFAULT_MODEL = "openai/clip-vit-base-patch32"
 DB_FILE = "cliplabel.duckdb"
+ENV_PREFIX = "CLIPLABEL_"
 
-# field name -> environment variable
-ENV_VARS = {
-    "model": "CLIPLABEL_MODEL",
-    "device": "CLIPLABEL_DEVICE",
-    "precision": "CLIPLABEL_PRECISION",
-    "batch_size": "CLIPLABEL_BATCH_SIZE",
-    "top_k": "CLIPLABEL_TOP_K",
-    "min_confidence": "CLIPLABEL_MIN_CONFIDENCE",
-    "min_match": "CLIPLABEL_MIN_MATCH",
-    "labels_file": "CLIPLABEL_LABELS_FILE",
-    "templates_file": "CLIPLABEL_TEMPLATES_FILE",
-    "results_root": "CLIPLABEL_RESULTS_ROOT",
-    "db": "CLIPLABEL_DB",
-    "db_wait_s": "CLIPLABEL_DB_WAIT_S",
-    "job_wait_s": "CLIPLABEL_JOB_WAIT_S",
-    "cache_dir": "CLIPLABEL_CACHE",
-    "cache_max_mb": "CLIPLABEL_CACHE_MAX_MB",
-    "settle_s": "CLIPLABEL_SETTLE_S",
-    "sensor_interval_s": "CLIPLABEL_SENSOR_INTERVAL_S",
-    "heartbeat_s": "CLIPLABEL_HEARTBEAT_S",
-    "backfill_cron": "CLIPLABEL_BACKFILL_CRON",
-    "api_token": "CLIPLABEL_API_TOKEN",
-    "public_url": "CLIPLABEL_PUBLIC_URL",
-    "batch_wait_ms": "CLIPLABEL_BATCH_WAIT_MS",
-    "max_upload_bytes": "CLIPLABEL_MAX_UPLOAD_BYTES",
-    "max_upload_pixels": "CLIPLABEL_MAX_UPLOAD_PIXELS",
-    "max_upload_files": "CLIPLABEL_MAX_UPLOAD_FILES",
-    "service_runs": "CLIPLABEL_SERVICE_RUNS",
-    "executor": "CLIPLABEL_EXECUTOR",
-    "broker": "CLIPLABEL_BROKER",
-    "result_backend": "CLIPLABEL_RESULT_BACKEND",
-    "redeliver_s": "CLIPLABEL_REDELIVER_S",
-}
-EXECUTORS = ("in_process", "celery")
+
+def _user_path(value):
+    """``~`` expanded in a path given as text (a variable); a ``Path`` (a flag, a caller) is taken as it is."""
+    return Path(value).expanduser() if isinstance(value, str) else value
+
+
+def _device(value: str) -> str:
+    if value in ("auto", "cpu", "cuda") or (value.startswith("cuda:") and value[5:].isdigit()):
+        return value
+    raise PydanticCustomError("device", "must be auto, cpu, cuda or cuda:<n>")
+
+
+# The bounds, defined once: the settings below, the per-call ``LabelSettings``, the CLI's flags, the service's
+# parameters and Dagster's run config all use these types.
+TopK = Annotated[int, Field(ge=1)]  # labels kept per item
+BatchSize = Annotated[int, Field(ge=1)]  # images per forward pass
+Confidence = Annotated[float, Field(ge=0.0, le=1.0)]  # softmax confidence below it: flagged
+Match = Annotated[float, Field(ge=0.0, le=1.0)]  # open-set match below it: flagged
+Count = Annotated[int, Field(ge=1)]
+Seconds = Annotated[float, Field(ge=0.0)]  # a wait: 0 is none
+Interval = Annotated[float, Field(gt=0.0)]  # a period: never 0
+Megabytes = Annotated[float, Field(ge=0.0)]
+UserPath = Annotated[Path, BeforeValidator(_user_path)]
+Device = Annotated[str, AfterValidator(_device)]
+Precision = Literal["auto", "fp32", "bf16", "fp16", "int8"]
+ServiceRuns = Literal["auto", "dagster", "local"]
+Executor = Literal["in_process", "celery"]
+EXECUTORS = get_args(Executor)
+
+NOT_VARIABLES = frozenset({"labels"})  # a run's own choice (--labels, a request's labels), never a variable
 
 
 def offline_hub() -> None:
@@ -60,43 +68,55 @@ def default_cache_dir() -> Path:
     return Path.home() / ".cache" / "cliplabel"
 
 
-@dataclass(frozen=True)
-class Settings:
-    """What a labelling run uses; ``Settings.from_env()`` applies the ``CLIPLABEL_*`` variables."""
+class BadValue(ValueError):
+    """A value out of its bounds: ``str()`` is one line per bad value, each naming it as the user gave it."""
 
-    model: str = DEFAULT_MODEL
-    device: str = "auto"
-    precision: str = "auto"
-    batch_size: int = 32
-    top_k: int = 3
-    min_confidence: float = 0.25  # softmax confidence below it: flagged (the best candidate is not clear)
-    min_match: float = 0.5  # open-set match below it: flagged (no better than 95% of pictures of nothing)
+
+class Settings(BaseSettings):
+    """What a labelling run uses. ``Settings(...)`` is its arguments over the defaults, whatever the
+    environment; ``Settings.from_env()`` applies the ``CLIPLABEL_*`` variables (each face calls it once)."""
+
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, env_ignore_empty=True,
+                                      frozen=True, extra="forbid", validate_by_name=True, validate_by_alias=True)
+
+    model: Annotated[str, Field(min_length=1)] = DEFAULT_MODEL
+    device: Device = "auto"
+    precision: Precision = "auto"
+    batch_size: BatchSize = 32
+    top_k: TopK = 3
+    min_confidence: Confidence = 0.25  # softmax confidence below it: flagged (the best candidate is not clear)
+    min_match: Match = 0.5  # open-set match below it: flagged (no better than 95% of pictures of nothing)
     labels: tuple[str, ...] = ()
-    labels_file: Path | None = None
-    templates_file: Path | None = None
-    results_root: Path = Path("results")
-    db: Path | None = None
-    db_wait_s: float = 30.0  # how long a write waits for another process that holds the DuckDB file
-    job_wait_s: float = 600.0  # how long labelling, cleanup or restore waits for another process on the same job
-    cache_dir: Path = field(default_factory=default_cache_dir)
-    cache_max_mb: float = 512.0  # text-embedding cache files beyond this are evicted, least recently used first
-    settle_s: float = 10.0
-    sensor_interval_s: int = 30
-    heartbeat_s: float = 30.0
-    backfill_cron: str = "0 3 * * *"
+    labels_file: UserPath | None = None
+    templates_file: UserPath | None = None
+    results_root: UserPath = Path("results")
+    db: UserPath | None = None
+    db_wait_s: Seconds = 30.0  # how long a write waits for another process that holds the DuckDB file
+    job_wait_s: Seconds = 600.0  # how long labelling, cleanup or restore waits for another process on the same job
+    cache_dir: UserPath = Field(default_factory=default_cache_dir, validation_alias=f"{ENV_PREFIX}CACHE")
+    cache_max_mb: Megabytes = 512.0  # text-embedding cache files beyond this are evicted, least recently used first
+    settle_s: Seconds = 10.0
+    sensor_interval_s: Count = 30
+    heartbeat_s: Interval = 30.0
+    backfill_cron: Annotated[str, Field(min_length=1)] = "0 3 * * *"
     # the HTTP service
-    api_token: str | None = field(default=None, repr=False)  # when set, every endpoint but the health checks needs it
+    api_token: str | None = Field(default=None, repr=False)  # when set, every endpoint but the health checks needs it
     public_url: str | None = None  # e.g. https://labels.example.org: status URLs built on it (else paths)
-    batch_wait_ms: float = 50.0  # the longest a batch waits for uploads still arriving or decoding (none: no wait)
-    max_upload_bytes: int = 20_000_000  # per uploaded file
-    max_upload_pixels: int = 40_000_000  # per uploaded image
-    max_upload_files: int = 256  # per request
-    service_runs: str = "auto"  # where POST /classify/job runs: "dagster", "local", or "auto" (dagster when DAGSTER_HOME is set)
+    batch_wait_ms: Seconds = 50.0  # the longest a batch waits for uploads still arriving or decoding (0: no wait)
+    max_upload_bytes: Count = 20_000_000  # per uploaded file
+    max_upload_pixels: Count = 40_000_000  # per uploaded image
+    max_upload_files: Count = 256  # per request
+    service_runs: ServiceRuns = "auto"  # where POST /classify/job runs: dagster, local, or auto (dagster when DAGSTER_HOME is set)
     # beyond one machine (deploy/): where a Dagster run's steps execute
-    executor: str = "in_process"  # "in_process": one process per run; "celery": every step on a Celery worker
-    broker: str = "redis://127.0.0.1:6379/0"  # the Celery broker, and its result backend unless result_backend
+    executor: Executor = "in_process"  # "in_process": one process per run; "celery": every step on a Celery worker
+    broker: Annotated[str, Field(min_length=1)] = "redis://127.0.0.1:6379/0"  # the Celery broker, and its result backend unless result_backend
     result_backend: str | None = None
-    redeliver_s: float = 30.0  # a step whose worker stopped renewing its lease (died) goes to another worker after this
+    redeliver_s: Interval = 30.0  # a step whose worker stopped renewing its lease (died) goes to another worker after this
+
+    def __init__(self, **values):
+        # Only the arguments, through pydantic's own init: a ``Settings(...)`` is a value, never a read of the
+        # environment (``from_env`` is), and costs microseconds where pydantic-settings' sources cost milliseconds.
+        BaseModel.__init__(self, **values)
 
     @property
     def spools_lineage(self) -> bool:
@@ -105,16 +125,13 @@ class Settings:
         return self.executor == "celery"
 
     @classmethod
-    def from_env(cls, environ: Mapping[str, str] | None = None, **overrides) -> "Settings":
-        """Defaults, then the environment (empty variables ignored), then ``overrides`` that are not None."""
-        env = os.environ if environ is None else environ
-        types = {f.name: f.type for f in fields(cls)}
-        values = {}
-        for name, var in ENV_VARS.items():
-            if env.get(var):
-                values[name] = _convert(types[name], env[var])
-        values.update({k: v for k, v in overrides.items() if v is not None})
-        return cls(**values)
+    def from_env(cls, **overrides) -> "Settings":
+        """Defaults, then the ``CLIPLABEL_*`` variables (empty ones ignored), then ``overrides`` that are not None.
+        A value out of bounds raises ``BadValue`` naming its variable (or its keyword, for an override)."""
+        given = dict(_variables(cls, _snapshot()))
+        given.update({k: v for k, v in overrides.items() if v is not None})
+        names = {name: var for name, var in ENV_VARS.items() if name not in overrides or overrides[name] is None}
+        return validated(cls, given, names)
 
     @property
     def db_path(self) -> Path:
@@ -122,14 +139,142 @@ class Settings:
         return Path(self.db) if self.db else Path(self.results_root).resolve().parent / DB_FILE
 
     def with_(self, **changes) -> "Settings":
-        return replace(self, **{k: v for k, v in changes.items() if v is not None})
+        """A copy with ``changes`` that are not None, validated as a new value is (``BadValue`` naming the
+        keyword); ``model_copy(update=...)`` would skip the bounds."""
+        given = {**self.model_dump(), **{k: v for k, v in changes.items() if v is not None}}
+        return validated(type(self), given)
 
 
-def _convert(kind: str, text: str):
-    if "int" in kind:
-        return int(text)
-    if "float" in kind:
-        return float(text)
-    if "Path" in kind:
-        return Path(text).expanduser()
-    return text
+def _snapshot() -> tuple[tuple[str, str], ...]:
+    return tuple(sorted((k, v) for k, v in os.environ.items() if k.upper().startswith(ENV_PREFIX)))
+
+
+@functools.lru_cache(maxsize=16)
+def _variables(cls, snapshot: tuple[tuple[str, str], ...]) -> tuple[tuple[str, Any], ...]:
+    """The variables' values by field, parsed once per distinct set of ``CLIPLABEL_*`` variables: the storage
+    layer still reads its waits per call (milliseconds each through pydantic-settings' own source)."""
+    del snapshot  # the cache key: the source reads the same variables from the environment
+    return tuple(_Variables(cls)().items())
+
+
+class _Variables(EnvSettingsSource):
+    """The set, non-empty ``CLIPLABEL_*`` variables by field name, as text; none for ``NOT_VARIABLES``."""
+
+    def get_field_value(self, field, field_name: str):
+        if field_name in NOT_VARIABLES:
+            return None, field_name, False
+        return super().get_field_value(field, field_name)
+
+    def __call__(self) -> dict[str, Any]:
+        by_alias = {_env_name(name, info): name for name, info in self.settings_cls.model_fields.items()}
+        return {by_alias.get(key, key): value for key, value in super().__call__().items()}
+
+
+def _env_name(name: str, info) -> str:
+    return info.validation_alias if isinstance(info.validation_alias, str) else ENV_PREFIX + name.upper()
+
+
+# field name -> its environment variable (``cache_dir`` is ``CLIPLABEL_CACHE``)
+ENV_VARS = {name: _env_name(name, info) for name, info in Settings.model_fields.items() if name not in NOT_VARIABLES}
+
+
+def validated(model, values: Mapping[str, Any], names: Mapping[str, str] | None = None):
+    """``model`` (a pydantic model or dataclass) from ``values``, or ``BadValue`` whose line names each bad
+    value by ``names`` (field -> what the user typed; the field's own name where it has none)."""
+    try:
+        return model(**values)
+    except ValidationError as exc:
+        raise BadValue(bad_values(model, exc, names)) from None
+
+
+def check_value(model, field: str, value, name: str | None = None):
+    """``value`` validated as ``model``'s ``field`` alone (a flag, a parameter), or ``BadValue`` naming ``name``
+    (the field's own name when None; "" for no name, where the caller says it, as argparse does)."""
+    try:
+        done = model.__pydantic_validator__.validate_assignment(model.model_construct(), field, value)
+    except ValidationError as exc:
+        raise BadValue(bad_values(model, exc, {field: field if name is None else name})) from None
+    return getattr(done, field)
+
+
+def bad_values(model, exc: ValidationError | Sequence[Mapping[str, Any]], names: Mapping[str, str] | None = None) -> str:
+    """One line for a failed validation of ``model`` (None where there is none to ask for both bounds of a
+    field): ``<name> <what it must be>, got <what was given>`` per bad value, joined by '; '. ``exc`` may be the
+    error list of a framework's own validation (FastAPI's, with the location of each error stripped to its
+    field). The one place a pydantic error becomes words for a user."""
+    fields = getattr(model, "model_fields", None) or getattr(model, "__pydantic_fields__", {})
+    lines = []
+    for err in exc.errors(include_url=False) if isinstance(exc, ValidationError) else exc:
+        field = str(err["loc"][0]) if err["loc"] else ""
+        field = next((f for f, info in fields.items() if info.validation_alias == field), field)
+        name = (names or {}).get(field, field)
+        info = fields.get(field)
+        given = "" if err["type"] == "missing" else f", got {_shown(err.get('input'))}"
+        lines.append(f"{name} {_must(err, info)}{given}".strip())
+    return "; ".join(dict.fromkeys(lines))
+
+
+def _must(err: Mapping[str, Any], info) -> str:
+    kind = err["type"]
+    if kind in ("greater_than_equal", "greater_than", "less_than_equal", "less_than"):
+        low, high = _bounds(info.metadata if info is not None else (), err.get("ctx", {}))
+        if low and high:
+            return f"must be between {_num(low[1])} and {_num(high[1])}"
+        if low:
+            return f"must be {'at least' if low[0] == 'ge' else 'more than'} {_num(low[1])}"
+        return f"must be {'at most' if high[0] == 'le' else 'less than'} {_num(high[1])}"
+    if kind == "literal_error":
+        return f"must be one of {err['ctx']['expected'].replace(' or ', ', ')}"
+    if kind in ("int_parsing", "int_type", "int_from_float", "float_parsing", "float_type", "finite_number"):
+        whole = kind == "int_from_float" or (kind == "int_parsing" and _is_number(str(err.get("input"))))
+        return "must be a whole number" if whole else "must be a number"
+    if kind in ("string_too_short", "missing"):
+        return "must be given" if kind == "missing" else "must not be empty"
+    if kind == "extra_forbidden":
+        return "is not a setting"
+    message = str(err.get("msg", "is not valid"))
+    return message if message.startswith("must") else f"is not valid ({message[:1].lower()}{message[1:]})"
+
+
+def _bounds(metadata, ctx: Mapping[str, Any]) -> tuple[tuple | None, tuple | None]:
+    low = high = None
+    for item in metadata:
+        if isinstance(item, at.Ge):
+            low = ("ge", item.ge)
+        elif isinstance(item, at.Gt):
+            low = ("gt", item.gt)
+        elif isinstance(item, at.Le):
+            high = ("le", item.le)
+        elif isinstance(item, at.Lt):
+            high = ("lt", item.lt)
+    for key in ("ge", "gt"):
+        low = low or ((key, ctx[key]) if key in ctx else None)
+    for key in ("le", "lt"):
+        high = high or ((key, ctx[key]) if key in ctx else None)
+    return low, high
+
+
+def _num(value) -> str:
+    return str(int(value)) if isinstance(value, float) and value.is_integer() else str(value)
+
+
+def _shown(value) -> str:
+    """What was given, short and on one line: a number as it is, text quoted."""
+    if isinstance(value, bool) or value is None:
+        return repr(value)
+    text = str(value)
+    short = text[:40] + ("..." if len(text) > 40 else "")
+    if isinstance(value, (int, float)):
+        return short if isinstance(value, int) or math.isnan(value) else _num(value)
+    if isinstance(value, str) and _is_number(text):
+        return short.strip()
+    return repr(short)
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+

@@ -42,14 +42,14 @@ PENDING = "a cleanup or restore stopped before it rebuilt them"
 
 
 @contextlib.contextmanager
-def changing(job: JobFolder, settings: Settings | None):
+def changing(job: JobFolder, settings: Settings):
     """The job locked while an action changes it, its derived outputs marked stale until they are rebuilt: a
     process killed in between leaves the mark, which the next cleanup, restore or dry run repairs (and which
     makes a ZIP export refuse meanwhile). An action refused before it changed the labels leaves the job as it
     was; one that failed after rebuilds what it can."""
     with job.lock():
         if job.stale_reason() == PENDING:
-            rebuild_outputs(job, settings or Settings.from_env())
+            rebuild_outputs(job, settings)
         previous, labels = job.stale_reason(), _labels_bytes(job)
         job.mark_stale(PENDING)
         try:
@@ -59,7 +59,7 @@ def changing(job: JobFolder, settings: Settings | None):
                 if _labels_bytes(job) == labels:
                     job.mark_stale(previous)
                 else:
-                    rebuild_outputs(job, settings or Settings.from_env())
+                    rebuild_outputs(job, settings)
             raise
 
 
@@ -67,15 +67,15 @@ def _labels_bytes(job: JobFolder) -> bytes | None:
     return job.read_bytes(job.labels_jsonl) if job.has_labels() else None
 
 
-def cleanup(job: JobFolder, plan: list[LabelRecord], db_path: Path | None, purge: bool = False,
-            settings: Settings | None = None) -> Upkeep:
+def cleanup(job: JobFolder, plan: list[LabelRecord], db_path: Path | None, settings: Settings,
+            purge: bool = False) -> Upkeep:
     """Quarantine (or purge) the planned items, then rebuild the job's derived outputs (the job locked)."""
     with changing(job, settings):
         paths = quarantine.apply_cleanup(job, plan, db_path, purge)
         return _rebuilt(job, paths, settings)
 
 
-def restore(job: JobFolder, db_path: Path | None, settings: Settings | None = None) -> Upkeep:
+def restore(job: JobFolder, db_path: Path | None, settings: Settings) -> Upkeep:
     """Undo every quarantine of the job, then rebuild the job's derived outputs (the job locked)."""
     with changing(job, settings):
         # an interrupted action first, its outputs rebuilt whatever the restore then says (a refusal included)
@@ -115,7 +115,7 @@ def lay_over_reviews(job: JobFolder, records: list[LabelRecord], reviews: list[R
     return [r.path for r in changed]
 
 
-def recover(job: JobFolder, db_path: Path | None, settings: Settings | None = None) -> Upkeep | None:
+def recover(job: JobFolder, db_path: Path | None, settings: Settings) -> Upkeep | None:
     """Complete an interrupted cleanup or restore, if there is one (the job locked)."""
     with job.lock():
         if not job.stale_reason() == PENDING and not quarantine.pending(job):
@@ -125,10 +125,10 @@ def recover(job: JobFolder, db_path: Path | None, settings: Settings | None = No
         return _rebuilt(job, [e.path for a in done for e in a.entries], settings)
 
 
-def _rebuilt(job: JobFolder, paths: list[str], settings: Settings | None) -> Upkeep:
+def _rebuilt(job: JobFolder, paths: list[str], settings: Settings) -> Upkeep:
     if paths:
         job.count_action()
-    result, stale = rebuild_outputs(job, settings or Settings.from_env())
+    result, stale = rebuild_outputs(job, settings)
     return Upkeep(paths, result, stale)
 
 

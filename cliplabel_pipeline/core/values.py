@@ -14,8 +14,9 @@ from typing import Annotated, Any
 
 import numpy as np
 from pydantic import BeforeValidator, Field, TypeAdapter, ValidationError
+from pydantic.dataclasses import dataclass as checked_dataclass
 
-from cliplabel_pipeline.core.settings import Settings
+from cliplabel_pipeline.core.settings import BatchSize, Confidence, Match, Settings, TopK
 
 _DEFAULTS = Settings()
 
@@ -53,15 +54,16 @@ def _left_out_when_none():
     return Field(exclude_if=lambda value: value is None)
 
 
-@dataclass(frozen=True)
+@checked_dataclass(frozen=True)
 class LabelSettings:
     """Per-call scoring settings: labels kept per item, the two low-confidence thresholds (softmax confidence
-    and open-set match), images per forward pass."""
+    and open-set match), images per forward pass; each within the bounds of its ``Settings`` field (a
+    ``pydantic.ValidationError`` otherwise)."""
 
-    top_k: int = _DEFAULTS.top_k
-    min_confidence: float = _DEFAULTS.min_confidence
-    batch_size: int = _DEFAULTS.batch_size
-    min_match: float = _DEFAULTS.min_match
+    top_k: TopK = _DEFAULTS.top_k
+    min_confidence: Confidence = _DEFAULTS.min_confidence
+    batch_size: BatchSize = _DEFAULTS.batch_size
+    min_match: Match = _DEFAULTS.min_match
 
     @classmethod
     def from_settings(cls, settings: Settings) -> "LabelSettings":

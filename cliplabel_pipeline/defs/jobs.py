@@ -5,17 +5,17 @@ import dagster as dg
 from cliplabel_pipeline.core import upkeep
 from cliplabel_pipeline.core.labelling.filtered import split_by_confidence
 from cliplabel_pipeline.core.organising.cleanup import quarantine_plan
-from cliplabel_pipeline.core.settings import Settings
+from cliplabel_pipeline.core.settings import Confidence, Match, Settings
 from cliplabel_pipeline.core.storage.runs import RecordedRun
 from cliplabel_pipeline.core.upkeep import Upkeep
-from cliplabel_pipeline.defs.assets.common import JOB_GROUP, STEP_RETRY_POLICY, as_failure
+from cliplabel_pipeline.defs.assets.common import JOB_GROUP, STEP_RETRY_POLICY, CheckedConfig, as_failure
 from cliplabel_pipeline.defs.assets.embeddings import concept_text_embeddings
 from cliplabel_pipeline.defs.assets.filtered import job_confidence_filtered_sets
 from cliplabel_pipeline.defs.assets.labels import job_label_assignments
 from cliplabel_pipeline.defs.assets.reports import job_exports, job_groups, job_metrics_report
 from cliplabel_pipeline.defs.assets.reviews import job_reviews
 from cliplabel_pipeline.defs.cluster import LINEAGE_QUEUE, on_queue
-from cliplabel_pipeline.defs.resources import DuckDBResource, ResultsRootResource
+from cliplabel_pipeline.defs.resources import ClipModelResource, DuckDBResource, ResultsRootResource
 
 # Every per-job asset of one job, in one run (with their checks), and the concept index they read.
 label_jobs_job = dg.define_asset_job(
@@ -43,13 +43,13 @@ def own_choices_config(previous: RecordedRun | None) -> dict:
     return {"ops": {job_label_assignments.node_def.name: {"config": config}}}
 
 
-class CleanupConfig(dg.Config):
+class CleanupConfig(CheckedConfig):
     """Which job, below which confidence or match; a dry run unless ``apply``; ``purge`` deletes instead of
     quarantining."""
 
     job_id: str
-    min_confidence: float = Settings().min_confidence
-    min_match: float = Settings().min_match
+    min_confidence: Confidence = Settings().min_confidence
+    min_match: Match = Settings().min_match
     apply: bool = False
     purge: bool = False
 
@@ -82,17 +82,18 @@ def _moved(action: str) -> str:
 
 @dg.op(tags=on_queue(LINEAGE_QUEUE))  # it writes DuckDB: on a cluster, on the one writer's host
 def quarantine_low_confidence(context: dg.OpExecutionContext, config: CleanupConfig,
-                              results_root: ResultsRootResource, duckdb: DuckDBResource) -> dg.Output:
+                              results_root: ResultsRootResource, duckdb: DuckDBResource,
+                              clip: ClipModelResource) -> dg.Output:
     """The flagged items of the job's confidence-filtered sets at the config's thresholds (masks and cut-outs):
     listed, and with ``apply`` quarantined (or purged), every output derived from the labels rebuilt."""
     with as_failure(context):
         job = results_root.job(config.job_id)
         db = duckdb.db_path(results_root.root)
-        upkeep.recover(job, db)
+        upkeep.recover(job, db, clip.settings)  # the settings: where the concept index is cached
         filtered = split_by_confidence(job.read_labels(), config.min_confidence, config.min_match)
         plan = quarantine_plan(job, filtered)
         if config.apply and plan:
-            done = upkeep.cleanup(job, plan, db, purge=config.purge)
+            done = upkeep.cleanup(job, plan, db, clip.settings, purge=config.purge)
             report_action(context, job.id, "purge" if config.purge else "quarantine", done)
     rules = {f.path: f.rules for f in filtered.flagged}
     listing = "\n".join(f"- `{r.path}` ({r.top1}, confidence {r.confidence:.3f}, match {r.match}, "
@@ -109,18 +110,18 @@ def cleanup_job():
     quarantine_low_confidence()
 
 
-class RestoreConfig(dg.Config):
+class RestoreConfig(CheckedConfig):
     job_id: str
 
 
 @dg.op(tags=on_queue(LINEAGE_QUEUE))  # it writes DuckDB: on a cluster, on the one writer's host
 def restore_quarantined(context: dg.OpExecutionContext, config: RestoreConfig, results_root: ResultsRootResource,
-                        duckdb: DuckDBResource) -> dg.Output:
+                        duckdb: DuckDBResource, clip: ClipModelResource) -> dg.Output:
     """Every quarantined item of the job back in place, with its label line and rows; the outputs derived from
     the labels rebuilt."""
     with as_failure(context):
         job = results_root.job(config.job_id)
-        done = upkeep.restore(job, duckdb.db_path(results_root.root))
+        done = upkeep.restore(job, duckdb.db_path(results_root.root), clip.settings)
     report_action(context, job.id, "restore", done)
     return dg.Output(len(done.paths), metadata={"items": len(done.paths)})
 

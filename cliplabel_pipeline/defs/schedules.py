@@ -7,15 +7,18 @@ from cliplabel_pipeline.core.freshness import relabel_reason
 from cliplabel_pipeline.core.errors import CliplabelError
 from cliplabel_pipeline.core.job_folder import SOURCE_NAME, JobFolder
 from cliplabel_pipeline.core.storage.guarded import shown
-from cliplabel_pipeline.core.settings import Settings
 from cliplabel_pipeline.core.storage.runs import latest_runs
 from cliplabel_pipeline.defs.jobs import label_jobs_job, own_choices_config
 from cliplabel_pipeline.defs.partitions import jobs_partitions
 from cliplabel_pipeline.defs.resources import ClipModelResource, DuckDBResource, ResultsRootResource
 
 
-@dg.schedule(job=label_jobs_job, cron_schedule=Settings.from_env().backfill_cron)
-def label_backfill_schedule(context: dg.ScheduleEvaluationContext, clip: ClipModelResource,
+def label_backfill_schedule_at(cron: str) -> dg.ScheduleDefinition:
+    """``label_backfill_schedule`` on ``cron`` (``Settings.backfill_cron``, read where the definitions are built)."""
+    return dg.schedule(name="label_backfill_schedule", job=label_jobs_job, cron_schedule=cron)(label_backfill)
+
+
+def label_backfill(context: dg.ScheduleEvaluationContext, clip: ClipModelResource,
                             results_root: ResultsRootResource, duckdb: DuckDBResource):
     runs = latest_runs(duckdb.db_path(results_root.root))
     tick = context.scheduled_execution_time.isoformat()

@@ -12,7 +12,6 @@ import dagster as dg
 from cliplabel_pipeline.core.errors import CliplabelError
 from cliplabel_pipeline.core.job_folder import JobFolder
 from cliplabel_pipeline.core.reading.items import job_readiness
-from cliplabel_pipeline.core.settings import Settings
 from cliplabel_pipeline.core.storage.guarded import shown
 from cliplabel_pipeline.core.storage.runs import latest_runs
 from cliplabel_pipeline.defs.assets.common import NO_RUN_RETRY_TAG
@@ -20,7 +19,6 @@ from cliplabel_pipeline.defs.jobs import apply_reviews_job, label_jobs_job, own_
 from cliplabel_pipeline.defs.partitions import jobs_partitions
 from cliplabel_pipeline.defs.resources import DuckDBResource, ResultsRootResource
 
-INTERVAL_S = Settings.from_env().sensor_interval_s
 # A job whose run failed for good (its step and run retries spent, ``dagster/will_retry`` false) on a fault that
 # is not lasting is requested again, this long after that run ended: at most three times per input state.
 AGAIN_AFTER_S = (30, 120, 480)
@@ -28,8 +26,20 @@ WILL_RETRY_TAG, PARTITION_TAG = "dagster/will_retry", "dagster/partition"  # dag
 ASKED_AGAIN_TAG = "cliplabel/asked_again"  # on a run the sensor asked again for: the how-manieth time
 
 
-@dg.sensor(job=label_jobs_job, minimum_interval_seconds=INTERVAL_S, default_status=dg.DefaultSensorStatus.RUNNING)
-def new_jobs_sensor(context: dg.SensorEvaluationContext, results_root: ResultsRootResource, duckdb: DuckDBResource):
+def new_jobs_sensor_every(seconds: int) -> dg.SensorDefinition:
+    """``new_jobs_sensor``, evaluated every ``seconds`` (``Settings.sensor_interval_s``, read where the
+    definitions are built)."""
+    return dg.sensor(name="new_jobs_sensor", job=label_jobs_job, minimum_interval_seconds=seconds,
+                     default_status=dg.DefaultSensorStatus.RUNNING)(new_jobs)
+
+
+def job_reviews_sensor_every(seconds: int) -> dg.SensorDefinition:
+    """``job_reviews_sensor``, evaluated every ``seconds``."""
+    return dg.sensor(name="job_reviews_sensor", job=apply_reviews_job, minimum_interval_seconds=seconds,
+                     default_status=dg.DefaultSensorStatus.RUNNING)(job_reviews)
+
+
+def new_jobs(context: dg.SensorEvaluationContext, results_root: ResultsRootResource, duckdb: DuckDBResource):
     """Cursor: ``{job_id: input fingerprint}`` of jobs already requested, and under ``"_again"`` the runs
     asked again. A job is requested when it is ready (see ``job_readiness``) and its fingerprint differs from
     the cursor's; a job labelled before is relabelled with its own labels, templates and thresholds, never the
@@ -74,9 +84,7 @@ def new_jobs_sensor(context: dg.SensorEvaluationContext, results_root: ResultsRo
                            dynamic_partitions_requests=[jobs_partitions.build_add_request(new_keys)] if new_keys else [])
 
 
-@dg.sensor(job=apply_reviews_job, minimum_interval_seconds=INTERVAL_S, default_status=dg.DefaultSensorStatus.RUNNING)
-def job_reviews_sensor(context: dg.SensorEvaluationContext, results_root: ResultsRootResource,
-                       duckdb: DuckDBResource):
+def job_reviews(context: dg.SensorEvaluationContext, results_root: ResultsRootResource, duckdb: DuckDBResource):
     """Cursor: ``{job_id: SHA-256 of reviews.jsonl}`` of the reviews already requested. A labelled job whose
     ``reviews.jsonl`` is new or changed (``cliplabel review``, ``POST /jobs/{id}/reviews``) gets a run of
     ``apply_reviews_job`` for its partition, with its own labels and thresholds; the run key is the file's hash,

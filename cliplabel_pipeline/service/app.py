@@ -17,7 +17,7 @@ from cliplabel_pipeline.service.auth import BearerToken
 from cliplabel_pipeline.service.errors import install_error_handlers
 from cliplabel_pipeline.service.limits import BodyLimit
 from cliplabel_pipeline.service.routes import health, images, jobs, labelstudio
-from cliplabel_pipeline.service.state import ServiceState, uses_dagster
+from cliplabel_pipeline.service.state import ServiceState
 
 
 def max_request_bytes(settings: Settings) -> int:
@@ -27,9 +27,10 @@ def max_request_bytes(settings: Settings) -> int:
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
-    """The service over ``settings`` (``Settings.from_env()`` when None, as uvicorn's factory calls it)."""
+    """The service over ``settings``; when None (uvicorn's factory), ``Settings.from_env()``: the one read of the
+    ``CLIPLABEL_*`` variables in this process, where a bad value fails (``BadValue`` naming its variable) before
+    the server starts."""
     settings = settings or Settings.from_env()
-    uses_dagster(settings)  # a bad CLIPLABEL_SERVICE_RUNS fails here, before the server starts
     state = ServiceState(settings)
 
     @asynccontextmanager

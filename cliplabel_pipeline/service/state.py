@@ -51,10 +51,9 @@ class ServiceState:
 
 
 def uses_dagster(settings: Settings) -> bool:
-    """Whether jobs go to the Dagster instance: ``service_runs`` says so, or is ``auto`` with DAGSTER_HOME set."""
+    """Whether jobs go to the Dagster instance: ``service_runs`` says so, or is ``auto`` with DAGSTER_HOME set
+    (``Settings`` allows only auto, dagster and local)."""
     mode = settings.service_runs
-    if mode not in ("auto", "dagster", "local"):
-        raise CliplabelError(f"CLIPLABEL_SERVICE_RUNS={mode!r}: use auto, dagster or local")
     return mode == "dagster" or (mode == "auto" and bool(os.environ.get("DAGSTER_HOME")))
 
 

@@ -162,16 +162,18 @@ def test_the_text_embedding_cache_stays_within_its_size_least_recently_used_firs
     import numpy as np
 
     from cliplabel_pipeline.core.labelling.npz_cache import read_npz, write_npz
+    from cliplabel_pipeline.core.settings import Settings
 
     monkeypatch.setenv("CLIPLABEL_CACHE_MAX_MB", "0.2")  # room for three 64 KB files
+    budget = int(Settings.from_env().cache_max_mb * 1e6)  # as Labeller.load passes it on
     paths = [tmp_path / f"text-{i:02d}.npz" for i in range(5)]
     for i, path in enumerate(paths[:3]):
-        assert write_npz(path, text_emb=np.full((128, 128), i, np.float32))
+        assert write_npz(path, max_bytes=budget, text_emb=np.full((128, 128), i, np.float32))
         os.utime(path, ns=(i * 10**9, i * 10**9))  # written in order, a second apart
     assert read_npz(paths[0], lambda arrays: None) is not None  # the oldest is used again
     (tmp_path / "int8-tower.onnx").write_bytes(b"x" * 300_000)  # another kind of cache file: never evicted
     for path in paths[3:]:
-        assert write_npz(path, text_emb=np.zeros((128, 128), np.float32))
+        assert write_npz(path, max_bytes=budget, text_emb=np.zeros((128, 128), np.float32))
     left = sorted(p.name for p in tmp_path.glob("text-*.npz"))
     assert left == ["text-00.npz", "text-03.npz", "text-04.npz"]
     assert sum(p.stat().st_size for p in tmp_path.glob("text-*.npz")) <= 200_000

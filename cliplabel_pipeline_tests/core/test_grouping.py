@@ -28,7 +28,7 @@ def test_confident_groups_match_the_ground_truth(labeller, toy_job):
 
 def test_low_confidence_clusters_are_named_after_what_they_hold(labeller, results_root):
     write_toy_job(results_root, "job", seed=9, labels=LABELS + LABELS, size=(384, 256))
-    strict = LabelSettings(min_confidence=1.01)  # everything is low-confidence
+    strict = LabelSettings(min_confidence=1.0)  # everything is low-confidence (the bound: at most 1)
     labelled = label_job(labeller, JobFolder.open(results_root, "job"), strict)
     groups = group_labelled(labelled, labeller.index).groups.to_json()
     assert groups["groups"] == []

@@ -8,9 +8,12 @@ from datetime import datetime, timezone
 import dagster as dg
 
 from cliplabel_pipeline.cli import main
+from cliplabel_pipeline.core.settings import Settings
 from cliplabel_pipeline.core.storage.database import write_connection
-from cliplabel_pipeline.defs.schedules import label_backfill_schedule
+from cliplabel_pipeline.defs.schedules import label_backfill_schedule_at
 from cliplabel_pipeline.toyworld.jobs import write_toy_job
+
+label_backfill_schedule = label_backfill_schedule_at(Settings().backfill_cron)
 
 
 def label_with_cli(root, db_path, job_id, model, *options):

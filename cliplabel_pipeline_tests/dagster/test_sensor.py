@@ -8,8 +8,11 @@ import time
 import dagster as dg
 
 from cliplabel_pipeline.defs.resources import DuckDBResource, ResultsRootResource
-from cliplabel_pipeline.defs.sensors import AGAIN_AFTER_S, asked_again, new_jobs_sensor
+from cliplabel_pipeline.core.settings import Settings
+from cliplabel_pipeline.defs.sensors import AGAIN_AFTER_S, asked_again, new_jobs_sensor_every
 from cliplabel_pipeline.toyworld.jobs import write_toy_job
+
+new_jobs_sensor = new_jobs_sensor_every(Settings().sensor_interval_s)
 
 
 def evaluate(instance, root, cursor=None, settle=5.0, db=None):

@@ -5,7 +5,6 @@ from __future__ import annotations
 import socket
 import threading
 import time
-from dataclasses import replace
 from pathlib import Path
 
 import httpx
@@ -59,7 +58,7 @@ def service_settings(root: Path, toy_model: str, text_cache: Path, **changes) ->
     base = Settings(model=toy_model, device="cpu", precision="fp32", cache_dir=text_cache, results_root=root,
                     db=root.parent / "service.duckdb", db_wait_s=2, service_runs="local",
                     max_upload_bytes=300_000, max_upload_pixels=1_000_000, max_upload_files=16)
-    return replace(base, **changes)
+    return Settings(**(base.model_dump() | changes))
 
 
 @pytest.fixture(scope="module")

@@ -212,3 +212,18 @@ def test_an_option_sent_as_a_file_part_is_refused_not_read_as_text(client):
     files = [("files", ("a.png", _png(), "image/png")), ("labels", ("l.txt", b"cat,dog", "text/plain"))]
     answer = client.post("/classify/batch", files=files)
     assert answer.status_code == 422 and "labels must be a plain value" in answer.json()["detail"]
+
+
+@pytest.mark.parametrize("where, name, value, words", [
+    *[(where, *case) for where in ("query", "form") for case in [
+        ("top_k", "101", "top_k must be between 1 and 100, got 101"),
+        ("min_match", "-0.1", "min_match must be between 0 and 1, got -0.1"),
+        ("min_confidence", "nan", "min_confidence must be between 0 and 1, got nan")]],
+    ("query", "top_k", "2.5", "top_k must be a whole number, got 2.5"),
+])
+def test_a_bad_option_is_named_as_the_request_names_it(client, where, name, value, words):
+    """The words of the settings' own bound (``CLIPLABEL_MIN_MATCH must be between 0 and 1, got -0.1``)."""
+    files = {"files": ("a.png", _png(), "image/png")}
+    answer = (client.post(f"/classify/image?{name}={value}", files=files) if where == "query"
+              else client.post("/classify/image", files=files, data={name: value}))
+    assert answer.status_code == 422 and answer.json()["detail"] == words

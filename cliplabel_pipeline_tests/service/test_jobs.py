@@ -167,11 +167,9 @@ def test_status_urls_never_echo_the_host_header(client, new_job, monkeypatch):
 
 
 def test_status_urls_are_built_on_the_configured_public_url(server, client, new_job):
-    import dataclasses
-
     state = server.app.state.service
     kept = state.settings
-    state.settings = dataclasses.replace(kept, public_url="https://labels.example.org/")
+    state.settings = kept.with_(public_url="https://labels.example.org/")
     try:
         job_id = new_job()
         answer = client.post(f"/classify/job/{job_id}", headers={"Host": "evil.example"})

@@ -14,7 +14,7 @@ import torch
 from transformers import CLIPModel, CLIPTokenizer
 
 from cliplabel_pipeline.core.errors import CliplabelError
-from cliplabel_pipeline.core.settings import DEFAULT_MODEL, Settings
+from cliplabel_pipeline.core.settings import DEFAULT_MODEL, default_cache_dir
 from cliplabel_pipeline.core.encoding import heap
 from cliplabel_pipeline.core.encoding.devices import resolve_device, resolve_precision, text_precision
 from cliplabel_pipeline.core.encoding.weights import model_identity, resolve_model_dir
@@ -124,13 +124,13 @@ def load_clip(model: str = DEFAULT_MODEL, device: str = "auto", precision: str =
     """Load ``model`` (hub id from the local cache, or a Transformers directory) once per process.
 
     Never downloads. Raises ``ModelNotFoundError`` with one line naming ``cliplabel model pull``.
-    ``cache_dir`` holds the int8 image tower when ``precision`` is int8.
+    ``cache_dir`` (the default cache folder when None) holds the int8 image tower when ``precision`` is int8.
     """
     quiet_transformers()
     heap.keep_buffers()
     device = resolve_device(device)
     precision = resolve_precision(precision, device)
-    int8_dir = Path(cache_dir or Settings.from_env().cache_dir) if precision == "int8" else None
+    int8_dir = Path(cache_dir or default_cache_dir()) if precision == "int8" else None
     return _load(resolve_model_dir(model), model, device, precision, int8_dir)
 
 

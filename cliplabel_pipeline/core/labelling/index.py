@@ -134,17 +134,19 @@ def cached_concept_index(cache_dir: Path, model: str, precision: str, spec: Bank
 
 
 def build_concept_index(handle, bank: ConceptBank, cache_dir: Path, progress: Progress | None = None,
-                        reference: ConceptBank | None = None) -> ConceptIndex:
+                        reference: ConceptBank | None = None, cache_max_bytes: int | None = None) -> ConceptIndex:
     """The index of ``bank`` for the loaded model ``handle``: from the cache, else encoded and cached.
 
     Each concept's embedding is the re-normalised mean over the prompt templates. ``reference``: for a person's
     list, the bank it is judged beside (``calibration.py``), itself built (or read from the cache) first.
+    ``cache_max_bytes``: the cache's budget (``Settings.cache_max_mb``), least recently used files evicted past it.
     """
     width = handle.model.config.projection_dim
     cached = load_cached_index(cache_dir, handle.identity, handle.text_precision, bank, width, reference)
     if cached is not None:
         return cached
-    ref_index = None if reference is None else build_concept_index(handle, reference, cache_dir, progress)
+    ref_index = None if reference is None else build_concept_index(handle, reference, cache_dir, progress,
+                                                                   cache_max_bytes=cache_max_bytes)
     from cliplabel_pipeline.core.encoding.encode import encode_texts
 
     start = time.perf_counter()
@@ -161,7 +163,7 @@ def build_concept_index(handle, bank: ConceptBank, cache_dir: Path, progress: Pr
         reference_emb = reference_for(bank.names, emb, ref_index.names, ref_index.text_emb, synonyms())
     calibration = calibrate(null_embeddings(handle, progress), emb, reference_emb)
     path = index_cache_path(cache_dir, handle.identity, handle.text_precision, bank, reference)
-    write_npz(path, text_emb=emb, logit_scale=np.float64(handle.logit_scale), **calibration.to_arrays())
+    write_npz(path, max_bytes=cache_max_bytes, text_emb=emb, logit_scale=np.float64(handle.logit_scale), **calibration.to_arrays())
     return ConceptIndex(bank, emb, handle.logit_scale, handle.identity, handle.text_precision, calibration,
                         cache_hit=False)
 

@@ -13,7 +13,6 @@ from pathlib import Path
 import numpy as np
 
 from cliplabel_pipeline.core.errors import CliplabelError
-from cliplabel_pipeline.core.settings import Settings
 from cliplabel_pipeline.core.storage.guarded import atomic_writer
 
 log = logging.getLogger(__name__)
@@ -32,9 +31,10 @@ def checksum(arrays: Arrays) -> str:
     return digest.hexdigest()
 
 
-def write_npz(path: Path, **arrays: np.ndarray) -> bool:
+def write_npz(path: Path, *, max_bytes: int | None = None, **arrays: np.ndarray) -> bool:
     """Write ``arrays`` and their checksum to ``path`` atomically (a temporary file beside it, then a rename),
-    then keep the folder's cache files of its kind within ``CLIPLABEL_CACHE_MAX_MB`` (``evict_lru``).
+    then, given ``max_bytes`` (``CLIPLABEL_CACHE_MAX_MB``), keep the folder's cache files of its kind within it
+    (``evict_lru``).
 
     A cache that cannot be written is not an error: one warning, False, and the caller goes on without it.
     """
@@ -47,7 +47,8 @@ def write_npz(path: Path, **arrays: np.ndarray) -> bool:
         log.warning("could not write the cache file %s (%s); going on without it", path,
                     getattr(exc, "strerror", None) or exc)
         return False
-    evict_lru(path, int(Settings.from_env().cache_max_mb * 1e6))
+    if max_bytes is not None:
+        evict_lru(path, max_bytes)
     return True
 
 

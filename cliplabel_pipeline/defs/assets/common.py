@@ -5,24 +5,39 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import dagster as dg
+from pydantic import ValidationError, model_validator
 
 from cliplabel_pipeline.core.errors import CliplabelError, JobGone
 from cliplabel_pipeline.core.heartbeat import Heartbeat, op_id
-from cliplabel_pipeline.core.settings import Settings
+from cliplabel_pipeline.core.settings import BatchSize, Confidence, Match, Settings, TopK, bad_values
 from cliplabel_pipeline.core.values import BankSpec, LabelSettings
 
 JOB_GROUP = "job_labelling"
 DEFAULTS = Settings()
 
 
-class LabelingConfig(dg.Config):
+class CheckedConfig(dg.Config):
+    """Run config whose fields keep the bounds of the settings' types: a value out of them fails the step at
+    its start with one line naming the field (``top_k must be at least 1, got 0``), not retried (the same
+    config would fail again), instead of a pydantic traceback."""
+
+    @model_validator(mode="wrap")
+    @classmethod
+    def _one_line(cls, data, handler):
+        try:
+            return handler(data)
+        except ValidationError as exc:
+            raise dg.Failure(description=f"run config: {bad_values(cls, exc)}", allow_retries=False) from None
+
+
+class LabelingConfig(CheckedConfig):
     """Run config of the labelling steps; ``labels``/``labels_file``/``templates_file`` replace the bank of
     the ``clip`` resource for this run (the backfill passes a job's own choice back this way)."""
 
-    top_k: int = DEFAULTS.top_k
-    min_confidence: float = DEFAULTS.min_confidence
-    batch_size: int = DEFAULTS.batch_size
-    min_match: float = DEFAULTS.min_match
+    top_k: TopK = DEFAULTS.top_k
+    min_confidence: Confidence = DEFAULTS.min_confidence
+    batch_size: BatchSize = DEFAULTS.batch_size
+    min_match: Match = DEFAULTS.min_match
     labels: list[str] = []
     labels_file: str | None = None
     templates_file: str | None = None

@@ -14,7 +14,7 @@ from cliplabel_pipeline.core.organising.export import FOLDER_FORMATS, installed_
 from cliplabel_pipeline.core.pipeline import (
     Exported, Grouped, Labelled, export_format, export_grouped, group_labelled, report_exported,
 )
-from cliplabel_pipeline.defs.assets.common import JOB_GROUP, as_failure, path_md
+from cliplabel_pipeline.defs.assets.common import JOB_GROUP, CheckedConfig, as_failure, path_md
 from cliplabel_pipeline.defs.partitions import jobs_partitions
 from cliplabel_pipeline.defs.resources import ClipModelResource
 
@@ -41,7 +41,7 @@ def job_groups(context: dg.AssetExecutionContext, clip: ClipModelResource, job_l
     })
 
 
-class ExportConfig(dg.Config):
+class ExportConfig(CheckedConfig):
     """Which folder exports the job gets beside ``labels.csv``, the per-item JSON and the grouped ZIP, as
     ``cliplabel export --format`` writes them into ``export/<job>-<format>/``: by default every format this
     installation can write (``coco`` needs the ``coco`` extra). ``review_queue``: the formats also written with
