@@ -78,7 +78,7 @@ class Check:
             figures["status"] = "ok"
         except StageTimeout as exc:
             figures = {"status": f"timed out: {exc}"}
-        except Exception as exc:  # a stage's failure is reported and the next stage runs
+        except Exception as exc:  # noqa: BLE001 - a stage's failure is reported and the next stage runs
             import traceback
             figures = {"status": f"failed: {type(exc).__name__}: {exc}"}
             self.say(traceback.format_exc())

@@ -23,9 +23,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from PIL import Image
+from PIL import Image  # noqa: E402 - after the path: the tests' images are borrowed
 
-from cliplabel_pipeline_tests import hostile_images as hostile
+from cliplabel_pipeline_tests import hostile_images as hostile  # noqa: E402
 
 PROBE = """
 import json, sys, time

@@ -53,7 +53,7 @@ def test_classify_with_a_user_label_list(toy_model, toy_job, capsys):
     image = root / job_id / "objects" / "obj_01.png"
     assert main(["classify", str(image), "--model", toy_model, "--labels", "blue circle,red star"]) == 0
     record = json.loads(capsys.readouterr().out)
-    assert record["top1"] == "blue circle" and {l["name"] for l in record["labels"]} == {"blue circle", "red star"}
+    assert record["top1"] == "blue circle" and {label["name"] for label in record["labels"]} == {"blue circle", "red star"}
 
 
 def test_job_writes_labels_jsonl(toy_model, toy_job, root_arg, capsys, monkeypatch):

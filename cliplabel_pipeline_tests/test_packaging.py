@@ -22,6 +22,14 @@ def test_the_layering_contracts_hold():
     assert done.returncode == 0, done.stdout[-3000:]
 
 
+def test_the_code_passes_ruff():
+    ruff = shutil.which("ruff", path=str(Path(sys.executable).parent))
+    assert ruff, "ruff is not installed (it is in the [dev] extra)"
+    done = subprocess.run([ruff, "check", "--no-cache", "--output-format", "concise", "."], cwd=REPO,
+                          capture_output=True, text=True)
+    assert done.returncode == 0, done.stdout[-3000:]
+
+
 @pytest.mark.slow
 def test_a_wheel_installed_in_a_fresh_environment_outside_the_checkout_runs_the_demo(tmp_path):
     wheels = tmp_path / "wheels"

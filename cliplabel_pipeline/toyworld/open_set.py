@@ -43,7 +43,7 @@ class OpenSetReport:
     def lines(self) -> list[str]:
         out = [f"in-world: {self.in_world_items} masks and cut-outs, accuracy {self.in_world_accuracy:.3f}, "
                f"correct and still confident {self.correct_still_confident:.3f}", "",
-               f"| out of world | items | flagged | AUROC match | AUROC confidence | AUROC cosine |",
+               "| out of world | items | flagged | AUROC match | AUROC confidence | AUROC cosine |",
                "|---|---|---|---|---|---|"]
         rows = {**self.families, "all of the above": self.outside}
         for name, r in rows.items():

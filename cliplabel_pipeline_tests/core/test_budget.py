@@ -94,7 +94,7 @@ def test_an_animation_of_too_many_frames_is_refused():
     for fmt in ("PNG", "WEBP"):
         buf = io.BytesIO()
         frames[0].save(buf, fmt, save_all=True, append_images=frames[1:], lossless=True)  # no frame merged
-        reason = _cpu(lambda: load_picture(io.BytesIO(buf.getvalue())))[1]
+        reason = _cpu(lambda buf=buf: load_picture(io.BytesIO(buf.getvalue())))[1]
         assert reason and "frames" in reason, fmt
 
 
@@ -104,7 +104,7 @@ def test_decoding_stops_at_its_cpu_budget(monkeypatch, fmt):
     buf = io.BytesIO()
     Image.fromarray(pixels).save(buf, fmt)
     monkeypatch.setattr(budget, "DECODE_CPU_S", 0.002)
-    reason = _cpu(lambda: load_picture(io.BytesIO(buf.getvalue())))[1]
+    reason = _cpu(lambda buf=buf: load_picture(io.BytesIO(buf.getvalue())))[1]
     assert reason == "decoding took over 0.002 s of CPU time; skipped"
     monkeypatch.setattr(budget, "DECODE_CPU_S", 10.0)
     assert _cpu(lambda: load_picture(io.BytesIO(buf.getvalue())))[1] is None

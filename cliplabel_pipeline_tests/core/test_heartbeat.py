@@ -20,7 +20,7 @@ def test_heartbeat_beats_while_running_and_once_at_the_end():
     lines: list[str] = []
     with Heartbeat("fae757d0", "job-7", lines.append, interval=0.05):
         time.sleep(0.3)
-    assert len(lines) >= 3 and all(HB.match(l) for l in lines)
-    assert all(l.startswith("HB op=fae757d0 job=job-7 ") for l in lines)
-    durations = [float(re.search(r"dur=([\d.]+)s", l).group(1)) for l in lines]
+    assert len(lines) >= 3 and all(HB.match(line) for line in lines)
+    assert all(line.startswith("HB op=fae757d0 job=job-7 ") for line in lines)
+    durations = [float(re.search(r"dur=([\d.]+)s", line).group(1)) for line in lines]
     assert durations == sorted(durations) and durations[-1] >= 0.3

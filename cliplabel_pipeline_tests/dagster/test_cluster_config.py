@@ -113,7 +113,7 @@ def test_the_cluster_instance_retries_failed_runs_ends_stuck_ones_and_runs_one_r
 
 
 def test_the_run_monitor_is_told_a_dead_run_worker_from_a_living_one(instance):
-    from dagster._core.events import DagsterEvent, EngineEventData
+    from dagster._core.events import EngineEventData
     from dagster._core.launcher import WorkerStatus
 
     from cliplabel_pipeline.defs.run_launcher import LocalRunLauncher

@@ -16,7 +16,7 @@ from cliplabel_pipeline_tests.lineage_rows import synthetic_labelled
 
 def _write_job(db_path: str, root: str, job_id: str, n: int) -> None:
     labelled = synthetic_labelled(Path(root), job_id, n)
-    for attempt in range(5):  # each writer writes repeatedly, to overlap with the others
+    for _ in range(5):  # each writer writes repeatedly, to overlap with the others
         record_run(db_path, f"run-{job_id}", labelled)
 
 

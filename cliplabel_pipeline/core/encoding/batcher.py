@@ -200,7 +200,7 @@ class ImageBatcher:
         row = 0
         for req in batch:
             items, rows, skipped = [], [], []
-            for item, pixels, reason in req.decoded:
+            for item, _pixels, reason in req.decoded:
                 if reason is None:
                     items.append(item)
                     rows.append(emb[row])

@@ -110,7 +110,7 @@ def decode_masks(job, masks: list[str], cutouts: list[str | None], source_size: 
     for rel, cutout in zip(masks, cutouts):
         try:
             box, area, cut = load_item(job, rel, lambda fh: _mask_cut(fh, source_size))
-        except Exception as exc:  # one item's failure is that item's skip, never the job's end
+        except Exception as exc:  # noqa: BLE001 - one item's failure is that item's skip, never the job's end
             out.append(skip_reason(rel, exc))
             continue
         size = None

@@ -25,7 +25,7 @@ import torch
 from PIL import Image
 
 from cliplabel_pipeline.core.encoding import heap
-from cliplabel_pipeline.core.encoding.decode_pool import LETTERBOXED, crop_of, skip_reason
+from cliplabel_pipeline.core.encoding.decode_pool import crop_of, skip_reason
 from cliplabel_pipeline.core.encoding.decode_pool import load_item as _load
 from cliplabel_pipeline.core.encoding.encode import encode_images
 from cliplabel_pipeline.core.reading.images import (
@@ -48,7 +48,7 @@ def decode_item(handle: ClipHandle, job: Job) -> tuple[EmbeddedItem, np.ndarray 
         img, area = loader()
         pixels = crop_of(img, item.kind, handle.image_size, handle.crop_size)
         return EmbeddedItem(item.path, item.kind, area), pixels, None
-    except Exception as exc:  # whatever one item raises is that item's: a skip, never the job's end
+    except Exception as exc:  # noqa: BLE001 - whatever one item raises is that item's: a skip, never the job's end
         return item, None, skip_reason(item.path, exc)
 
 

@@ -102,7 +102,7 @@ def load_int8_tower(model, identity: str, size: int, cache_dir: Path) -> Int8Ima
             build_int8_tower(model, size, path)
         except CliplabelError:
             raise
-        except Exception as exc:  # the exporter and quantiser raise many types; all mean the same to a user
+        except Exception as exc:  # noqa: BLE001 - the exporter and quantiser raise many types; all mean the same to a user
             raise CliplabelError(f"could not build the int8 image tower: {type(exc).__name__}: "
                                  f"{str(exc).splitlines()[0] if str(exc) else ''} (use --precision auto)") from None
     return Int8ImageTower(path)

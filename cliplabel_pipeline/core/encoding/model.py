@@ -89,7 +89,7 @@ def _load(model_dir: Path, name: str, device: str, precision: str, cache_dir: Pa
     try:
         model = CLIPModel.from_pretrained(model_dir, local_files_only=True, dtype=PRECISIONS[precision])
         tokenizer = CLIPTokenizer.from_pretrained(model_dir, local_files_only=True)
-    except Exception as exc:  # corrupt weights/config raise many types (OSError, ValueError, SafetensorError...)
+    except Exception as exc:  # noqa: BLE001 - corrupt weights/config raise many types (OSError, ValueError, SafetensorError...)
         raise CliplabelError(
             f"cannot load the CLIP model in {model_dir}: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''} "
             f"(files damaged or incomplete: run `cliplabel model pull --model {name}` again, or fix CLIPLABEL_MODEL)"
@@ -176,7 +176,7 @@ def pull_model(model: str = DEFAULT_MODEL) -> Path:
     patterns = ["*.json", "*.txt", "*.safetensors"]
     try:
         return Path(snapshot_download(model, allow_patterns=patterns))
-    except Exception as exc:  # network, auth and hub errors come in many classes; all end the same way
+    except Exception as exc:  # noqa: BLE001 - network, auth and hub errors come in many classes; all end the same way
         failure = _network_failure(exc)
         if failure == "timeout":
             raise CliplabelError(

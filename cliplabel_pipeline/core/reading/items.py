@@ -7,7 +7,6 @@ import hashlib
 import os
 import stat
 from dataclasses import dataclass
-from pathlib import Path
 
 from cliplabel_pipeline.core.job_folder import INPUT_DIRS, SOURCE_NAME, JobFolder
 from cliplabel_pipeline.core.storage import windows_names

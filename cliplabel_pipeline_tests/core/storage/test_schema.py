@@ -57,7 +57,7 @@ def test_a_label_row_holds_the_record_s_fields_as_its_cells():
 def test_review_rows_and_the_recorded_run_are_made_of_their_values_fields():
     review = Review("p", "accept", "x")
     assert REVIEWS.row(review, job_id="j") == {"job_id": "j", **review.to_json()}
-    recorded = {f: getattr(RecordedRun, "__dataclass_fields__")[f].type for f in RecordedRun.__dataclass_fields__}
+    recorded = {f: RecordedRun.__dataclass_fields__[f].type for f in RecordedRun.__dataclass_fields__}
     provenance = Provenance.__dataclass_fields__
     assert recorded and all(provenance[f].type == t for f, t in recorded.items())
     assert all(RUNS.column_of(Provenance, f) for f in recorded)
