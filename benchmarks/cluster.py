@@ -39,7 +39,7 @@ FAST = {"CLIPLABEL_SETTLE_S": "1", "CLIPLABEL_SENSOR_INTERVAL_S": "2", "CLIPLABE
 
 def _cluster_module():
     """``deploy/local/cluster.py`` as a module, loaded as the cluster tests load it."""
-    from cliplabel_pipeline_tests.dagster.cluster_faults import cluster_module
+    from cliplabel_pipeline_tests.defs.cluster_faults import cluster_module
 
     return cluster_module()
 

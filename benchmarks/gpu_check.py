@@ -171,7 +171,7 @@ def make_model(work: Path, dry: bool) -> Path:
 # ---- the measurements ----
 
 def run_tests(dry: bool) -> dict:
-    files = ["cliplabel_pipeline_tests/core/test_cuda.py", "cliplabel_pipeline_tests/core/test_gpu_input.py"]
+    files = ["cliplabel_pipeline_tests/core/encoding/test_cuda.py", "cliplabel_pipeline_tests/core/encoding/test_gpu_input.py"]
     cmd = [sys.executable, *(["-S"] if sys.flags.no_site else []), "-m", "pytest", *files, "-p", "no:cacheprovider",
            "-rfEs", "--tb=line"]  # pyproject adds -q; one more would drop the summary line
     done = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=170)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import dagster as dg
 import pytest
 
-from cliplabel_pipeline_tests.dagster.bindings import bound_resources
+from cliplabel_pipeline_tests.defs.bindings import bound_resources
 
 
 @pytest.fixture

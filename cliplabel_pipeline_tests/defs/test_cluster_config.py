@@ -14,7 +14,7 @@ import pytest
 from cliplabel_pipeline.core.storage.database import query
 from cliplabel_pipeline.defs.assets.lineage import job_lineage_rows
 from cliplabel_pipeline.defs.resources import ClipModelResource, DuckDBResource
-from cliplabel_pipeline_tests.dagster.test_assets import ASSETS, JOB_SELECTION
+from cliplabel_pipeline_tests.defs.test_assets import ASSETS, JOB_SELECTION
 
 
 def test_the_default_set_up_runs_each_run_in_one_process_without_an_ingest_step():

@@ -15,7 +15,7 @@ import pytest
 from cliplabel_pipeline.core.storage.files import read_jsonl
 from cliplabel_pipeline.core.storage.database import query
 from cliplabel_pipeline.toyworld.jobs import write_toy_job
-from cliplabel_pipeline_tests.dagster.cluster_faults import cluster_module
+from cliplabel_pipeline_tests.defs.cluster_faults import cluster_module
 
 
 

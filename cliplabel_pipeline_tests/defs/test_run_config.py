@@ -7,7 +7,7 @@ import dagster as dg
 import pytest
 
 from cliplabel_pipeline.defs.jobs import cleanup_job
-from cliplabel_pipeline_tests.dagster.test_assets import ASSETS, JOB_SELECTION
+from cliplabel_pipeline_tests.defs.test_assets import ASSETS, JOB_SELECTION
 
 
 def _failure(result) -> tuple[str, str]:

@@ -12,7 +12,7 @@ import time
 import pytest
 
 from cliplabel_pipeline.defs.sensors import AGAIN_AFTER_S, ASKED_AGAIN_TAG
-from cliplabel_pipeline_tests.dagster.cluster_faults import (
+from cliplabel_pipeline_tests.defs.cluster_faults import (
     assert_labelled_once, drop_jobs, local_cluster, runs_by_job, wait_for_runs, wait_until_labelled)
 from cliplabel_pipeline_tests.small_disk import fill, small_tmpfs
 

@@ -23,7 +23,7 @@ import pytest
 from cliplabel_pipeline.toyworld.draw import LABELS
 from cliplabel_pipeline.toyworld.jobs import write_toy_job
 from cliplabel_pipeline_tests.daemon import REPO
-from cliplabel_pipeline_tests.dagster.test_assets import materialize_job
+from cliplabel_pipeline_tests.defs.test_assets import materialize_job
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 # what a closed network needs: no background calls home, no sandbox as root, no GPU on a server

@@ -10,7 +10,7 @@ import pytest
 from PIL import Image
 
 from cliplabel_pipeline.core.storage.files import read_jsonl
-from cliplabel_pipeline_tests.interop.conftest import export
+from cliplabel_pipeline_tests.core.organising.conftest import export
 
 pytest.importorskip("label_studio_sdk")
 from label_studio_sdk.converter.brush import decode_rle

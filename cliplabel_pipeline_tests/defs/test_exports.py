@@ -9,7 +9,7 @@ import dagster as dg
 import pytest
 
 from cliplabel_pipeline.core.storage.files import read_jsonl
-from cliplabel_pipeline_tests.dagster.test_assets import ASSETS, JOB_SELECTION, materialize_job
+from cliplabel_pipeline_tests.defs.test_assets import ASSETS, JOB_SELECTION, materialize_job
 
 pytest.importorskip("pycocotools")
 from pycocotools.coco import COCO  # noqa: E402

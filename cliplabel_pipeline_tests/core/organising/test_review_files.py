@@ -13,7 +13,7 @@ import pytest
 from cliplabel_pipeline.cli import main
 from cliplabel_pipeline.core.storage.files import read_jsonl
 from cliplabel_pipeline.core.storage.database import query
-from cliplabel_pipeline_tests.interop.conftest import export
+from cliplabel_pipeline_tests.core.organising.conftest import export
 
 
 def run(job, *args):

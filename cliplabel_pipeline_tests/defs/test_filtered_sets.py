@@ -17,7 +17,7 @@ from cliplabel_pipeline.defs.assets.labels import job_label_assignments
 from cliplabel_pipeline.defs.assets.reports import job_exports, job_groups
 from cliplabel_pipeline.defs.assets.reviews import job_reviews
 from cliplabel_pipeline.defs.io_managers import JobFolderIOManager, job_value
-from cliplabel_pipeline_tests.dagster.test_assets import materialize_job
+from cliplabel_pipeline_tests.defs.test_assets import materialize_job
 
 STRICT = {"ops": {job_label_assignments.node_def.name: {"config": {"min_confidence": 0.9999999}}}}
 
@@ -82,7 +82,7 @@ def test_a_failing_blocking_check_stops_the_labels(toy_job, resources, instance,
     monkeypatch.setitem(checks.EMBEDDING_CHECKS, "embeddings_have_model_dimension",
                         lambda job, embedded, width: real(job, embedded, width + 1))
     instance.add_dynamic_partitions("jobs", [job_id])
-    from cliplabel_pipeline_tests.dagster.test_assets import ASSETS, JOB_SELECTION
+    from cliplabel_pipeline_tests.defs.test_assets import ASSETS, JOB_SELECTION
 
     result = dg.materialize(ASSETS, partition_key=job_id, resources=resources, instance=instance,
                             selection=JOB_SELECTION, raise_on_error=False)

@@ -14,8 +14,8 @@ from cliplabel_pipeline.toyworld.jobs import write_toy_jobs
 def _materialise_jobs(job_ids: list[str], root: str, db: str, model: str, cache: str) -> None:
     import dagster as dg
 
-    from cliplabel_pipeline_tests.dagster.bindings import bound_resources
-    from cliplabel_pipeline_tests.dagster.test_assets import ASSETS, JOB_SELECTION
+    from cliplabel_pipeline_tests.defs.bindings import bound_resources
+    from cliplabel_pipeline_tests.defs.test_assets import ASSETS, JOB_SELECTION
 
     resources = bound_resources(model, root, db, cache)
     with dg.instance_for_test() as instance:

@@ -17,7 +17,7 @@ from cliplabel_pipeline.defs.jobs import apply_reviews_job
 from cliplabel_pipeline.defs.resources import DuckDBResource, ResultsRootResource
 from cliplabel_pipeline.defs.sensors import job_reviews_sensor_every
 from cliplabel_pipeline.toyworld.jobs import write_toy_job
-from cliplabel_pipeline_tests.dagster.test_assets import ASSETS, materialize_job
+from cliplabel_pipeline_tests.defs.test_assets import ASSETS, materialize_job
 
 job_reviews_sensor = job_reviews_sensor_every(Settings().sensor_interval_s)
 
