@@ -11,6 +11,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from cliplabel_pipeline.core.errors import CliplabelError, UnknownJob
 from cliplabel_pipeline.core.reading.uploads import UnsupportedUpload, UploadTooLarge
+from cliplabel_pipeline.core.settings import Settings, bad_values
 from cliplabel_pipeline.core.serving.runner import JobBusy
 from cliplabel_pipeline.core.storage.guarded import shown
 
@@ -43,11 +44,11 @@ def status_of(exc: CliplabelError) -> int:
 
 
 def _validation_line(exc: RequestValidationError) -> str:
-    parts = []
-    for err in exc.errors():
-        where = ".".join(str(x) for x in err.get("loc", ()) if x not in ("body", "query", "path", "form"))
-        parts.append(f"{where}: {err.get('msg', 'invalid')}" if where else str(err.get("msg", "invalid")))
-    return "invalid request: " + "; ".join(parts)
+    """FastAPI's own validation in the settings' words (``top_k must be a whole number, got '2.5'``), each
+    parameter named as the request names it: the same line a bad value gets on every face."""
+    errors = [{**err, "loc": tuple(x for x in err.get("loc", ()) if x not in ("body", "query", "path", "form"))}
+              for err in exc.errors()]
+    return bad_values(Settings, errors)
 
 
 def install_error_handlers(app: FastAPI) -> None:

@@ -142,7 +142,15 @@ def test_bad_options_are_one_line_422s(client, query, words):
 
 def test_no_files_is_a_one_line_error_not_a_list(client):
     answer = client.post("/classify/image", data={"top_k": "2"})
-    assert answer.status_code == 422 and isinstance(answer.json()["detail"], str)
+    assert answer.status_code == 422 and answer.json()["detail"] == "files must be given"
+
+
+@pytest.mark.parametrize("query, words", [("min_confidence=-1", "min_confidence must be between 0 and 1, got -1"),
+                                          ("min_match=1.5", "min_match must be between 0 and 1, got 1.5"),
+                                          ("min_match=x", "min_match must be a number, got 'x'")])
+def test_a_cleanups_bad_threshold_has_the_same_words(client, query, words):
+    answer = client.post(f"/classify/cleanup/no-such-job?{query}")
+    assert answer.status_code == 422 and answer.json()["detail"] == words
 
 
 def test_concurrent_requests_are_merged_into_shared_batches(server, new_job, service_root):
@@ -220,6 +228,8 @@ def test_an_option_sent_as_a_file_part_is_refused_not_read_as_text(client):
         ("min_match", "-0.1", "min_match must be between 0 and 1, got -0.1"),
         ("min_confidence", "nan", "min_confidence must be between 0 and 1, got nan")]],
     ("query", "top_k", "2.5", "top_k must be a whole number, got 2.5"),
+    ("form", "top_k", "2.5", "top_k must be a whole number, got 2.5"),
+    ("form", "min_match", "most", "min_match must be a number, got 'most'"),
 ])
 def test_a_bad_option_is_named_as_the_request_names_it(client, where, name, value, words):
     """The words of the settings' own bound (``CLIPLABEL_MIN_MATCH must be between 0 and 1, got -0.1``)."""
