@@ -23,7 +23,8 @@ from cliplabel_pipeline.core.values import LabelSettings
 from cliplabel_pipeline.defs.assets.common import LabelingConfig
 from cliplabel_pipeline.defs.jobs import CleanupConfig
 from cliplabel_pipeline.service.errors import ApiError
-from cliplabel_pipeline.service.params import MAX_TOP_K, label_options
+from cliplabel_pipeline.core.settings import MAX_TOP_K
+from cliplabel_pipeline.service.params import label_options
 
 FLAGS = {"top_k": "--top-k", "batch_size": "--batch-size", "min_confidence": "--min-confidence",
          "min_match": "--min-match"}
@@ -87,7 +88,11 @@ def reason(line: str | None, name: str) -> str | None:
 
 
 def same_number(got: str, value) -> bool:
-    return math.isnan(value) if got == "nan" else float(got) == value
+    if got == "nan":
+        return math.isnan(value)
+    if isinstance(value, int) and got.lstrip("-").isdigit():  # exactly: 10**18 + 1 is not a float
+        return int(got) == value
+    return float(got) == value
 
 
 def check_every_face(field: str, value, text: str) -> str | None:
@@ -104,10 +109,17 @@ def check_every_face(field: str, value, text: str) -> str | None:
     return said["dagster"]
 
 
-@given(st.sampled_from(["top_k", "batch_size"]), st.integers(-10**9, 10**9))
-def test_counts_are_taken_from_one_and_refused_below_it_alike_on_every_face(field, k):
-    said = check_every_face(field, k, str(k))
+@given(st.integers(-10**9, 10**9))
+def test_batch_sizes_are_taken_from_one_and_refused_below_it_alike_on_every_face(k):
+    said = check_every_face("batch_size", k, str(k))
     assert said == (None if k >= 1 else f"must be at least 1, got {k}")
+
+
+@given(st.one_of(st.integers(-10**9, 10**9), st.integers(10**18, 10**30), st.sampled_from([0, 1, 100, 101])))
+def test_top_k_is_taken_from_1_to_100_and_refused_outside_alike_on_every_face(k):
+    """Past 100 (an answer's size), not a crash where the run is recorded (DuckDB's INTEGER), on no face."""
+    said = check_every_face("top_k", k, str(k))
+    assert said == (None if 1 <= k <= MAX_TOP_K else f"must be between 1 and {MAX_TOP_K}, got {k}")
 
 
 @given(st.sampled_from(["min_confidence", "min_match"]),
@@ -160,7 +172,7 @@ def test_a_bad_variable_stops_the_cli_with_one_line_before_it_parses(capsys):
 
     with mock.patch.dict(os.environ, {"CLIPLABEL_TOP_K": "0"}):
         assert main(["classify", "x.png"]) == 2
-    assert capsys.readouterr().err == "cliplabel: error: CLIPLABEL_TOP_K must be at least 1, got 0\n"
+    assert capsys.readouterr().err == "cliplabel: error: CLIPLABEL_TOP_K must be between 1 and 100, got 0\n"
 
 
 def test_a_bad_variable_stops_the_service_before_it_starts():

@@ -40,14 +40,15 @@ def _device(value: str) -> str:
 
 # The bounds, defined once: the settings below, the per-call ``LabelSettings``, the CLI's flags, the service's
 # parameters and Dagster's run config all use these types.
-TopK = Annotated[int, Field(ge=1)]  # labels kept per item
+MAX_TOP_K = 100  # labels kept per item at most: an answer's size, the same for every face
+TopK = Annotated[int, Field(ge=1, le=MAX_TOP_K)]  # labels kept per item
 BatchSize = Annotated[int, Field(ge=1)]  # images per forward pass
 Confidence = Annotated[float, Field(ge=0.0, le=1.0)]  # softmax confidence below it: flagged
 Match = Annotated[float, Field(ge=0.0, le=1.0)]  # open-set match below it: flagged
 Count = Annotated[int, Field(ge=1)]
-Seconds = Annotated[float, Field(ge=0.0)]  # a wait: 0 is none
-Interval = Annotated[float, Field(gt=0.0)]  # a period: never 0
-Megabytes = Annotated[float, Field(ge=0.0)]
+Seconds = Annotated[float, Field(ge=0.0, allow_inf_nan=False)]  # a wait: 0 is none
+Interval = Annotated[float, Field(gt=0.0, allow_inf_nan=False)]  # a period: never 0
+Megabytes = Annotated[float, Field(ge=0.0, allow_inf_nan=False)]
 UserPath = Annotated[Path, BeforeValidator(_user_path)]
 Device = Annotated[str, AfterValidator(_device)]
 Precision = Literal["auto", "fp32", "bf16", "fp16", "int8"]

@@ -10,10 +10,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from functools import cache
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import numpy as np
-from pydantic import BeforeValidator, Field, TypeAdapter, ValidationError
+from pydantic import BeforeValidator, Field, StrictBool, TypeAdapter, ValidationError
 from pydantic.dataclasses import dataclass as checked_dataclass
 
 from cliplabel_pipeline.core.settings import BatchSize, Confidence, Match, Settings, TopK
@@ -73,11 +73,14 @@ class LabelSettings:
 @dataclass(frozen=True)
 class ScoredLabel(JsonForm):
     name: str
-    score: float
+    score: Confidence
 
 
 FLAG_RULES = ("confidence", "match", "review")  # what flags an item: softmax confidence, open-set match, a rejection
+FlagRule = Literal["confidence", "match", "review"]
 MODEL, REVIEW = "model", "review"  # where an item's label of record comes from (``label_source``)
+LabelSource = Literal["model", "review"]
+Finite = Annotated[float, Field(allow_inf_nan=False)]
 DECISIONS = ("accept", "correct", "reject")  # what a person may decide about an item
 SETTLED = ("accept", "correct")  # decisions that settle an item: never flagged nor quarantined again
 
@@ -98,14 +101,14 @@ class LabelRecord(JsonForm):
     kind: str
     labels: list[ScoredLabel]
     top1: str
-    confidence: float
-    cosine: float
-    margin: float
-    low_confidence: bool
-    match: float | None = None
-    flagged_by: Annotated[list[str], _none_as(list)] = field(default_factory=list)
+    confidence: Confidence  # a file's NaN, infinity or 5 is not a record cliplabel wrote
+    cosine: Finite
+    margin: Finite
+    low_confidence: StrictBool
+    match: Match | None = None
+    flagged_by: Annotated[list[FlagRule], _none_as(list)] = field(default_factory=list)
     label: str | None = None  # None when made: the model's top-1 (see ``__post_init__``)
-    label_source: Annotated[str, _none_as(lambda: MODEL)] = MODEL
+    label_source: Annotated[LabelSource, _none_as(lambda: MODEL)] = MODEL
     decision: str | None = None
     scene_tags: Annotated[list[ScoredLabel] | None, _left_out_when_none()] = None
 

@@ -7,12 +7,15 @@ The run id is chosen here, so the status is read straight from the instance's ru
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import subprocess
 import sys
+import tempfile
 import threading
 import uuid
+from pathlib import Path
 
 from dagster import DagsterEventType, DagsterInstance, DagsterRunStatus, RunsFilter
 
@@ -24,6 +27,7 @@ from cliplabel_pipeline.core.storage.clock import now
 
 # What the Dagster definitions are called (a test checks them against ``definitions.py``).
 DEFINITIONS_MODULE = "cliplabel_pipeline.definitions"
+LOCATION = "cliplabel"  # the code location's name wherever it is served (workspace.yaml, `dg dev`, the Helm chart)
 LABEL_JOB = "label_jobs_job"
 PARTITIONS = "jobs"
 LABEL_STEP = "job_label_assignments"
@@ -117,7 +121,7 @@ class DagsterJobRunner:
             config = {"ops": {LABEL_STEP: {"config": {"top_k": request.settings.top_k,
                                                       "min_confidence": request.settings.min_confidence,
                                                       "min_match": request.settings.min_match}}}}
-            cmd = [sys.executable, "-m", "dagster", "job", "launch", "-m", DEFINITIONS_MODULE, "-j", LABEL_JOB,
+            cmd = [sys.executable, "-m", "dagster", "job", "launch", "-w", str(_workspace_file()), "-j", LABEL_JOB,
                    "--run-id", status.run_id, "--tags", json.dumps({"dagster/partition": job.id}),
                    "--config-json", json.dumps(config)]
             env = {**os.environ, ENV_VARS["results_root"]: str(self.settings.results_root.resolve()),
@@ -129,3 +133,13 @@ class DagsterJobRunner:
                 status.state, status.reason = "failed", f"dagster job launch failed: {shown(last)[:300]}"
         except (OSError, subprocess.SubprocessError) as exc:
             status.state, status.reason = "failed", f"dagster job launch failed: {shown(exc)[:300]}"
+
+
+@functools.cache
+def _workspace_file() -> Path:
+    """A workspace of the one code location under its own name (``-m`` alone would name it after the module,
+    and the daemon, which knows it as ``cliplabel``, would not find the runs launched here); written once."""
+    path = Path(tempfile.mkdtemp(prefix="cliplabel-workspace-")) / "workspace.yaml"
+    path.write_text(json.dumps({"load_from": [{"python_module": {  # JSON is YAML
+        "module_name": DEFINITIONS_MODULE, "location_name": LOCATION, "working_directory": os.getcwd()}}]}))
+    return path

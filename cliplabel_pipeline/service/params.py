@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Annotated
 
 from fastapi import Request
-from pydantic import BaseModel, Field
+from pydantic import BaseModel
 
 from cliplabel_pipeline.core.settings import BadValue, Confidence, Match, Settings, TopK, validated
 from cliplabel_pipeline.core.values import LabelSettings
@@ -14,14 +13,12 @@ from cliplabel_pipeline.service.errors import ApiError
 
 MAX_LABELS = 1000
 MAX_LABEL_CHARS = 200
-MAX_TOP_K = 100  # the service's own limit on an answer's size, within the setting's bound (at least 1)
 
 
 class RequestThresholds(BaseModel):
-    """A request's ``top_k``, ``min_confidence`` and ``min_match``: the settings' bounds (``top_k`` also at
-    most ``MAX_TOP_K``)."""
+    """A request's ``top_k``, ``min_confidence`` and ``min_match``, within the settings' bounds."""
 
-    top_k: Annotated[TopK, Field(le=MAX_TOP_K)]
+    top_k: TopK
     min_confidence: Confidence
     min_match: Match
 

@@ -69,7 +69,7 @@ def test_the_lineage_file_and_spooling_follow_from_the_settings(tmp_path):
 
 
 @pytest.mark.parametrize("variable, text, line", [
-    ("CLIPLABEL_TOP_K", "0", "CLIPLABEL_TOP_K must be at least 1, got 0"),
+    ("CLIPLABEL_TOP_K", "0", "CLIPLABEL_TOP_K must be between 1 and 100, got 0"),
     ("CLIPLABEL_BATCH_SIZE", "-3", "CLIPLABEL_BATCH_SIZE must be at least 1, got -3"),
     ("CLIPLABEL_MIN_CONFIDENCE", "5", "CLIPLABEL_MIN_CONFIDENCE must be between 0 and 1, got 5"),
     ("CLIPLABEL_MIN_MATCH", "nan", "CLIPLABEL_MIN_MATCH must be between 0 and 1, got nan"),
@@ -95,14 +95,14 @@ def test_a_bad_variable_is_one_line_naming_it(variable, text, line):
 def test_each_bad_variable_gets_its_own_message_on_the_one_line():
     with pytest.raises(BadValue) as caught:
         from_env(CLIPLABEL_TOP_K="0", CLIPLABEL_MIN_MATCH="2")
-    assert str(caught.value) == ("CLIPLABEL_TOP_K must be at least 1, got 0; "
+    assert str(caught.value) == ("CLIPLABEL_TOP_K must be between 1 and 100, got 0; "
                                  "CLIPLABEL_MIN_MATCH must be between 0 and 1, got 2")
 
 
 def test_an_override_is_named_by_its_keyword_and_wins_over_the_variable():
     with mock.patch.dict(os.environ, {"CLIPLABEL_TOP_K": "0"}):
         assert Settings.from_env(top_k=4).top_k == 4
-        with pytest.raises(BadValue, match="^top_k must be at least 1, got -1$"):
+        with pytest.raises(BadValue, match="^top_k must be between 1 and 100, got -1$"):
             Settings.from_env(top_k=-1)
 
 
@@ -115,11 +115,11 @@ def test_a_copy_keeps_the_bounds():
 
 
 @given(st.integers(-10**6, 10**6))
-def test_top_k_from_the_environment_is_taken_exactly_when_at_least_one(k):
+def test_top_k_from_the_environment_is_taken_exactly_from_1_to_100(k):
     try:
-        assert from_env(CLIPLABEL_TOP_K=str(k)).top_k == k and k >= 1
+        assert from_env(CLIPLABEL_TOP_K=str(k)).top_k == k and 1 <= k <= 100
     except BadValue as exc:
-        assert k < 1 and str(exc) == f"CLIPLABEL_TOP_K must be at least 1, got {k}"
+        assert not 1 <= k <= 100 and str(exc) == f"CLIPLABEL_TOP_K must be between 1 and 100, got {k}"
 
 
 @given(st.floats(allow_nan=True, allow_infinity=True))

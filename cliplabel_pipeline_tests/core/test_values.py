@@ -57,3 +57,24 @@ def test_a_bad_review_line_is_one_line_naming_the_field(data, words):
 
 def test_performance_of_an_older_metrics_file_reads_with_zero_peaks():
     assert Performance.from_json({"items_per_s": 1.0, "seconds": 2.0}) == Performance(1.0, 2.0)
+
+
+@pytest.mark.parametrize("change, field", [
+    ({"confidence": float("nan")}, "confidence"), ({"confidence": float("inf")}, "confidence"),
+    ({"confidence": -5}, "confidence"), ({"match": float("-inf")}, "match"), ({"match": 1.5}, "match"),
+    ({"cosine": float("nan")}, "cosine"), ({"labels": [{"name": "x", "score": 7}]}, "labels.0.score"),
+    ({"low_confidence": "yes"}, "low_confidence"), ({"flagged_by": ["bogus-rule"]}, "flagged_by.0"),
+    ({"label_source": "martian"}, "label_source")])
+def test_a_line_with_scores_or_names_cliplabel_never_writes_is_refused_naming_the_field(change, field):
+    """NaN, infinities and out-of-range scores would reach every export as invalid JSON and never be flagged."""
+    with pytest.raises(ValueError) as refused:
+        LabelRecord.from_json({**json.loads(OLD_LINE), **change})
+    assert str(refused.value).startswith(f"{field}: ") and "\n" not in str(refused.value)
+
+
+def test_a_label_of_megabytes_becomes_a_file_name_in_one_pass():
+    from cliplabel_pipeline.core.organising.zip_names import MAX_NAME_BYTES, portable_name
+
+    for name, end in (("x" * 30_000_000, "x"), ("é" * 5_000_000 + ".png", "é.png"), ("ab.c" * 1000, "ab.c")):
+        cut = portable_name(name)
+        assert len(cut.encode("utf-8")) <= MAX_NAME_BYTES and cut.endswith(end) and cut.startswith(name[:10])

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import re
+from pathlib import Path
+
 import dagster as dg
 
 from cliplabel_pipeline.definitions import defs
@@ -105,3 +108,20 @@ def test_dg_check_defs_passes_with_no_warning(tmp_path):
     assert done.returncode == 0, done.stdout + done.stderr
     assert "All definitions loaded successfully." in done.stdout
     assert "warning" not in (done.stdout + done.stderr).lower(), done.stdout + done.stderr
+
+
+def test_the_code_location_has_one_name_wherever_it_is_served():
+    """A backfill launched from the workspace (the daemon's) or by the service must be found by `dg dev`'s daemon."""
+    import yaml
+
+    from cliplabel_pipeline.service.dagster_runs import LOCATION, _workspace_file
+
+    repo = Path(__file__).resolve().parents[2]
+    [dg_name] = re.findall(r'^code_location_name = "(.*)"$', (repo / "pyproject.toml").read_text(), re.M)
+    [workspace] = yaml.safe_load((repo / "workspace.yaml").read_text())["load_from"]
+    [service] = yaml.safe_load(_workspace_file().read_text())["load_from"]
+    [helm] = [d for d in yaml.safe_load_all((repo / "deploy" / "kubernetes" / "values.yaml").read_text())
+              if d and "dagster-user-deployments" in d]
+    [deployment] = helm["dagster-user-deployments"]["deployments"]
+    assert dg_name == LOCATION == workspace["python_module"]["location_name"] == \
+        service["python_module"]["location_name"] == deployment["name"] == "cliplabel"

@@ -17,14 +17,20 @@ MAX_NAME_BYTES = 200
 
 def portable_name(name: str) -> str:
     """``name`` as one portable file name: forbidden, control and format characters become ``_``."""
+    stem, dot, ext = name.rpartition(".")
+    if len(name) > 4 * MAX_NAME_BYTES:  # what can never fit goes before the per-character passes
+        name = stem[:4 * MAX_NAME_BYTES] + dot + ext if stem and len(ext) < 10 else name[:4 * MAX_NAME_BYTES]
     name = unicodedata.normalize("NFC", name.encode("utf-8", "backslashreplace").decode("utf-8"))
     name = "".join("_" if unicodedata.category(c) in ("Cc", "Cf", "Cs", "Co", "Cn", "Zl", "Zp") else c for c in name)
     name = FORBIDDEN.sub("_", name).strip(" .")
     if reserved_stem(name):
         name = "_" + name
-    while len(name.encode("utf-8")) > MAX_NAME_BYTES:
+    if len(name.encode("utf-8")) > MAX_NAME_BYTES:  # cut once, by bytes: a 30 MB label costs one pass, not millions
         stem, dot, ext = name.rpartition(".")
-        name = (stem[:-1] + dot + ext) if stem and len(ext) < 10 else name[:-1]
+        keep = dot + ext if stem and len(ext) < 10 else ""
+        room = MAX_NAME_BYTES - len(keep.encode("utf-8"))
+        cut = (stem if keep else name).encode("utf-8")[:room].decode("utf-8", "ignore")
+        name = cut + keep
     return name or "_"
 
 

@@ -56,9 +56,19 @@ def value_columns(value_type: type, *names: str) -> tuple[Column, ...]:
     return tuple(_value_column(value_type, name, hints[name]) for name in names)
 
 
+def _plain(hint):
+    """A ``Literal`` of names as ``str``, a list of them as ``list[str]``: what their column holds."""
+    if typing.get_origin(hint) is typing.Literal and all(isinstance(a, str) for a in typing.get_args(hint)):
+        return str
+    if typing.get_origin(hint) is list and typing.get_args(hint):
+        return list[_plain(typing.get_args(hint)[0])]
+    return hint
+
+
 def _value_column(value_type: type, name: str, hint) -> Column:
     if typing.get_origin(hint) in (typing.Union, types.UnionType):  # ``float | None``: a nullable DOUBLE
         hint = next(a for a in typing.get_args(hint) if a is not type(None))
+    hint = _plain(hint)
     if hint in _SQL_TYPES:
         return Column(name, _SQL_TYPES[hint], value_type, name)
     if typing.get_args(hint) == (str,):

@@ -18,7 +18,7 @@ DEFAULTS = Settings()
 
 class CheckedConfig(dg.Config):
     """Run config whose fields keep the bounds of the settings' types: a value out of them fails the step at
-    its start with one line naming the field (``top_k must be at least 1, got 0``), not retried (the same
+    its start with one line naming the field (``top_k must be between 1 and 100, got 0``), not retried (the same
     config would fail again), instead of a pydantic traceback."""
 
     @model_validator(mode="wrap")
