@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import os
 import re
 import shutil
@@ -19,6 +18,7 @@ from cliplabel_pipeline.cli import main
 from cliplabel_pipeline.core.errors import CliplabelError
 from cliplabel_pipeline.core.storage.files import read_jsonl
 from cliplabel_pipeline.core.job_folder import JobFolder
+from cliplabel_pipeline_tests.untrusted.conftest import snapshot
 from cliplabel_pipeline.core.storage.database import query
 from cliplabel_pipeline.core.pipeline import record_run
 from cliplabel_pipeline_tests.lineage_rows import synthetic_labelled
@@ -26,18 +26,6 @@ from cliplabel_pipeline.toyworld.jobs import write_toy_job
 from cliplabel_pipeline_tests.hostile import EXPECTED, LABELLED, build_hostile_job
 
 PACKAGE = Path(__file__).resolve().parents[1] / "cliplabel_pipeline"
-
-
-def snapshot(folder: Path) -> dict[str, str]:
-    """{path: sha256 or link target} for everything under ``folder``, never following symlinks."""
-    out = {}
-    for path in sorted(folder.rglob("*")):
-        rel = path.relative_to(folder).as_posix()
-        if path.is_symlink():
-            out[rel] = "-> " + os.readlink(path)
-        elif path.is_file():
-            out[rel] = hashlib.sha256(path.read_bytes()).hexdigest()
-    return out
 
 
 def run_job(root: Path, job_id: str, model: str, db: Path, *extra: str) -> int:
