@@ -43,7 +43,7 @@ def _examples(command: str) -> str:
 
 def _setting(field: str):
     """An option's type: the text checked against the bounds of the ``Settings`` field (the ones a variable
-    and a request parameter meet); argparse says which option failed: ``argument --top-k: must be at least 1``."""
+    and a request parameter meet); argparse says which option failed: ``argument --top-k: must be between 1 and 100``."""
 
     def parse(text: str):
         try:

@@ -117,7 +117,7 @@ def test_a_damaged_photo_is_labelled_without_third_party_warnings(toy_model, tmp
 def test_bad_argument_exits_nonzero(capsys):
     with pytest.raises(SystemExit) as exc:
         main(["classify", "x.png", "--top-k", "0"])
-    assert exc.value.code == 2 and "must be at least 1" in capsys.readouterr().err
+    assert exc.value.code == 2 and "must be between 1 and 100, got 0" in capsys.readouterr().err
 
 
 def test_demo_writes_and_labels_toy_jobs(results_root, root_arg, capsys):
