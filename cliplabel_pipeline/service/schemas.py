@@ -40,6 +40,29 @@ JobStatusOut = create_model("JobStatusOut", **fields_of(JobStatus, "job_id", "st
                             **fields_of(JobStatus, drop=("job_id", "state")))
 
 
+CleanupItem = create_model("CleanupItem", **fields_of(LabelRecord, "path", "top1", "confidence", "match"))
+
+
+class CleanupAnswer(BaseModel):
+    """What a cleanup lists (a dry run) or did: ``action`` and ``outputs`` only once it acted."""
+
+    job_id: str
+    min_confidence: float
+    min_match: float
+    dry_run: bool
+    count: int
+    items: list[CleanupItem]
+    action: typing.Literal["quarantined", "purged"] | None = Field(None, exclude_if=lambda value: value is None)
+    outputs: str | None = Field(None, exclude_if=lambda value: value is None)  # "rebuilt", or why they are stale
+
+
+class RestoreAnswer(BaseModel):
+    job_id: str
+    restored: int
+    items: list[str]
+    outputs: str
+
+
 class JobFiles(BaseModel):
     job_id: str
     files: list[JobFile]

@@ -12,6 +12,7 @@ from cliplabel_pipeline.core.organising.export import FOLDER_FORMATS
 from cliplabel_pipeline.core.pipeline import export_format, write_export
 from cliplabel_pipeline.core.reviewing import import_reviews
 from cliplabel_pipeline.service.errors import ApiError
+from cliplabel_pipeline.service.schemas import CleanupAnswer, CleanupItem, RestoreAnswer
 from cliplabel_pipeline.service.state import ServiceState
 
 
@@ -20,19 +21,19 @@ def _outputs(done: upkeep.Upkeep) -> str:
 
 
 def cleanup_job(state: ServiceState, job: JobFolder, min_confidence: float, min_match: float, apply: bool,
-                purge: bool) -> dict:
+                purge: bool) -> CleanupAnswer:
     """The items below either threshold; with ``apply`` quarantined (or purged) and the outputs rebuilt."""
     db = state.settings.db_path
     with state.runner.hold(job.id):
         upkeep.recover(job, db, state.settings)
         plan = plan_cleanup(job, min_confidence, min_match)
-        body = {"job_id": job.id, "min_confidence": min_confidence, "min_match": min_match, "dry_run": not apply,
-                "count": len(plan),
-                "items": [{"path": r.path, "top1": r.top1, "confidence": r.confidence, "match": r.match} for r in plan]}
+        answer = CleanupAnswer(job_id=job.id, min_confidence=min_confidence, min_match=min_match, dry_run=not apply,
+                               count=len(plan), items=[CleanupItem(**{k: getattr(r, k) for k in CleanupItem.model_fields})
+                                                       for r in plan])
         if apply and plan:
             done = upkeep.cleanup(job, plan, db, purge=purge, settings=state.settings)
-            body.update(action="purged" if purge else "quarantined", outputs=_outputs(done))
-    return body
+            answer.action, answer.outputs = "purged" if purge else "quarantined", _outputs(done)
+    return answer
 
 
 def review_job(state: ServiceState, job: JobFolder, name: str, data: bytes, reviewer: str | None) -> dict:
@@ -43,10 +44,10 @@ def review_job(state: ServiceState, job: JobFolder, name: str, data: bytes, revi
         return import_reviews(job, name, data, state.settings.db_path, reviewer, state.settings).to_json()
 
 
-def restore_job(state: ServiceState, job: JobFolder) -> dict:
+def restore_job(state: ServiceState, job: JobFolder) -> RestoreAnswer:
     with state.runner.hold(job.id):
         done = upkeep.restore(job, state.settings.db_path, state.settings)
-    return {"job_id": job.id, "restored": len(done.paths), "items": done.paths, "outputs": _outputs(done)}
+    return RestoreAnswer(job_id=job.id, restored=len(done.paths), items=done.paths, outputs=_outputs(done))
 
 
 def export_file(state: ServiceState, job: JobFolder, fmt: str, only: str = "all", image_root: str | None = None):

@@ -24,7 +24,8 @@ from cliplabel_pipeline.service.errors import ApiError, status_of
 from cliplabel_pipeline.service.params import label_options
 from cliplabel_pipeline.service.routes.images import classify_uploads, read_uploads
 from cliplabel_pipeline.service.routes.job_actions import cleanup_job, export_file, restore_job, review_job
-from cliplabel_pipeline.service.schemas import JobAccepted, JobFiles, JobStatusOut, job_status_out
+from cliplabel_pipeline.service.schemas import (CleanupAnswer, JobAccepted, JobFiles, JobStatusOut, RestoreAnswer,
+                                                 job_status_out)
 from cliplabel_pipeline.service.state import ServiceState, ready, state_of
 
 router = APIRouter()
@@ -149,7 +150,7 @@ def classify_cleanup(job_id: str, min_confidence: float | None = Query(None, ge=
                      min_match: float | None = Query(None, ge=0, le=1),
                      apply: bool = Query(False, description="move them to quarantine/ (default: a dry run)"),
                      purge: bool = Query(False, description="with apply: delete them for good"),
-                     state: ServiceState = Depends(ready)) -> dict:
+                     state: ServiceState = Depends(ready)) -> CleanupAnswer:
     if purge and not apply:
         raise ApiError(422, "purge deletes files for good and only works together with apply=true")
     conf = state.settings.min_confidence if min_confidence is None else min_confidence
@@ -158,7 +159,7 @@ def classify_cleanup(job_id: str, min_confidence: float | None = Query(None, ge=
 
 
 @router.post("/classify/restore/{job_id}", tags=["actions"], summary="Put quarantined items back, byte for byte")
-def classify_restore(job_id: str, state: ServiceState = Depends(ready)) -> dict:
+def classify_restore(job_id: str, state: ServiceState = Depends(ready)) -> RestoreAnswer:
     return restore_job(state, open_job(state, job_id))
 
 
