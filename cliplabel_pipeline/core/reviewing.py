@@ -48,12 +48,6 @@ class ReviewImport:
                 f"{c['correct']} corrected, {c['reject']} rejected; {c['unmatched']} not matched; "
                 f"{c['changed']} labels of record changed")
 
-    def to_json(self) -> dict:
-        return {"job_id": self.job_id, "form": self.form, "counts": self.counts(),
-                "reviews": [r.to_json() for r in self.added],
-                "unmatched": [{"entry": u.entry, "reason": u.reason} for u in self.unmatched],
-                "changed": self.changed, "outputs": f"stale: {self.stale}" if self.stale else "rebuilt"}
-
 
 def import_reviews(job: JobFolder, name: str, data: bytes, db_path: Path | None, reviewer: str | None,
                    settings: Settings) -> ReviewImport:

@@ -11,7 +11,9 @@ from pydantic import BaseModel, Field, create_model
 
 from cliplabel_pipeline.core.serving.files import JobFile
 from cliplabel_pipeline.core.serving.runner import JobStatus
-from cliplabel_pipeline.core.values import LabelRecord, Provenance, SkippedItem
+from cliplabel_pipeline.core.organising.review_files import Unmatched
+from cliplabel_pipeline.core.reviewing import ReviewImport
+from cliplabel_pipeline.core.values import LabelRecord, Provenance, Review, SkippedItem
 
 
 def fields_of(value_type: type, *names: str, drop: tuple[str, ...] = ()) -> dict[str, tuple]:
@@ -61,6 +63,25 @@ class RestoreAnswer(BaseModel):
     restored: int
     items: list[str]
     outputs: str
+
+
+class ReviewsAnswer(BaseModel):
+    """What ``POST /jobs/{id}/reviews`` took: the file's form, counts by decision, the reviews as stored, what
+    could not be matched and why, the items whose label of record changed, and the outputs rebuilt or stale."""
+
+    job_id: str
+    form: str
+    counts: dict[str, int]
+    reviews: list[Review]
+    unmatched: list[Unmatched]
+    changed: list[str]
+    outputs: str
+
+
+def reviews_answer(done: ReviewImport) -> ReviewsAnswer:
+    return ReviewsAnswer(job_id=done.job_id, form=done.form, counts=done.counts(), reviews=done.added,
+                         unmatched=done.unmatched, changed=done.changed,
+                         outputs=f"stale: {done.stale}" if done.stale else "rebuilt")
 
 
 class JobFiles(BaseModel):

@@ -12,7 +12,7 @@ from cliplabel_pipeline.core.organising.export import FOLDER_FORMATS
 from cliplabel_pipeline.core.pipeline import export_format, write_export
 from cliplabel_pipeline.core.reviewing import import_reviews
 from cliplabel_pipeline.service.errors import ApiError
-from cliplabel_pipeline.service.schemas import CleanupAnswer, CleanupItem, RestoreAnswer
+from cliplabel_pipeline.service.schemas import CleanupAnswer, CleanupItem, RestoreAnswer, ReviewsAnswer, reviews_answer
 from cliplabel_pipeline.service.state import ServiceState
 
 
@@ -36,12 +36,12 @@ def cleanup_job(state: ServiceState, job: JobFolder, min_confidence: float, min_
     return answer
 
 
-def review_job(state: ServiceState, job: JobFolder, name: str, data: bytes, reviewer: str | None) -> dict:
+def review_job(state: ServiceState, job: JobFolder, name: str, data: bytes, reviewer: str | None) -> ReviewsAnswer:
     """What ``cliplabel review`` does, for a file sent over HTTP."""
     if not job.has_labels():
         raise ApiError(409, f"job {job.id!r} has no labels yet: POST /classify/job/{job.id} first")
     with state.runner.hold(job.id):
-        return import_reviews(job, name, data, state.settings.db_path, reviewer, state.settings).to_json()
+        return reviews_answer(import_reviews(job, name, data, state.settings.db_path, reviewer, state.settings))
 
 
 def restore_job(state: ServiceState, job: JobFolder) -> RestoreAnswer:

@@ -24,7 +24,7 @@ from cliplabel_pipeline.service.errors import ApiError, status_of
 from cliplabel_pipeline.service.params import label_options
 from cliplabel_pipeline.service.routes.images import classify_uploads, read_uploads
 from cliplabel_pipeline.service.routes.job_actions import cleanup_job, export_file, restore_job, review_job
-from cliplabel_pipeline.service.schemas import (CleanupAnswer, JobAccepted, JobFiles, JobStatusOut, RestoreAnswer,
+from cliplabel_pipeline.service.schemas import (CleanupAnswer, JobAccepted, JobFiles, JobStatusOut, RestoreAnswer, ReviewsAnswer,
                                                  job_status_out)
 from cliplabel_pipeline.service.state import ServiceState, ready, state_of
 
@@ -206,7 +206,7 @@ def _attachment(name: str) -> str:
 async def post_reviews(request: Request, job_id: str,
                        reviewer: str | None = Query(None, max_length=200, description="who decided, where the file "
                                                                                       "does not say"),
-                       state: ServiceState = Depends(ready)) -> dict:
+                       state: ServiceState = Depends(ready)) -> ReviewsAnswer:
     """The file as the body (or multipart field ``file``); 200 with what was taken and what was not matched."""
     job = open_job(state, job_id)
     name = "the request body"
