@@ -17,21 +17,25 @@ MAX_NAME_BYTES = 200
 
 def portable_name(name: str) -> str:
     """``name`` as one portable file name: forbidden, control and format characters become ``_``."""
-    stem, dot, ext = name.rpartition(".")
     if len(name) > 4 * MAX_NAME_BYTES:  # what can never fit goes before the per-character passes
-        name = stem[:4 * MAX_NAME_BYTES] + dot + ext if stem and len(ext) < 10 else name[:4 * MAX_NAME_BYTES]
+        body, ext = _short_extension(name)
+        name = body[:4 * MAX_NAME_BYTES] + ext
     name = unicodedata.normalize("NFC", name.encode("utf-8", "backslashreplace").decode("utf-8"))
     name = "".join("_" if unicodedata.category(c) in ("Cc", "Cf", "Cs", "Co", "Cn", "Zl", "Zp") else c for c in name)
     name = FORBIDDEN.sub("_", name).strip(" .")
     if reserved_stem(name):
         name = "_" + name
     if len(name.encode("utf-8")) > MAX_NAME_BYTES:  # cut once, by bytes: a 30 MB label costs one pass, not millions
-        stem, dot, ext = name.rpartition(".")
-        keep = dot + ext if stem and len(ext) < 10 else ""
-        room = MAX_NAME_BYTES - len(keep.encode("utf-8"))
-        cut = (stem if keep else name).encode("utf-8")[:room].decode("utf-8", "ignore")
-        name = cut + keep
+        body, ext = _short_extension(name)
+        name = body.encode("utf-8")[:MAX_NAME_BYTES - len(ext.encode("utf-8"))].decode("utf-8", "ignore") + ext
     return name or "_"
+
+
+def _short_extension(name: str) -> tuple[str, str]:
+    """``name`` as (what may be cut, the extension kept whole): ``.png`` stays, a "suffix" of 10 or more
+    characters, or a name that is all extension, is cut like the rest."""
+    stem, dot, ext = name.rpartition(".")
+    return (stem, dot + ext) if stem and len(ext) < 10 else (name, "")
 
 
 def flat_item_name(path: str) -> str:
