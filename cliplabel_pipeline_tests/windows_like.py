@@ -2,7 +2,9 @@
 but cannot honour fail as they fail there.
 
 - ``os.O_NOFOLLOW``, ``O_DIRECTORY``, ``O_CLOEXEC``, ``O_NONBLOCK``, ``pread``, ``pwrite``, ``confstr``,
-  ``killpg``, ``getpgid``: gone;
+  ``killpg``, ``getpgid``, ``nice``: gone;
+- ``multiprocessing.get_context("fork" or "forkserver")`` raises ``ValueError``, as it does there (a pool of
+  decoding processes would otherwise run on Linux, where nothing is hidden);
 - a ``dir_fd`` (or ``src_dir_fd``/``dst_dir_fd``) passed to any call raises ``NotImplementedError``, a
   descriptor passed to ``listdir``/``scandir`` raises ``TypeError``; ``os.supports_dir_fd`` is empty;
 - ``fcntl`` cannot be imported; ``msvcrt`` can, with ``locking`` (a stand-in on ``flock``, exclusive per
@@ -29,7 +31,7 @@ import types
 # Not hidden: what the Linux builds of torch and Dagster call on their own POSIX paths (os.getuid, ...); on
 # Windows their Windows builds take other paths. cliplabel itself must not need any of them.
 HIDDEN_OS = ("O_NOFOLLOW", "O_DIRECTORY", "O_CLOEXEC", "O_NONBLOCK", "pread", "pwrite", "confstr", "killpg",
-             "getpgid")
+             "getpgid", "nice")
 HIDDEN_SIGNALS = ("SIGKILL", "SIGHUP", "SIGQUIT", "SIGUSR1", "SIGUSR2", "SIGALRM", "SIGSTOP", "SIGCONT")
 DIR_FD_CALLS = ("open", "stat", "lstat", "mkdir", "unlink", "remove", "rmdir", "rename", "replace", "chmod",
                 "utime", "access", "readlink", "symlink", "link", "chown")
@@ -75,6 +77,15 @@ def fake_msvcrt(flock=None) -> types.ModuleType:
     return mod
 
 
+def _spawn_only(get_context):
+    @functools.wraps(get_context)
+    def wrapped(method=None):
+        if method in ("fork", "forkserver"):
+            raise ValueError(f"cannot find context for {method!r}")
+        return get_context(method)
+    return wrapped
+
+
 class _NoGlibc(ctypes.CDLL):
     def __init__(self, name, *args, **kwargs):
         if "libc.so" in str(name):  # (CDLL(None), the running program, stays: Linux builds of watchdog use it)
@@ -116,6 +127,9 @@ def hide(set_attr=setattr, del_attr=delattr, set_item=None, signals: bool = True
     set_attr(os, "supports_follow_symlinks", {os.stat})
     set_attr(shutil, "_use_fd_functions", False)  # decided when shutil was imported, as on Windows
     set_attr(ctypes, "CDLL", _NoGlibc)
+    import multiprocessing
+
+    set_attr(multiprocessing, "get_context", _spawn_only(multiprocessing.get_context))
 
 
 def _import_all() -> int:

@@ -15,7 +15,10 @@ from __future__ import annotations
 
 import logging
 import multiprocessing
+import os
 import struct
+import threading
+import uuid
 from collections.abc import Callable
 from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor
 from dataclasses import dataclass
@@ -24,9 +27,10 @@ import numpy as np
 from PIL import Image
 
 from cliplabel_pipeline.core.reading.images import (
-    EXACT_PIXELS, _decode, letterbox, load_picture, mask_inside_array, resize_and_crop, upright_mask,
+    EXACT_PIXELS, _decode, crop_source_under_mask, letterbox, load_picture, mask_inside_array, resize_and_crop,
+    upright_mask,
 )
-from cliplabel_pipeline.core.reading.picture import ImageSkipped, decoding
+from cliplabel_pipeline.core.reading.picture import ImageSkipped, Picture, decoding
 from cliplabel_pipeline.core.storage.guarded import NotRegularFile
 
 log = logging.getLogger(__name__)
@@ -50,6 +54,10 @@ def skip_reason(path: str, exc: Exception) -> str:
         log.info("skipped %s: %s", path, exc)
         return str(exc)
     log.warning("skipped %s: unexpected %s", path, type(exc).__name__, exc_info=exc)
+    return _unexpected(exc)
+
+
+def _unexpected(exc: Exception) -> str:
     return f"could not be read: {type(exc).__name__}: {' '.join(str(exc).split())[:200]}"
 
 
@@ -163,3 +171,161 @@ def decode_pool(workers: int, processes: bool = True) -> Executor:
         except (OSError, ValueError, NotImplementedError) as exc:
             log.warning("decoding with threads: no process pool here (%s)", exc)
     return ThreadPoolExecutor(workers, thread_name_prefix="decode-job")
+
+
+class _SourceOnce:
+    """A job's source, decoded at full size (masks need every pixel) by the first loader that asks, once;
+    or the reason it cannot be, raised for every mask."""
+
+    def __init__(self, job, path: str | None):
+        self.job, self.path = job, path
+        self._lock = threading.Lock()  # masks are decoded by several threads; the source is read once
+        self._value: Picture | str | None = None
+
+    def get(self) -> Picture:
+        with self._lock:
+            if self._value is None:
+                try:
+                    if self.path is None:
+                        raise ImageSkipped("the job has no source.png to cut the mask from")
+                    self._value = load_item(self.job, self.path, lambda fh: load_picture(fh, reduced=False))[0]
+                except ImageSkipped as exc:
+                    self._value = f"source.png unreadable ({exc})"
+            value = self._value
+        if isinstance(value, str):
+            raise ImageSkipped(value)
+        return value
+
+
+_WORKER_SOURCE: dict[str, _SourceOnce] = {}  # in a decoding process: the source of the job it decodes now
+
+
+def _worker_source(job, path: str | None, token: str) -> _SourceOnce:
+    """The source of the job ``token`` names, in a decoding process: one at a time, replaced by the next job's."""
+    if token not in _WORKER_SOURCE:
+        _WORKER_SOURCE.clear()
+        _WORKER_SOURCE[token] = _SourceOnce(job, path)
+    return _WORKER_SOURCE[token]
+
+
+class JobItemLoader:
+    """Decodes one item of a job: a mask as the source region under it, anything else as itself.
+
+    Callable in the process that made it (the job's source shared by its loaders), and picklable for a decoding
+    process, where the loaders of one job (``token``) share that process's own decode of the source."""
+
+    __slots__ = ("job", "path", "kind", "source", "token")
+
+    def __init__(self, job, path: str, kind: str, source: _SourceOnce, token: str):
+        self.job, self.path, self.kind, self.source, self.token = job, path, kind, source, token
+
+    def __call__(self) -> tuple[Picture, int] | tuple[Image.Image, int]:
+        if self.kind == "mask":
+            return load_item(self.job, self.path, lambda fh: crop_source_under_mask(self.source.get(), fh))
+        return load_item(self.job, self.path, load_picture)
+
+    def __reduce__(self):
+        return _loader_in_worker, (self.job, self.path, self.kind, self.source.path, self.token)
+
+
+def _loader_in_worker(job, path: str, kind: str, source_path: str | None, token: str) -> JobItemLoader:
+    return JobItemLoader(job, path, kind, _worker_source(job, source_path, token), token)
+
+
+def job_item_loaders(manifest) -> list[JobItemLoader]:
+    """A loader for every item of ``manifest`` (``JobItems``), in its order."""
+    source = _SourceOnce(manifest.job, manifest.source.path if manifest.source else None)
+    token = uuid.uuid4().hex
+    return [JobItemLoader(manifest.job, item.path, item.kind, source, token) for item in manifest.items]
+
+
+def crop_item(loader: Callable, path: str, kind: str, image_size: int, crop_size: int
+              ) -> tuple[np.ndarray | None, int, str | None]:
+    """``(uint8 crop, area, None)`` of the item ``loader`` decodes, or ``(None, 0, reason)`` when it is skipped
+    (logged)."""
+    try:
+        img, area = loader()
+        return crop_of(img, kind, image_size, crop_size), area, None
+    except Exception as exc:  # noqa: BLE001 - whatever one item raises is that item's: a skip, never the job's end
+        return None, 0, skip_reason(path, exc)
+
+
+@dataclass(frozen=True)
+class Skip:
+    """An item a background process skipped: the reason, and whether it was unexpected (logged as a warning
+    by the process that reads the result; a decoding process's own log goes nowhere)."""
+
+    reason: str
+    unexpected: bool
+
+    def log(self, path: str) -> str:
+        if self.unexpected:
+            log.warning("skipped %s: %s", path, self.reason)
+        else:
+            log.info("skipped %s: %s", path, self.reason)
+        return self.reason
+
+
+@dataclass(frozen=True)
+class PathLoader:
+    """Decodes a loose image file (``cliplabel classify``); picklable for a decoding process."""
+
+    path: str
+    kind: str = "image"
+
+    def __call__(self) -> tuple[Picture, int]:
+        return load_picture(self.path)
+
+
+PORTABLE_LOADERS = (JobItemLoader, PathLoader)  # loaders a decoding process can run
+
+
+def crop_items(loaders: list, image_size: int, crop_size: int) -> list[tuple[np.ndarray, int] | Skip]:
+    """For each of ``loaders`` (``PORTABLE_LOADERS``): ``(uint8 crop, area)``, or the ``Skip``; a task of a
+    background decoding process, which logs nothing itself."""
+    out: list[tuple[np.ndarray, int] | Skip] = []
+    for loader in loaders:
+        try:
+            img, area = loader()
+            out.append((crop_of(img, loader.kind, image_size, crop_size), area))
+        except ImageSkipped as exc:
+            out.append(Skip(str(exc), False))
+        except Exception as exc:  # noqa: BLE001 - that item's skip, as skip_reason words it
+            out.append(Skip(_unexpected(exc), True))
+    return out
+
+
+def _below_the_model() -> None:
+    """A background decoding process runs at the lowest priority, on what the model's threads leave."""
+    try:
+        os.nice(19)
+    except (AttributeError, OSError) as exc:  # no nice() here: the same work, at the same priority
+        log.debug("background decoding at normal priority (%s)", exc)
+
+
+_background: Executor | None = None
+_background_lock = threading.Lock()
+
+
+def background_pool(workers: int) -> Executor | None:
+    """This process's pool of ``workers`` decoding processes below the model's priority, started once and kept
+    (a later call with another count gets the same pool); None where processes cannot be started here."""
+    global _background
+    try:  # asked every time: what the platform offers decides, not what an earlier call found
+        context = multiprocessing.get_context("forkserver")
+    except ValueError as exc:  # Windows: no forkserver; decoding takes turns with the model
+        log.debug("no background decoding here (%s)", exc)
+        return None
+    with _background_lock:
+        if _background is None:
+            _background = ProcessPoolExecutor(workers, mp_context=context, initializer=_below_the_model)
+        return _background
+
+
+def drop_background_pool(pool: Executor) -> None:
+    """Forget ``pool`` (broken: a process died), so the next job starts a new one."""
+    global _background
+    with _background_lock:
+        if _background is pool:
+            _background = None
+    pool.shutdown(wait=False, cancel_futures=True)

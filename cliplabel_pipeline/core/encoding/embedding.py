@@ -1,23 +1,27 @@
-"""Streaming images through the image tower: decode a batch with every core, then encode it.
+"""Streaming images through the image tower: items decoded to uint8 crops, encoded a batch at a time.
 
-On the CPU, decoding and encoding take turns: a batch is decoded by a pool of threads (one per core the
-model uses; Pillow releases the GIL), then encoded by the model on all cores. Measured on 2 cores, this
-beat decoding in a thread beside the model, whose work slowed the model's threads by more than it cost
-itself. On CUDA the next batch is decoded while the GPU encodes the current one. Either way at most two
-batches of resized uint8 crops exist at a time, so memory stays flat whatever the number of images;
-normalisation to float happens per batch, vectorised.
+On the CPU, a job's items (and loose files) are decoded by background processes at the lowest priority
+(``decode_pool.background_pool``, one per core the model uses), up to ``AHEAD`` batches ahead of the one
+being encoded: they run on the cycles the model's threads leave (``OMP_WAIT_POLICY=PASSIVE``, set in
+``core/encoding/__init__.py``, lets those threads sleep instead of spinning between operations), and when the
+model is waiting for them they have the machine to themselves. Measured on 2 cores: decoding in threads in
+turn with the model cost about 0.9 ms an item outside it, decoding in threads beside the model slowed the
+model's threads more than it saved (the GIL and the cores are shared), in processes beside it 0.1-0.3 ms.
+Where processes cannot be started (Windows has no forkserver) or a loader is not picklable, a batch is
+decoded by a pool of threads, then encoded, in turn. On CUDA the next batch is decoded while the GPU encodes
+the current one. Either way a bounded number of batches of resized uint8 crops exist at a time, so memory
+stays flat whatever the number of images; normalisation to float happens per batch, vectorised.
 """
 
 from __future__ import annotations
 
 import functools
-import itertools
 import logging
 import os
-import threading
 import time
+from collections import deque
 from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Executor, Future, ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -25,13 +29,12 @@ import torch
 from PIL import Image
 
 from cliplabel_pipeline.core.encoding import heap
-from cliplabel_pipeline.core.encoding.decode_pool import crop_of, skip_reason
-from cliplabel_pipeline.core.encoding.decode_pool import load_item as _load
-from cliplabel_pipeline.core.encoding.encode import encode_images
-from cliplabel_pipeline.core.reading.images import (
-    ImageSkipped, Picture, crop_source_under_mask, load_picture, normalise_batch,
+from cliplabel_pipeline.core.encoding.decode_pool import (
+    PORTABLE_LOADERS, PathLoader, Skip, background_pool, crop_item, crop_items, drop_background_pool, job_item_loaders,
 )
+from cliplabel_pipeline.core.encoding.encode import encode_images
 from cliplabel_pipeline.core.encoding.model import ClipHandle
+from cliplabel_pipeline.core.reading.images import Picture, normalise_batch
 from cliplabel_pipeline.core.heartbeat import memory_fields
 from cliplabel_pipeline.core.reading.items import JobItems
 from cliplabel_pipeline.core.values import Embedded, EmbeddedItem, SkippedItem
@@ -39,31 +42,35 @@ from cliplabel_pipeline.core.values import Embedded, EmbeddedItem, SkippedItem
 log = logging.getLogger(__name__)
 Loader = Callable[[], tuple[Picture | Image.Image, int]]
 Job = tuple[EmbeddedItem, Loader]  # the item (area 0 until decoded) and how to decode it
+BACKGROUND_TASK = 8  # items a background process decodes per task: small enough to keep both busy to the end
+AHEAD = 2  # batches decoded ahead of the one being encoded (2 x 32 crops of 150 KB)
 
 
 def decode_item(handle: ClipHandle, job: Job) -> tuple[EmbeddedItem, np.ndarray | None, str | None]:
     """``(item with area, uint8 crop, None)``, or ``(item, None, reason)`` for an item that is skipped."""
     item, loader = job
-    try:
-        img, area = loader()
-        pixels = crop_of(img, item.kind, handle.image_size, handle.crop_size)
-        return EmbeddedItem(item.path, item.kind, area), pixels, None
-    except Exception as exc:  # noqa: BLE001 - whatever one item raises is that item's: a skip, never the job's end
-        return item, None, skip_reason(item.path, exc)
+    pixels, area, reason = crop_item(loader, item.path, item.kind, handle.image_size, handle.crop_size)
+    return (item, None, reason) if reason is not None else (EmbeddedItem(item.path, item.kind, area), pixels, None)
 
 
-def _decoded_chunks(handle: ClipHandle, jobs: Iterable[Job], size: int) -> Iterator[list[tuple]]:
-    """Chunks of ``size`` decoded items, in order; on CUDA the next chunk is decoded while one is consumed."""
+def _decoded_chunks(handle: ClipHandle, jobs: list[Job], size: int) -> Iterator[list[tuple]]:
+    """Chunks of ``size`` decoded items, in order: decoded ahead by background processes where every loader can
+    run in one; else on CUDA the next chunk decoded while one is consumed, on the CPU each chunk in turn."""
     cuda = handle.device.startswith("cuda")
+    if not cuda and all(isinstance(loader, PORTABLE_LOADERS) for _, loader in jobs):
+        pool = background_pool(max(1, torch.get_num_threads()))
+        if pool is not None:
+            yield from _background_chunks(handle, jobs, size, pool)
+            return
     workers = min(8, os.cpu_count() or 1) if cuda else max(1, torch.get_num_threads())
-    jobs = iter(jobs)
-    with ThreadPoolExecutor(workers, thread_name_prefix="decode") as pool, \
+    with ThreadPoolExecutor(workers, thread_name_prefix="decode") as threads, \
             ThreadPoolExecutor(1, thread_name_prefix="prefetch") as ahead:
         def decode(chunk: list) -> list[tuple]:
-            return list(pool.map(functools.partial(decode_item, handle), chunk))
+            return list(threads.map(functools.partial(decode_item, handle), chunk))
 
         pending = None
-        while chunk := list(itertools.islice(jobs, size)):
+        for start in range(0, len(jobs), size):
+            chunk = jobs[start:start + size]
             if not cuda:
                 yield decode(chunk)
                 continue
@@ -73,6 +80,63 @@ def _decoded_chunks(handle: ClipHandle, jobs: Iterable[Job], size: int) -> Itera
             pending = submitted
         if pending is not None:
             yield pending.result()
+
+
+def _background_chunks(handle: ClipHandle, jobs: list[Job], size: int, pool: Executor) -> Iterator[list[tuple]]:
+    """Chunks of ``size`` decoded items, in order, decoded by ``pool``'s processes up to ``AHEAD`` batches ahead
+    of the one being encoded. A task that fails as a whole (a decoding process died) is decoded here instead,
+    and the pool is dropped, so nothing is lost and the next job starts a new one."""
+    tasks: deque[tuple[list[Job], Future | None]] = deque()
+    position, out = 0, []
+
+    def top_up() -> None:
+        nonlocal position, pool
+        while position < len(jobs) and len(tasks) * BACKGROUND_TASK < AHEAD * size:
+            part = jobs[position:position + BACKGROUND_TASK]
+            position += len(part)
+            future = None
+            if pool is not None:
+                try:
+                    future = pool.submit(crop_items, [loader for _, loader in part], handle.image_size,
+                                         handle.crop_size)
+                except Exception as exc:  # noqa: BLE001 - a pool that cannot take work: decode here from now on
+                    pool = _give_up(pool, exc)
+            tasks.append((part, future))
+
+    top_up()
+    while tasks:
+        part, future = tasks.popleft()
+        crops = None
+        if future is not None:
+            try:
+                crops = future.result()
+            except Exception as exc:  # noqa: BLE001 - a dead process or an unpicklable result: decode here
+                pool = _give_up(pool, exc)
+        top_up()
+        if crops is None:
+            out.extend(decode_item(handle, job) for job in part)
+        else:
+            out.extend(_received(item, result) for (item, _), result in zip(part, crops))
+        while len(out) >= size:
+            yield out[:size]
+            out = out[size:]
+    if out:
+        yield out
+
+
+def _received(item: EmbeddedItem, result: tuple[np.ndarray, int] | Skip) -> tuple:
+    if isinstance(result, Skip):
+        return item, None, result.log(item.path)
+    pixels, area = result
+    return EmbeddedItem(item.path, item.kind, area), pixels, None
+
+
+def _give_up(pool: Executor | None, exc: Exception) -> None:
+    if pool is not None:
+        log.warning("background decoding failed (%s: %s); decoding in this process from now on",
+                    type(exc).__name__, exc)
+        drop_background_pool(pool)
+    return None
 
 
 def embed_images(handle: ClipHandle, jobs: Iterable[Job], batch_size: int = 32,
@@ -124,38 +188,14 @@ def embed_images(handle: ClipHandle, jobs: Iterable[Job], batch_size: int = 32,
 
 
 def job_loaders(manifest: JobItems) -> Iterator[Job]:
-    """``(meta, loader)`` for each item of a job; masks are read as the source region under them."""
-    source_cache: dict[str, Picture | str] = {}
-    lock = threading.Lock()  # masks are decoded by several threads; the source is read once
-
-    def source_picture() -> Picture:
-        with lock:
-            return _source_picture()
-
-    def _source_picture() -> Picture:
-        if "img" not in source_cache:
-            item = manifest.source
-            try:
-                if item is None:
-                    raise ImageSkipped("the job has no source.png to cut the mask from")
-                # masks need every pixel
-                source_cache["img"] = _load(manifest.job, item.path, lambda fh: load_picture(fh, reduced=False))[0]
-            except ImageSkipped as exc:
-                source_cache["img"] = f"source.png unreadable ({exc})"
-        value = source_cache["img"]
-        if isinstance(value, str):
-            raise ImageSkipped(value)
-        return value
-
-    for item in manifest.items:
-        meta = EmbeddedItem(item.path, item.kind)
-        if item.kind == "mask":
-            yield meta, (lambda p=item.path: _load(manifest.job, p, lambda fh: crop_source_under_mask(source_picture(), fh)))
-        else:
-            yield meta, (lambda p=item.path: _load(manifest.job, p, load_picture))
+    """``(meta, loader)`` for each item of a job; masks are read as the source region under them (the source
+    decoded once)."""
+    for item, loader in zip(manifest.items, job_item_loaders(manifest)):
+        yield EmbeddedItem(item.path, item.kind), loader
 
 
 def path_loaders(paths: Iterable[Path]) -> Iterator[Job]:
     """``(item, loader)`` for loose image files (``cliplabel classify``)."""
     for path in paths:
-        yield EmbeddedItem(Path(path).as_posix(), "image"), (lambda p=Path(path): load_picture(p))
+        name = Path(path).as_posix()
+        yield EmbeddedItem(name, "image"), PathLoader(os.fspath(path))

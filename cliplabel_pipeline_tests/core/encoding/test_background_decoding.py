@@ -1,0 +1,112 @@
+"""Background decoding on the CPU: a job's items decoded by low-priority processes give exactly what decoding in
+turn gives (crops, areas, skips and their reasons, in order), survive a decoding process that dies, and stand
+aside where processes cannot be started (Windows)."""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import psutil
+from PIL import Image
+
+from cliplabel_pipeline.core.encoding import decode_pool
+from cliplabel_pipeline.core.encoding.decode_pool import PathLoader, background_pool
+from cliplabel_pipeline.core.encoding.embedding import embed_images, job_loaders, path_loaders
+from cliplabel_pipeline.core.job_folder import JobFolder
+from cliplabel_pipeline.core.reading.items import list_job_items
+from cliplabel_pipeline.toyworld.jobs import write_toy_job
+
+MAIN_PID = os.getpid()
+
+
+def _in_turn(jobs):
+    """The same loaders, wrapped so no process can run them: decoded by threads in turn with the model."""
+    return [(item, lambda loader=loader: loader()) for item, loader in jobs]
+
+
+def _awkward_job(root: Path) -> str:
+    """A toy job with every kind of item that is skipped, between items that are not."""
+    job = write_toy_job(root, "awkward", seed=7, n_objects=6)
+    (job / "masks" / "0_empty.png").write_bytes(_png(np.zeros((240, 320), np.uint8)))
+    (job / "masks" / "1_not_an_image.png").write_bytes(b"not a png at all")
+    (job / "masks" / "2_other_aspect.png").write_bytes(_png(np.full((50, 300), 255, np.uint8)))
+    (job / "objects" / "0_transparent.png").write_bytes(_png(np.zeros((20, 20, 4), np.uint8)))
+    (job / "objects" / "1_empty_file.png").write_bytes(b"")
+    return "awkward"
+
+
+def _png(pixels: np.ndarray) -> bytes:
+    import io
+
+    buf = io.BytesIO()
+    Image.fromarray(pixels).save(buf, "PNG")
+    return buf.getvalue()
+
+
+def _same(a, b) -> None:
+    assert [(i.path, i.kind, i.area) for i in a.items] == [(i.path, i.kind, i.area) for i in b.items]
+    assert [(s.path, s.kind, s.reason) for s in a.skipped] == [(s.path, s.kind, s.reason) for s in b.skipped]
+    np.testing.assert_array_equal(a.embeddings, b.embeddings)
+
+
+def test_a_job_decoded_in_the_background_is_the_job_decoded_in_turn(labeller, results_root, caplog):
+    job = JobFolder.open(results_root, _awkward_job(results_root))
+    jobs = list(job_loaders(list_job_items(job)))
+    with caplog.at_level(logging.INFO, "cliplabel_pipeline.core.encoding"):
+        background = embed_images(labeller.encoder, jobs, batch_size=4)
+    skipped_lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("skipped ")]
+    in_turn = embed_images(labeller.encoder, _in_turn(jobs), batch_size=4)
+    _same(background, in_turn)
+    assert len(background.skipped) == 5 and len(background.items) > 5
+    # each skip is said once, by this process (a decoding process's own log goes nowhere)
+    assert sorted(skipped_lines) == sorted(f"skipped {s.path}: {s.reason}" for s in background.skipped)
+
+
+def test_the_decoding_processes_run_below_the_model():
+    pool = background_pool(2)
+    assert pool is not None
+    pids = set(pool.submit(os.getpid).result() for _ in range(4))
+    assert MAIN_PID not in pids
+    assert all(psutil.Process(pid).nice() == 19 for pid in pids)
+    assert psutil.Process().nice() == 0  # the model's process is left as it was
+
+
+@dataclass(frozen=True)
+class _DiesInAChild(PathLoader):
+    """Decodes as ``PathLoader`` in the process that made it; kills any other process that runs it."""
+
+    made_by: int = 0
+
+    def __call__(self):
+        if os.getpid() != self.made_by:
+            os._exit(3)
+        return super().__call__()
+
+
+def test_a_decoding_process_that_dies_loses_nothing(labeller, tmp_path, caplog):
+    paths = []
+    for i in range(40):
+        paths.append(tmp_path / f"{i:02d}.png")
+        paths[-1].write_bytes(_png(np.random.default_rng(i).integers(0, 256, (40, 60, 3), dtype=np.uint8)))
+    jobs = list(path_loaders(paths))
+    expected = embed_images(labeller.encoder, _in_turn(jobs), batch_size=8)
+    jobs[21] = (jobs[21][0], _DiesInAChild(str(paths[21]), made_by=os.getpid()))
+    with caplog.at_level(logging.WARNING):
+        survived = embed_images(labeller.encoder, jobs, batch_size=8)
+    _same(survived, expected)
+    assert any("background decoding failed" in r.getMessage() for r in caplog.records)
+    again = embed_images(labeller.encoder, list(path_loaders(paths)), batch_size=8)  # a new pool, working
+    _same(again, expected)
+
+
+def test_where_processes_cannot_start_decoding_takes_turns(labeller, toy_job, windows_like):
+    root, job_id = toy_job
+    assert background_pool(2) is None
+    jobs = list(job_loaders(list_job_items(JobFolder.open(root, job_id))))
+    pools_before = decode_pool._background
+    embedded = embed_images(labeller.encoder, jobs, batch_size=4)
+    assert len(embedded.items) == len(jobs) and decode_pool._background is pools_before
