@@ -13,11 +13,13 @@ made, ``decode_pool`` falls back to threads running the same tasks.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import multiprocessing
 import os
 import struct
 import threading
+import time
 import uuid
 from collections.abc import Callable
 from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor
@@ -198,14 +200,43 @@ class _SourceOnce:
 
 
 _WORKER_SOURCE: dict[str, _SourceOnce] = {}  # in a decoding process: the source of the job it decodes now
+_worker_lock = threading.Lock()
+_worker_last_use = [0.0]  # when the last task ended (0: none has started)
+_worker_busy = [0]  # tasks running (one at a time in a decoding process)
+SOURCE_IDLE_S = 2.0  # a decoding process lets a job's source go once it has had no task for this long
 
 
 def _worker_source(job, path: str | None, token: str) -> _SourceOnce:
-    """The source of the job ``token`` names, in a decoding process: one at a time, replaced by the next job's."""
-    if token not in _WORKER_SOURCE:
-        _WORKER_SOURCE.clear()
-        _WORKER_SOURCE[token] = _SourceOnce(job, path)
-    return _WORKER_SOURCE[token]
+    """The source of the job ``token`` names, in a decoding process: one at a time, replaced by the next job's,
+    and let go when the process has been idle ``SOURCE_IDLE_S`` (a decoded source can be hundreds of MB)."""
+    with _worker_lock:
+        if token not in _WORKER_SOURCE:
+            _WORKER_SOURCE.clear()
+            _WORKER_SOURCE[token] = _SourceOnce(job, path)
+        return _WORKER_SOURCE[token]
+
+
+@contextlib.contextmanager
+def _task():
+    """A decoding process's task: while none runs for ``SOURCE_IDLE_S``, the job's source it keeps is let go."""
+    with _worker_lock:
+        if _worker_last_use[0] == 0.0:
+            threading.Thread(target=_forget_idle_source, name="forget-source", daemon=True).start()
+        _worker_busy[0] += 1
+    try:
+        yield
+    finally:
+        with _worker_lock:
+            _worker_busy[0] -= 1
+            _worker_last_use[0] = time.monotonic()
+
+
+def _forget_idle_source() -> None:
+    while True:
+        time.sleep(SOURCE_IDLE_S / 4)
+        with _worker_lock:
+            if _WORKER_SOURCE and not _worker_busy[0] and time.monotonic() - _worker_last_use[0] > SOURCE_IDLE_S:
+                _WORKER_SOURCE.clear()
 
 
 class JobItemLoader:
@@ -284,14 +315,15 @@ def crop_items(loaders: list, image_size: int, crop_size: int) -> list[tuple[np.
     """For each of ``loaders`` (``PORTABLE_LOADERS``): ``(uint8 crop, area)``, or the ``Skip``; a task of a
     background decoding process, which logs nothing itself."""
     out: list[tuple[np.ndarray, int] | Skip] = []
-    for loader in loaders:
-        try:
-            img, area = loader()
-            out.append((crop_of(img, loader.kind, image_size, crop_size), area))
-        except ImageSkipped as exc:
-            out.append(Skip(str(exc), False))
-        except Exception as exc:  # noqa: BLE001 - that item's skip, as skip_reason words it
-            out.append(Skip(_unexpected(exc), True))
+    with _task():
+        for loader in loaders:
+            try:
+                img, area = loader()
+                out.append((crop_of(img, loader.kind, image_size, crop_size), area))
+            except ImageSkipped as exc:
+                out.append(Skip(str(exc), False))
+            except Exception as exc:  # noqa: BLE001 - that item's skip, as skip_reason words it
+                out.append(Skip(_unexpected(exc), True))
     return out
 
 

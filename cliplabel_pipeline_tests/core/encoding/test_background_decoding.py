@@ -110,3 +110,22 @@ def test_where_processes_cannot_start_decoding_takes_turns(labeller, toy_job, wi
     pools_before = decode_pool._background
     embedded = embed_images(labeller.encoder, jobs, batch_size=4)
     assert len(embedded.items) == len(jobs) and decode_pool._background is pools_before
+
+
+def test_a_decoding_process_lets_the_source_go_when_idle(toy_job, monkeypatch):
+    """What a decoding process does with a job's mask, done here: the source it decoded for the job is kept
+    while tasks come, and let go once none has come for ``SOURCE_IDLE_S``."""
+    import pickle
+    import time
+
+    root, job_id = toy_job
+    monkeypatch.setattr(decode_pool, "SOURCE_IDLE_S", 0.2)
+    loaders = [loader for item, loader in job_loaders(list_job_items(JobFolder.open(root, job_id)))
+               if item.kind == "mask"]
+    in_worker = pickle.loads(pickle.dumps(loaders))  # as a task reaches a decoding process
+    crops = decode_pool.crop_items(in_worker, 224, 224)
+    assert all(isinstance(c, tuple) for c in crops) and len(decode_pool._WORKER_SOURCE) == 1
+    deadline = time.monotonic() + 5
+    while decode_pool._WORKER_SOURCE and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not decode_pool._WORKER_SOURCE
