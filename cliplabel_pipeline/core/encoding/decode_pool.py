@@ -14,6 +14,7 @@ made, ``decode_pool`` falls back to threads running the same tasks.
 from __future__ import annotations
 
 import contextlib
+import io
 import logging
 import multiprocessing
 import os
@@ -34,6 +35,7 @@ from cliplabel_pipeline.core.reading.images import (
 )
 from cliplabel_pipeline.core.reading.picture import ImageSkipped, Picture, decoding
 from cliplabel_pipeline.core.storage.guarded import NotRegularFile
+from cliplabel_pipeline.core.values import EmbeddedItem
 
 log = logging.getLogger(__name__)
 LETTERBOXED = {"mask", "object"}  # whole objects: letterboxed, never centre-cropped
@@ -308,7 +310,19 @@ class PathLoader:
         return load_picture(self.path)
 
 
-PORTABLE_LOADERS = (JobItemLoader, PathLoader)  # loaders a decoding process can run
+@dataclass(frozen=True)
+class BytesLoader:
+    """Decodes an upload held in memory (the HTTP service); picklable for a decoding process."""
+
+    data: bytes
+    path: str
+    kind: str = "image"
+
+    def __call__(self) -> tuple[Picture, int]:
+        return load_picture(io.BytesIO(self.data))
+
+
+PORTABLE_LOADERS = (JobItemLoader, PathLoader, BytesLoader)  # loaders a decoding process can run
 
 
 def crop_items(loaders: list, image_size: int, crop_size: int) -> list[tuple[np.ndarray, int] | Skip]:
@@ -361,3 +375,20 @@ def drop_background_pool(pool: Executor) -> None:
         if _background is pool:
             _background = None
     pool.shutdown(wait=False, cancel_futures=True)
+
+
+def as_decoded(item: EmbeddedItem, result: tuple[np.ndarray, int] | Skip) -> tuple:
+    """A background task's result for ``item`` as ``decode_item`` gives it: ``(item with area, crop, None)``, or
+    ``(item, None, reason)`` for a skip (logged here, by the process that reads it)."""
+    if isinstance(result, Skip):
+        return item, None, result.log(item.path)
+    pixels, area = result
+    return EmbeddedItem(item.path, item.kind, area), pixels, None
+
+
+def give_up(pool: Executor | None, exc: Exception) -> None:
+    """After ``pool`` failed a task as a whole: say so once, and drop it (the caller decodes in-process)."""
+    if pool is not None:
+        log.warning("background decoding failed (%s: %s); decoding in this process from now on",
+                    type(exc).__name__, exc)
+        drop_background_pool(pool)

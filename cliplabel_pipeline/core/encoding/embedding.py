@@ -30,7 +30,7 @@ from PIL import Image
 
 from cliplabel_pipeline.core.encoding import heap
 from cliplabel_pipeline.core.encoding.decode_pool import (
-    PORTABLE_LOADERS, PathLoader, Skip, background_pool, crop_item, crop_items, drop_background_pool, job_item_loaders,
+    PORTABLE_LOADERS, PathLoader, as_decoded, background_pool, crop_item, crop_items, give_up, job_item_loaders,
 )
 from cliplabel_pipeline.core.encoding.encode import encode_images
 from cliplabel_pipeline.core.encoding.model import ClipHandle
@@ -100,7 +100,7 @@ def _background_chunks(handle: ClipHandle, jobs: list[Job], size: int, pool: Exe
                     future = pool.submit(crop_items, [loader for _, loader in part], handle.image_size,
                                          handle.crop_size)
                 except Exception as exc:  # noqa: BLE001 - a pool that cannot take work: decode here from now on
-                    pool = _give_up(pool, exc)
+                    pool = give_up(pool, exc)
             tasks.append((part, future))
 
     top_up()
@@ -111,32 +111,17 @@ def _background_chunks(handle: ClipHandle, jobs: list[Job], size: int, pool: Exe
             try:
                 crops = future.result()
             except Exception as exc:  # noqa: BLE001 - a dead process or an unpicklable result: decode here
-                pool = _give_up(pool, exc)
+                pool = give_up(pool, exc)
         top_up()
         if crops is None:
             out.extend(decode_item(handle, job) for job in part)
         else:
-            out.extend(_received(item, result) for (item, _), result in zip(part, crops))
+            out.extend(as_decoded(item, result) for (item, _), result in zip(part, crops))
         while len(out) >= size:
             yield out[:size]
             out = out[size:]
     if out:
         yield out
-
-
-def _received(item: EmbeddedItem, result: tuple[np.ndarray, int] | Skip) -> tuple:
-    if isinstance(result, Skip):
-        return item, None, result.log(item.path)
-    pixels, area = result
-    return EmbeddedItem(item.path, item.kind, area), pixels, None
-
-
-def _give_up(pool: Executor | None, exc: Exception) -> None:
-    if pool is not None:
-        log.warning("background decoding failed (%s: %s); decoding in this process from now on",
-                    type(exc).__name__, exc)
-        drop_background_pool(pool)
-    return None
 
 
 def embed_images(handle: ClipHandle, jobs: Iterable[Job], batch_size: int = 32,

@@ -7,7 +7,6 @@ labels build a small concept index once; the last few are kept.
 
 from __future__ import annotations
 
-import io
 import threading
 from collections import OrderedDict
 from concurrent.futures import Future
@@ -16,9 +15,9 @@ from dataclasses import replace
 from threadpoolctl import threadpool_limits
 
 from cliplabel_pipeline.core.encoding.batcher import ImageBatcher
+from cliplabel_pipeline.core.encoding.decode_pool import BytesLoader
 from cliplabel_pipeline.core.labeller import Labeller
 from cliplabel_pipeline.core.labelling.labels import assign_labels
-from cliplabel_pipeline.core.reading.images import load_picture
 from cliplabel_pipeline.core.reading.uploads import Upload, UploadLimits, check_uploads
 from cliplabel_pipeline.core.serving.tally import Tally
 from cliplabel_pipeline.core.settings import Settings
@@ -52,9 +51,8 @@ class UploadClassifier:
     def encode(self, uploads: list[Upload], arrival=None) -> Future:
         """A future of the ``Embedded`` of ``uploads``, decoded and preprocessed exactly as ``cliplabel
         classify`` does a file, and encoded together with other callers' images."""
-        return self.batcher.submit([(EmbeddedItem(up.filename, "image"),
-                                     lambda data=up.data: load_picture(io.BytesIO(data))) for up in uploads],
-                                    arrival)
+        return self.batcher.submit([(EmbeddedItem(up.filename, "image"), BytesLoader(up.data, up.filename))
+                                    for up in uploads], arrival)
 
     def labeller_for(self, labels: tuple[str, ...] = ()) -> Labeller:
         """The bank's labeller, or one whose concepts are ``labels`` (built once, then kept)."""

@@ -14,10 +14,12 @@ import psutil
 from PIL import Image
 
 from cliplabel_pipeline.core.encoding import decode_pool
-from cliplabel_pipeline.core.encoding.decode_pool import PathLoader, background_pool
+from cliplabel_pipeline.core.encoding.batcher import ImageBatcher
+from cliplabel_pipeline.core.encoding.decode_pool import BytesLoader, PathLoader, background_pool
 from cliplabel_pipeline.core.encoding.embedding import embed_images, job_loaders, path_loaders
 from cliplabel_pipeline.core.job_folder import JobFolder
 from cliplabel_pipeline.core.reading.items import list_job_items
+from cliplabel_pipeline.core.values import EmbeddedItem
 from cliplabel_pipeline.toyworld.jobs import write_toy_job
 
 MAIN_PID = os.getpid()
@@ -129,3 +131,37 @@ def test_a_decoding_process_lets_the_source_go_when_idle(toy_job, monkeypatch):
     while decode_pool._WORKER_SOURCE and time.monotonic() < deadline:
         time.sleep(0.05)
     assert not decode_pool._WORKER_SOURCE
+
+
+@dataclass(frozen=True)
+class _UploadDiesInAChild(BytesLoader):
+    made_by: int = 0
+
+    def __call__(self):
+        if os.getpid() != self.made_by:
+            os._exit(3)
+        return super().__call__()
+
+
+def test_uploads_decoded_in_the_background_are_batched_as_decoded_in_turn(labeller, caplog):
+    """The service's uploads (``BytesLoader``): the same rows and skips as in-turn decoding, each caller its own,
+    and a decoding process that dies under one request costs nobody an image."""
+    uploads = {f"u{i}": _png(np.random.default_rng(i).integers(0, 256, (30 + i, 50, 3), dtype=np.uint8))
+               for i in range(12)}
+    uploads["broken"] = b"\x89PNG\r\n\x1a\n not really"
+    requests = [["u0", "u1", "broken"], ["u2"], ["u3", "u4", "u5", "u6", "u7"], ["u8", "u9", "u10", "u11"]]
+
+    def jobs(names, dying=None):
+        return [(EmbeddedItem(n, "image"), (_UploadDiesInAChild(uploads[n], n, made_by=os.getpid()) if n == dying
+                                            else BytesLoader(uploads[n], n))) for n in names]
+
+    expected = [embed_images(labeller.encoder, _in_turn(jobs(names)), batch_size=8) for names in requests]
+    for dying in (None, "u5"):
+        with caplog.at_level(logging.WARNING), ImageBatcher(labeller.encoder, max_batch=8, max_wait_s=0.05) as batcher:
+            futures = [batcher.submit(jobs(names, dying)) for names in requests]
+            got = [f.result(timeout=60) for f in futures]
+        for g, e in zip(got, expected):
+            assert [(i.path, i.area) for i in g.items] == [(i.path, i.area) for i in e.items]
+            assert [(s.path, s.reason) for s in g.skipped] == [(s.path, s.reason) for s in e.skipped]
+            np.testing.assert_allclose(g.embeddings, e.embeddings, atol=1e-5)  # batched with others: other shapes
+    assert any("background decoding failed" in r.getMessage() for r in caplog.records)
