@@ -43,13 +43,13 @@ class FlagCounts:
     """Items kept and flagged, and by which rule (see the module's docstring for how reviews count).
 
     ``flagged_by`` holds every rule of ``FLAG_RULES``: how many flagged items it flagged (each at most
-    ``flagged``); ``by_several``: how many flagged items more than one rule flagged, which is why the rules'
-    counts may add up to more than ``flagged``."""
+    ``flagged``); ``flagged_by_several``: how many flagged items more than one rule flagged, which is why the
+    rules' counts may add up to more than ``flagged``."""
 
     kept: int = 0
     flagged: int = 0
     flagged_by: dict[str, int] = field(default_factory=dict)  # a rule left out: 0
-    by_several: int = 0
+    flagged_by_several: int = 0
 
     def __post_init__(self):
         object.__setattr__(self, "flagged_by", {rule: self.flagged_by.get(rule, 0) for rule in FLAG_RULES})
@@ -61,7 +61,7 @@ class FlagCounts:
     def __add__(self, other: "FlagCounts") -> "FlagCounts":
         return FlagCounts(self.kept + other.kept, self.flagged + other.flagged,
                           {rule: self.flagged_by[rule] + other.flagged_by[rule] for rule in FLAG_RULES},
-                          self.by_several + other.by_several)
+                          self.flagged_by_several + other.flagged_by_several)
 
     def as_fields(self) -> dict[str, int]:
         """``kept``, ``flagged`` and ``flagged_by_<rule>`` for every rule: flat, as metadata holds them."""
@@ -73,8 +73,8 @@ class FlagCounts:
         rules that flagged something are named; the last part says how many items more than one rule flagged."""
         fired = [(rule, n) for rule, n in self.flagged_by.items() if n]
         rules = ", ".join(f"{n} by {rule}" for rule, n in fired)
-        if self.by_several:
-            rules += f"; {self.by_several} by {'both' if len(fired) == 2 else 'more than one rule'}"
+        if self.flagged_by_several:
+            rules += f"; {self.flagged_by_several} by {'both' if len(fired) == 2 else 'more than one rule'}"
         return f"{self.kept} kept, {self.flagged} flagged" + (f" ({rules})" if rules else "")
 
 

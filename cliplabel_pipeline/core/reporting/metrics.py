@@ -71,7 +71,7 @@ class ScoreMetrics:
         data = asdict(self)
         flags = data.pop("flags")
         return {**data, "flagged_by": flags["flagged_by"], "kept": flags["kept"], "flagged": flags["flagged"],
-                "flagged_by_several": flags["by_several"]}
+                "flagged_by_several": flags["flagged_by_several"]}
 
     def headline(self) -> str:
         """What a person reads first: kept and flagged, and by which rule (never one threshold alone)."""
