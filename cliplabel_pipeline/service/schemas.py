@@ -9,6 +9,7 @@ import typing
 
 from pydantic import BaseModel, Field, create_model
 
+from cliplabel_pipeline.core.labelling.filtered import FlagCounts
 from cliplabel_pipeline.core.serving.files import JobFile
 from cliplabel_pipeline.core.serving.runner import JobStatus
 from cliplabel_pipeline.core.organising.review_files import Unmatched
@@ -101,3 +102,46 @@ def classify_response(records: list[LabelRecord], skipped: list[SkippedItem], mo
 
 def job_status_out(status: JobStatus, status_url: str) -> BaseModel:
     return JobStatusOut(**{f.name: getattr(status, f.name) for f in dataclasses.fields(status)}, status_url=status_url)
+
+
+# GET /readyz: what was labelled since start is the core's one count of what is flagged (``FlagCounts``)
+LabelledCounts = create_model("LabelledCounts", items=(int, ...), **fields_of(FlagCounts))
+
+
+def labelled_counts(counts: FlagCounts) -> BaseModel:
+    return LabelledCounts(items=counts.items, **{f.name: getattr(counts, f.name) for f in dataclasses.fields(counts)})
+
+
+class LabelledSinceStart(BaseModel):
+    """Uploads, and the items of jobs run in the service (``None`` when runs go to Dagster, whose UI counts them)."""
+
+    images: LabelledCounts
+    jobs: LabelledCounts | None
+
+
+class BatchCounters(BaseModel):
+    count: int
+    images: int
+    mean_size: float
+    decode_s: float
+    encode_s: float
+
+
+class Readiness(BaseModel):
+    """``GET /readyz`` once the model and the bank's text embeddings are loaded."""
+
+    status: typing.Literal["ready"] = "ready"
+    model: str
+    precision: str
+    device: str
+    bank_version: str
+    concepts: int
+    labelled: LabelledSinceStart
+    batches: BatchCounters
+
+
+class NotReady(BaseModel):
+    """``GET /readyz`` (503) while the model loads, or after it failed to."""
+
+    status: typing.Literal["loading", "failed"]
+    detail: str

@@ -11,6 +11,7 @@ import pytest
 
 from cliplabel_pipeline.cli import main
 from cliplabel_pipeline.core.job_folder import JobFolder
+from cliplabel_pipeline.core.labelling.filtered import count_flags
 from cliplabel_pipeline.core.settings import Settings
 from cliplabel_pipeline.core.values import Review
 from cliplabel_pipeline.defs.jobs import apply_reviews_job
@@ -108,5 +109,9 @@ def test_a_review_run_carries_the_reviewed_label_through_groups_exports_and_repo
     assert meta["job_label_assignments"]["labelled_by_review"].value == 2
     report = meta["job_metrics_report"]
     assert report["reviewed"].value == 2 and report["review_accuracy"].value == 0.5
+    counts = count_flags(job.read_labels())  # one count of what is flagged, in every asset's metadata
+    for asset in ("job_label_assignments", "job_confidence_filtered_sets", "job_metrics_report"):
+        assert {name: meta[asset][name].value for name in counts.as_fields()} == counts.as_fields()
+    assert report["headline"].value == counts.words() and f"labelled: {counts.words()};" in job.report_md.read_text()
     assert (report["reviews_accept"].value, report["reviews_correct"].value, report["reviews_reject"].value) == (1, 1, 0)
     assert meta["job_reviews"]["sha256"].value in request.run_key

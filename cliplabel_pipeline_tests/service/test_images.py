@@ -46,6 +46,18 @@ def test_readiness_counts_what_was_kept_and_what_was_flagged_and_by_which_rule(c
     assert after["kept"] - before["kept"] == 4 - len(flagged)
     for rule in ("confidence", "match"):
         assert after["flagged_by"][rule] - before["flagged_by"][rule] == sum(rule in r["flagged_by"] for r in flagged)
+    assert after["flagged_by"]["review"] == 0 <= after["flagged_by_several"] <= after["flagged"]
+    assert all(n <= after["flagged"] for n in after["flagged_by"].values())  # each rule counts flagged items
+
+
+def test_readiness_answers_its_model_with_the_same_keys(client):
+    from cliplabel_pipeline.service.schemas import Readiness
+
+    ready = client.get("/readyz").json()
+    assert list(ready) == ["status", "model", "precision", "device", "bank_version", "concepts", "labelled", "batches"]
+    assert Readiness.model_validate(ready).model_dump(mode="json") == ready
+    assert list(ready["batches"]) == ["count", "images", "mean_size", "decode_s", "encode_s"]
+    assert ready["labelled"]["jobs"] is not None  # jobs run here, in the service's own worker
 
 
 def test_uploaded_images_get_the_same_labels_and_scores_as_cliplabel_classify(client, new_job, service_root,

@@ -11,7 +11,8 @@ from dataclasses import asdict, dataclass
 import numpy as np
 
 from cliplabel_pipeline.core.job_folder import JobFolder
-from cliplabel_pipeline.core.values import FLAG_RULES, LabelRecord, Performance
+from cliplabel_pipeline.core.labelling.filtered import FlagCounts, count_flags
+from cliplabel_pipeline.core.values import LabelRecord, Performance
 
 
 def read_ground_truth(job: JobFolder) -> dict[str, str] | None:
@@ -41,26 +42,40 @@ class TruthMetrics:
 
 @dataclass(frozen=True)
 class ScoreMetrics:
-    """Without ground truth: how the scores are spread and how diverse the labels are."""
+    """Without ground truth: how the scores are spread and how diverse the labels are; and the items kept and
+    flagged (``flags``, the one count of ``count_flags``: the headline and every face read it)."""
 
     confidence: dict[str, float]
     cosine: dict[str, float]
     distinct_labels: int
     label_entropy_bits: float
-    share_at_or_above_threshold: float | None
+    share_at_or_above_threshold: float | None  # of the confidence rule alone: the headline counts ``flags``
     label_counts: dict[str, int]
     match: dict[str, float]
-    flagged_by: dict[str, int]  # items each rule flagged (an item flagged by both counts for both)
-    kept: int = 0  # items no rule flagged
-    flagged: int = 0  # items flagged by either rule (``low_confidence``)
+    flags: FlagCounts
+
+    @property
+    def kept(self) -> int:
+        return self.flags.kept
+
+    @property
+    def flagged(self) -> int:
+        return self.flags.flagged
+
+    @property
+    def flagged_by(self) -> dict[str, int]:
+        """The flagged items each rule flagged (an item flagged by two rules counts for both)."""
+        return self.flags.flagged_by
 
     def to_json(self) -> dict:
-        return asdict(self)
+        data = asdict(self)
+        flags = data.pop("flags")
+        return {**data, "flagged_by": flags["flagged_by"], "kept": flags["kept"], "flagged": flags["flagged"],
+                "flagged_by_several": flags["flagged_by_several"]}
 
     def headline(self) -> str:
         """What a person reads first: kept and flagged, and by which rule (never one threshold alone)."""
-        rules = ", ".join(f"{n} by {rule}" for rule, n in self.flagged_by.items() if n)  # an item may count twice
-        return f"{self.kept} kept, {self.flagged} flagged" + (f" ({rules})" if rules else "")
+        return self.flags.words()
 
 
 PRECISION_TARGET = 0.95
@@ -175,7 +190,7 @@ def _stats(a: np.ndarray) -> dict[str, float]:
 
 def score_metrics(records: list[LabelRecord], min_confidence: float) -> ScoreMetrics:
     """Distribution of confidences, match scores and cosines, label diversity (distinct labels, entropy in
-    bits), and how many items each rule flagged."""
+    bits), and the items kept and flagged, by which rule (``count_flags``)."""
     conf = np.array([r.confidence for r in records], float)
     match = np.array([r.match for r in records if r.match is not None], float)
     cos = np.array([r.cosine for r in records], float)
@@ -188,8 +203,7 @@ def score_metrics(records: list[LabelRecord], min_confidence: float) -> ScoreMet
         share_at_or_above_threshold=round(float((conf >= min_confidence).mean()), 6) if len(conf) else None,
         label_counts=dict(counts.most_common()),
         match=_stats(match),
-        flagged_by={rule: sum(rule in r.flagged_by for r in records) for rule in FLAG_RULES},
-        kept=sum(not r.low_confidence for r in records), flagged=sum(r.low_confidence for r in records),
+        flags=count_flags(records),
     )
 
 

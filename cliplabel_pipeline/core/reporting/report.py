@@ -213,10 +213,10 @@ def write_report(job: JobFolder, records: list[LabelRecord], metrics: JobMetrics
     matches = [r.match for r in records if r.match is not None]
     if matches and metrics.match_threshold is not None:
         _save(job, folder / "match.png", score_histogram(matches, metrics.match_threshold, "match"))
-        m, by = scores.match, scores.flagged_by
+        m = scores.match
         lines += ["## Match (open set)", "", "![match histogram](match.png)", "",
-                  f"mean {m.get('mean', 0):.3f}, median {m.get('p50', 0):.3f}; flagged by confidence "
-                  f"{by.get('confidence', 0)}, by match {by.get('match', 0)}", ""]
+                  f"mean {m.get('mean', 0):.3f}, median {m.get('p50', 0):.3f}; of the {scores.flagged} items "
+                  f"flagged, {scores.flagged_by['match']} by match", ""]
     lines += ["## Groups", ""]
     pictured = {id(g) for g in sorted(groups.groups, key=lambda g: -len(g.items))[:MAX_GROUP_SHEETS]}
     unpictured = []

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from cliplabel_pipeline.core.errors import CliplabelError
 from cliplabel_pipeline.core.job_folder import JobFolder
 from cliplabel_pipeline.core.labeller import Labeller
+from cliplabel_pipeline.core.labelling.filtered import count_flags
 from cliplabel_pipeline.core.pipeline import JobResult, export_format, process_job
 from cliplabel_pipeline.core.serving.files import JobFile, job_files
 from cliplabel_pipeline.core.serving.tally import Tally
@@ -61,7 +62,7 @@ def folder_status(job: JobFolder) -> JobStatus:
     if not job.has_labels():
         return JobStatus(job.id, "unlabelled")
     records, skipped = job.read_labels(), job.read_skipped()
-    counts = {"labelled": len(records), "low_confidence": sum(r.low_confidence for r in records),
+    counts = {"labelled": len(records), "low_confidence": count_flags(records).flagged,
               "skipped": len(skipped)}
     return JobStatus(job.id, "done", counts=counts, files=job_files(job))
 
@@ -167,5 +168,5 @@ class LocalJobRunner:
 
 def _counts(done: JobResult) -> dict[str, int]:
     records = done.labelled.records
-    return {"labelled": len(records), "low_confidence": sum(r.low_confidence for r in records),
+    return {"labelled": len(records), "low_confidence": count_flags(records).flagged,
             "skipped": len(done.labelled.skipped)}

@@ -4,6 +4,7 @@ from collections.abc import Iterator
 
 import dagster as dg
 
+from cliplabel_pipeline.core.labelling.filtered import count_flags
 from cliplabel_pipeline.core.labelling.index import ConceptIndex
 from cliplabel_pipeline.core.pipeline import Labelled, label_embedded
 from cliplabel_pipeline.core.values import REVIEW, Embedded, Review
@@ -32,12 +33,12 @@ def job_label_assignments(context: dg.AssetExecutionContext, config: LabelingCon
                                   duckdb.db_path(results_root.root), context.run.run_id, spool_rows=duckdb.spool_rows,
                                   reviews=job_reviews)
     records, prov = labelled.records, labelled.provenance
+    counts = count_flags(records)  # the one count of what is flagged: a person's accepted label counts as kept
     yield dg.Output(labelled, metadata={
         "items": dg.MetadataValue.int(len(records)),
-        "low_confidence": dg.MetadataValue.int(sum(r.low_confidence for r in records)),
+        "low_confidence": dg.MetadataValue.int(counts.flagged),
         "labelled_by_review": dg.MetadataValue.int(sum(r.label_source == REVIEW for r in records)),
-        "flagged_by_confidence": dg.MetadataValue.int(sum("confidence" in r.flagged_by for r in records)),
-        "flagged_by_match": dg.MetadataValue.int(sum("match" in r.flagged_by for r in records)),
+        **{name: dg.MetadataValue.int(n) for name, n in counts.as_fields().items()},
         "mean_match": dg.MetadataValue.float(round(sum(r.match or 0 for r in records) / max(len(records), 1), 6)),
         "model": prov.model, "bank_version": prov.bank_version,
         "threshold": dg.MetadataValue.float(prov.min_confidence), "top_k": dg.MetadataValue.int(prov.top_k),

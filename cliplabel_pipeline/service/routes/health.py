@@ -5,6 +5,9 @@ from __future__ import annotations
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
+from cliplabel_pipeline.service.schemas import (
+    BatchCounters, LabelledSinceStart, NotReady, Readiness, labelled_counts,
+)
 from cliplabel_pipeline.service.state import state_of
 
 router = APIRouter(tags=["health"])
@@ -15,20 +18,25 @@ def healthz() -> dict:
     return {"status": "ok"}
 
 
-@router.get("/readyz", summary="The model and the concept bank's text embeddings are loaded")
-def readyz(request: Request) -> JSONResponse:
+@router.get("/readyz", summary="The model and the concept bank's text embeddings are loaded",
+            response_model=Readiness, responses={503: {"model": NotReady}})
+def readyz(request: Request) -> Readiness | JSONResponse:
     state = state_of(request)
     if state.error:
-        return JSONResponse({"status": "failed", "detail": state.error}, status_code=503)
+        return _not_ready(NotReady(status="failed", detail=state.error))
     if state.classifier is None or state.runner is None:
-        return JSONResponse({"status": "loading", "detail": "the model and the concept bank are still loading"},
-                            status_code=503, headers={"Retry-After": "5"})
-    labeller, stats = state.classifier.labeller, state.classifier.batcher.stats
-    return JSONResponse({"status": "ready", "model": labeller.encoder.name, "precision": labeller.encoder.precision,
-                         "device": labeller.encoder.device, "bank_version": labeller.index.bank.version,
-                         "concepts": len(labeller.index.names),
-                         "labelled": {"images": state.classifier.tally.to_json(),
-                                      "jobs": state.runner.tally and state.runner.tally.to_json()},
-                         "batches": {"count": stats.batches, "images": stats.images,
-                                     "mean_size": round(stats.mean_batch, 2), "decode_s": round(stats.decode_s, 3),
-                                     "encode_s": round(stats.encode_s, 3)}})
+        return _not_ready(NotReady(status="loading", detail="the model and the concept bank are still loading"),
+                          {"Retry-After": "5"})
+    labeller, stats, jobs = state.classifier.labeller, state.classifier.batcher.stats, state.runner.tally
+    return Readiness(model=labeller.encoder.name, precision=labeller.encoder.precision,
+                     device=labeller.encoder.device, bank_version=labeller.index.bank.version,
+                     concepts=len(labeller.index.names),
+                     labelled=LabelledSinceStart(images=labelled_counts(state.classifier.tally.counts),
+                                                 jobs=labelled_counts(jobs.counts) if jobs is not None else None),
+                     batches=BatchCounters(count=stats.batches, images=stats.images,
+                                           mean_size=round(stats.mean_batch, 2), decode_s=round(stats.decode_s, 3),
+                                           encode_s=round(stats.encode_s, 3)))
+
+
+def _not_ready(body: NotReady, headers: dict[str, str] | None = None) -> JSONResponse:
+    return JSONResponse(body.model_dump(), status_code=503, headers=headers)

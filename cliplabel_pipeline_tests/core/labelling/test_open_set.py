@@ -23,7 +23,8 @@ from cliplabel_pipeline.toyworld.outside import write_outside_job
 from cliplabel_pipeline.toyworld.train import held_out_nouns
 
 
-@pytest.fixture(scope="module", params=[4242, 1234])
+# The second seed costs a minute: the quick loop (-m "not slow") evaluates one, the full suite (make test, CI) both.
+@pytest.fixture(scope="module", params=[4242, pytest.param(1234, marks=pytest.mark.slow)])
 def held_out(labeller, tmp_path_factory, request):
     """Held-out toy jobs and out-of-world jobs, on two seeds apart from the one the score was designed on."""
     return evaluate(labeller, tmp_path_factory.mktemp("open-set"), in_jobs=60, jobs_per_family=12,

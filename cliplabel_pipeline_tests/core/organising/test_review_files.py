@@ -223,3 +223,30 @@ def test_a_rejected_source_is_said_not_taken(own_job, tmp_path, capsys):
     out = capsys.readouterr()
     assert "never goes to quarantine" in out.out + out.err
     assert records_of(own_job)["source.png"]["decision"] is None
+
+
+def test_after_reviews_the_summary_the_report_and_metrics_count_alike(own_job, tmp_path, toy_model, capsys):
+    """A flagged item a person accepted is kept (its model rule no longer counted), a kept one rejected is flagged
+    by review: the CLI's summary, the report's headline and ``metrics.json`` all say the counts of
+    ``count_flags`` over ``labels.jsonl``."""
+    from cliplabel_pipeline.core.job_folder import JobFolder
+    from cliplabel_pipeline.core.labelling.filtered import count_flags
+
+    root, job_id, db = own_job
+    before = records_of(own_job)
+    flagged = next(p for p, r in before.items() if r["low_confidence"] and r["flagged_by"])
+    kept = next(p for p, r in before.items() if not r["low_confidence"] and p != "source.png")
+    lines = tmp_path / "decisions.jsonl"
+    lines.write_text(json.dumps({"path": flagged, "decision": "accept"}) + "\n"
+                     + json.dumps({"path": kept, "decision": "reject"}) + "\n")
+    assert run(own_job, "review", "--from", str(lines)) == 0
+    capsys.readouterr()
+    assert main(["job", job_id, "--results-root", str(root), "--model", toy_model, "--precision", "fp32",
+                 "--db", str(db)]) == 0
+    summary = capsys.readouterr().out.splitlines()[0]
+    counts = count_flags(JobFolder.open(root, job_id).read_labels())
+    assert counts.flagged_by["review"] == 1 and counts.flagged == sum(r["low_confidence"] for r in before.values())
+    assert summary.startswith(f"{job_id}: {counts.items} labelled: {counts.words()}; ")
+    assert f"{counts.items} items labelled: {counts.words()};" in (root / job_id / "report" / "report.md").read_text()
+    scores = json.loads((root / job_id / "metrics.json").read_text())["scores"]
+    assert (scores["kept"], scores["flagged"], scores["flagged_by"]) == (counts.kept, counts.flagged, counts.flagged_by)

@@ -55,4 +55,4 @@ def test_the_headline_counts_what_each_rule_flagged():
     records = [dataclasses.replace(rec("a", "cat", 0.9), low_confidence=True, flagged_by=["match"]),
                dataclasses.replace(rec("b", "cat", 0.2), flagged_by=["confidence", "match"]),
                rec("c", "dog", 0.8)]
-    assert score_metrics(records, 0.5).headline() == "1 kept, 2 flagged (1 by confidence, 2 by match)"
+    assert score_metrics(records, 0.5).headline() == "1 kept, 2 flagged (1 by confidence, 2 by match; 1 by both)"
