@@ -181,3 +181,32 @@ def test_a_bad_variable_stops_the_service_before_it_starts():
     with mock.patch.dict(os.environ, {"CLIPLABEL_SERVICE_RUNS": "remote"}), pytest.raises(BadValue) as caught:
         create_app()
     assert str(caught.value) == "CLIPLABEL_SERVICE_RUNS must be one of 'auto', 'dagster', 'local', got 'remote'"
+
+
+def test_a_bad_variable_stops_the_dagster_definitions_loading_with_the_same_line():
+    from cliplabel_pipeline.defs.loading import definitions_settings
+
+    with mock.patch.dict(os.environ, {"CLIPLABEL_TOP_K": "0"}), pytest.raises(BadValue) as caught:
+        definitions_settings()
+    assert str(caught.value) == "CLIPLABEL_TOP_K must be between 1 and 100, got 0"
+
+
+@given(st.sampled_from(["results_root", "db", "cache_dir", "labels_file", "templates_file"]),
+       st.text(" \t\r\n", min_size=1, max_size=4))
+def test_a_path_variable_of_spaces_alone_is_refused_alike_on_every_face(field, text):
+    """Not a folder named by spaces under the working folder: the CLI, the service and Dagster's definitions each
+    stop at their start with the same line."""
+    from cliplabel_pipeline.cli import main
+    from cliplabel_pipeline.defs.loading import definitions_settings
+    from cliplabel_pipeline.service.app import create_app
+
+    line = f"{ENV_VARS[field]} must not be blank, got {text!r}"
+    with mock.patch.dict(os.environ, {ENV_VARS[field]: text}):
+        for start in (Settings.from_env, create_app, definitions_settings):
+            with pytest.raises(BadValue) as caught:
+                start()
+            assert str(caught.value) == line, start
+        err = io.StringIO()
+        with contextlib.redirect_stderr(err):
+            assert main(["job", "job-1", "--results-root", "r"]) == 2
+    assert err.getvalue().splitlines()[-1] == f"cliplabel: error: {line}"

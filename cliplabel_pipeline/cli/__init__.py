@@ -15,7 +15,7 @@ from pathlib import Path
 from cliplabel_pipeline.cli.parser import build_parser
 from cliplabel_pipeline.cli.progress import ProgressView
 from cliplabel_pipeline.core.job_folder import SOURCE_NAME
-from cliplabel_pipeline.core.settings import ENV_VARS, BadValue, Settings, offline_hub
+from cliplabel_pipeline.core.settings import ENV_VARS, BadValue, Settings, offline_hub, say_stray_variables
 from cliplabel_pipeline.core.storage.guarded import shown
 
 __all__ = ["build_parser", "main"]
@@ -244,6 +244,7 @@ COMMANDS = {"classify": cmd_classify, "job": cmd_job, "model": cmd_model_pull, "
 
 
 def main(argv: list[str] | None = None) -> int:
+    say_stray_variables()  # a misspelled CLIPLABEL_* variable: one warning line, then on as if it were not set
     try:
         env = Settings.from_env()  # the one read of the CLIPLABEL_* variables in this process
     except BadValue as exc:
