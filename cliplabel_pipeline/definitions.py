@@ -29,7 +29,8 @@ offline_hub()  # the model is read from the cache, never downloaded at run time:
 clip = ClipModelResource(model=bound_to_env("model"), device=bound_to_env("device"),
                          precision=bound_to_env("precision"), cache_dir=bound_to_env("cache_dir"),
                          labels_file=bound_to_env("labels_file"), templates_file=bound_to_env("templates_file"))
-results_root = ResultsRootResource(path=bound_to_env("results_root"), settle_seconds=SETTINGS.settle_s)
+results_root = ResultsRootResource(path=bound_to_env("results_root"), settle_seconds=SETTINGS.settle_s,
+                                   job_wait_seconds=SETTINGS.job_wait_s, db_wait_seconds=SETTINGS.db_wait_s)
 
 defs = dg.Definitions(
     assets=[concept_text_embeddings, job_image_embeddings, job_reviews, job_label_assignments,

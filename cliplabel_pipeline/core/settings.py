@@ -15,6 +15,7 @@ import math
 import os
 import sys
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal, get_args
 
@@ -144,6 +145,11 @@ class Settings(BaseSettings):
         return validated(cls, given, names)
 
     @property
+    def waits(self) -> "Waits":
+        """How long work on a job waits for another process (``CLIPLABEL_JOB_WAIT_S``, ``CLIPLABEL_DB_WAIT_S``)."""
+        return Waits(self.job_wait_s, self.db_wait_s)
+
+    @property
     def db_path(self) -> Path:
         """``CLIPLABEL_DB``, else ``cliplabel.duckdb`` beside the results root (not inside it: it is no job)."""
         return Path(self.db) if self.db else Path(self.results_root).resolve().parent / DB_FILE
@@ -168,6 +174,16 @@ class _Variables(EnvSettingsSource):
 
 def _env_name(name: str, info) -> str:
     return info.validation_alias if isinstance(info.validation_alias, str) else ENV_PREFIX + name.upper()
+
+
+@dataclass(frozen=True)
+class Waits:
+    """How long work on a job waits for another process that holds what it needs: the job's lock (``job_s``),
+    the DuckDB file (``db_s``). Read once with the settings (``Settings.waits``) and carried by the ``JobFolder``
+    to every lock and write on the job; the defaults are the settings' own."""
+
+    job_s: float = Settings.model_fields["job_wait_s"].default
+    db_s: float = Settings.model_fields["db_wait_s"].default
 
 
 # field name -> its environment variable (``cache_dir`` is ``CLIPLABEL_CACHE``)

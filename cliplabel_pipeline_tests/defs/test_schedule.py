@@ -27,7 +27,7 @@ def label_with_cli(root, db_path, job_id, model, *options):
 
 def change_run(db_path, job_id, column, value):
     """What the job was labelled with changes underneath it (as after a bank or weights update)."""
-    with write_connection(db_path) as con:
+    with write_connection(db_path, Settings().db_wait_s) as con:
         con.execute(f"UPDATE runs SET {column} = ? WHERE job_id = ?", [value, job_id])
 
 
