@@ -134,7 +134,8 @@ def test_the_code_location_has_one_name_wherever_it_is_served():
     """A backfill launched from the workspace (the daemon's) or by the service must be found by `dg dev`'s daemon."""
     import yaml
 
-    from cliplabel_pipeline.service.dagster_runs import LOCATION, _workspace_file
+    from cliplabel_pipeline.dagster_names import LOCATION
+    from cliplabel_pipeline.service.dagster_runs import _workspace_file
 
     repo = Path(__file__).resolve().parents[2]
     [dg_name] = re.findall(r'^code_location_name = "(.*)"$', (repo / "pyproject.toml").read_text(), re.M)
