@@ -9,6 +9,7 @@ import typing
 
 from pydantic import BaseModel, Field, create_model
 
+from cliplabel_pipeline.core.organising.labelstudio import Prediction
 from cliplabel_pipeline.core.serving.files import JobFile
 from cliplabel_pipeline.core.serving.runner import JobStatus
 from cliplabel_pipeline.core.organising.review_files import Unmatched
@@ -101,3 +102,15 @@ def classify_response(records: list[LabelRecord], skipped: list[SkippedItem], mo
 
 def job_status_out(status: JobStatus, status_url: str) -> BaseModel:
     return JobStatusOut(**{f.name: getattr(status, f.name) for f in dataclasses.fields(status)}, status_url=status_url)
+
+
+# Label Studio's ML backend protocol: what /health, /setup and /predict answer, in the order of keys it is sent.
+class MLBackendHealth(BaseModel):
+    status: typing.Literal["UP"] = "UP"
+    model_class: typing.Literal["cliplabel"] = "cliplabel"
+    model_version: str
+
+
+MLBackendSetup = create_model("MLBackendSetup", **fields_of(Prediction, "model_version"))
+MLBackendPredictions = create_model("MLBackendPredictions", results=(list[Prediction], ...),
+                                    **fields_of(Prediction, "model_version"))
