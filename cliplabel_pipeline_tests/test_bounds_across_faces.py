@@ -210,3 +210,25 @@ def test_a_path_variable_of_spaces_alone_is_refused_alike_on_every_face(field, t
         with contextlib.redirect_stderr(err):
             assert main(["job", "job-1", "--results-root", "r"]) == 2
     assert err.getvalue().splitlines()[-1] == f"cliplabel: error: {line}"
+
+
+def test_a_misspelled_variable_is_one_warning_line_where_each_face_starts(monkeypatch):
+    """Said once by the CLI, by the service and by Dagster's definitions as each starts (and once per process:
+    ``cliplabel serve`` is the CLI, then the service); the face then starts as if it were not set."""
+    from cliplabel_pipeline.cli import main
+    from cliplabel_pipeline.core import settings
+    from cliplabel_pipeline.defs.loading import definitions_settings
+    from cliplabel_pipeline.service.app import create_app
+
+    line = ("cliplabel: warning: CLIPLABEL_MIN_CONFIDANCE is ignored: it is not a cliplabel variable; did you mean "
+            "CLIPLABEL_MIN_CONFIDENCE?")
+    monkeypatch.setenv("CLIPLABEL_MIN_CONFIDANCE", "0.9")
+    for start in (lambda: main(["classify"]), create_app, definitions_settings):
+        monkeypatch.setattr(settings, "_SAID", set())
+        err = io.StringIO()
+        with contextlib.redirect_stderr(err):
+            for _ in range(2):
+                with contextlib.suppress(SystemExit):  # classify with no path: a usage error, after the warning
+                    start()
+        assert err.getvalue().splitlines().count(line) == 1, err.getvalue()
+    assert definitions_settings().min_confidence == Settings().min_confidence
