@@ -38,6 +38,12 @@ def _user_path(value):
     return Path(value).expanduser() if isinstance(value, str) else value
 
 
+def _not_blank(value: str) -> str:
+    if value and not value.strip():
+        raise PydanticCustomError("blank", "must not be blank")
+    return value
+
+
 def _device(value: str) -> str:
     if value in ("auto", "cpu", "cuda") or (value.startswith("cuda:") and value[5:].isdigit()):
         return value
@@ -59,6 +65,7 @@ UserPath = Annotated[Path, BeforeValidator(_user_path)]
 MaybePath = Annotated[Path | None, BeforeValidator(_user_path)]  # one error for a blank one, not one per type
 Port = Annotated[int, Field(ge=1, le=65535)]  # a TCP port to listen on (0 would be any free one: never meant)
 Device = Annotated[str, AfterValidator(_device)]
+Named = Annotated[str, Field(min_length=1), AfterValidator(_not_blank)]  # a model (a hub id or a folder), a broker URL
 Precision = Literal["auto", "fp32", "bf16", "fp16", "int8"]
 ServiceRuns = Literal["auto", "dagster", "local"]
 Executor = Literal["in_process", "celery"]
@@ -88,7 +95,7 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, env_ignore_empty=True,
                                       frozen=True, extra="forbid", validate_by_name=True, validate_by_alias=True)
 
-    model: Annotated[str, Field(min_length=1)] = DEFAULT_MODEL
+    model: Named = DEFAULT_MODEL
     device: Device = "auto"
     precision: Precision = "auto"
     batch_size: BatchSize = 32
@@ -118,7 +125,7 @@ class Settings(BaseSettings):
     service_runs: ServiceRuns = "auto"  # where POST /classify/job runs: dagster, local, or auto (dagster when DAGSTER_HOME is set)
     # beyond one machine (deploy/): where a Dagster run's steps execute
     executor: Executor = "in_process"  # "in_process": one process per run; "celery": every step on a Celery worker
-    broker: Annotated[str, Field(min_length=1)] = "redis://127.0.0.1:6379/0"  # the Celery broker, and its result backend unless result_backend
+    broker: Named = "redis://127.0.0.1:6379/0"  # the Celery broker, and its result backend unless result_backend
     result_backend: str | None = None
     redeliver_s: Interval = 30.0  # a step whose worker stopped renewing its lease (died) goes to another worker after this
 

@@ -130,7 +130,8 @@ def test_a_threshold_from_the_environment_is_taken_exactly_when_in_0_1(x):
         assert not 0 <= x <= 1 and str(exc).startswith("CLIPLABEL_MIN_CONFIDENCE must be between 0 and 1, got ")
 
 
-PATH_VARIABLES = [VARIABLES[name] for name in ("results_root", "cache_dir", "db", "labels_file", "templates_file")]
+PATH_VARIABLES = [VARIABLES[name] for name in ("results_root", "cache_dir", "db", "labels_file", "templates_file",
+                                                "model", "broker")]  # a model may be a folder
 
 
 @given(st.sampled_from(PATH_VARIABLES), st.text(" \t\r\n\x0b\x0c", min_size=1, max_size=6))
