@@ -8,7 +8,7 @@ the KMeans groups, the exports and the metrics report.
 
 import dagster as dg
 
-from cliplabel_pipeline.core.settings import Settings, offline_hub
+from cliplabel_pipeline.core.settings import offline_hub
 from cliplabel_pipeline.defs.assets.embeddings import concept_text_embeddings, job_image_embeddings
 from cliplabel_pipeline.defs.assets.filtered import job_confidence_filtered_sets
 from cliplabel_pipeline.defs.assets.labels import job_label_assignments
@@ -18,17 +18,19 @@ from cliplabel_pipeline.defs.assets.reviews import job_reviews
 from cliplabel_pipeline.defs.cluster import executor_for
 from cliplabel_pipeline.defs.io_managers import concept_index_io_manager, job_folder_io_manager
 from cliplabel_pipeline.defs.jobs import apply_reviews_job, cleanup_job, label_jobs_job, restore_job
+from cliplabel_pipeline.defs.loading import definitions_settings
 from cliplabel_pipeline.defs.resources import ClipModelResource, DuckDBResource, ResultsRootResource, bound_to_env
 from cliplabel_pipeline.defs.schedules import label_backfill_schedule_at
 from cliplabel_pipeline.defs.sensors import job_reviews_sensor_every, new_jobs_sensor_every
 
-SETTINGS = Settings.from_env()
+SETTINGS = definitions_settings()  # a bad variable: the load fails with its one line
 offline_hub()  # the model is read from the cache, never downloaded at run time: `cliplabel model pull` does that
 
 clip = ClipModelResource(model=bound_to_env("model"), device=bound_to_env("device"),
                          precision=bound_to_env("precision"), cache_dir=bound_to_env("cache_dir"),
                          labels_file=bound_to_env("labels_file"), templates_file=bound_to_env("templates_file"))
-results_root = ResultsRootResource(path=bound_to_env("results_root"), settle_seconds=SETTINGS.settle_s)
+results_root = ResultsRootResource(path=bound_to_env("results_root"), settle_seconds=SETTINGS.settle_s,
+                                   job_wait_seconds=SETTINGS.job_wait_s, db_wait_seconds=SETTINGS.db_wait_s)
 
 defs = dg.Definitions(
     assets=[concept_text_embeddings, job_image_embeddings, job_reviews, job_label_assignments,

@@ -8,6 +8,7 @@ import numpy as np
 
 from cliplabel_pipeline.core.job_folder import JobFolder
 from cliplabel_pipeline.core.pipeline import Labelled
+from cliplabel_pipeline.core.settings import Settings
 from cliplabel_pipeline.core.values import (
     BankSpec, Embedded, EmbeddedItem, EncoderInfo, LabelRecord, Provenance, ScoredLabel,
 )
@@ -21,4 +22,5 @@ def synthetic_labelled(results_root: Path, job_id: str, n: int) -> Labelled:
     encoder = EncoderInfo("toy", "x", "fp32", "cpu")
     provenance = Provenance("toy", "x", "fp32", "cpu", "v", "t", ("a photo of {}.",), BankSpec(), 3, 0.25)
     embedded = Embedded(items, np.zeros((n, 4), np.float32), [], encoder, [1.0], 1.0)
-    return Labelled(JobFolder(results_root, job_id), records, [], provenance, embedded)
+    job = JobFolder(results_root, job_id, Settings.from_env().waits)  # the waits as a face reads them
+    return Labelled(job, records, [], provenance, embedded)

@@ -181,3 +181,54 @@ def test_a_bad_variable_stops_the_service_before_it_starts():
     with mock.patch.dict(os.environ, {"CLIPLABEL_SERVICE_RUNS": "remote"}), pytest.raises(BadValue) as caught:
         create_app()
     assert str(caught.value) == "CLIPLABEL_SERVICE_RUNS must be one of 'auto', 'dagster', 'local', got 'remote'"
+
+
+def test_a_bad_variable_stops_the_dagster_definitions_loading_with_the_same_line():
+    from cliplabel_pipeline.defs.loading import definitions_settings
+
+    with mock.patch.dict(os.environ, {"CLIPLABEL_TOP_K": "0"}), pytest.raises(BadValue) as caught:
+        definitions_settings()
+    assert str(caught.value) == "CLIPLABEL_TOP_K must be between 1 and 100, got 0"
+
+
+@given(st.sampled_from(["results_root", "db", "cache_dir", "labels_file", "templates_file"]),
+       st.text(" \t\r\n", min_size=1, max_size=4))
+def test_a_path_variable_of_spaces_alone_is_refused_alike_on_every_face(field, text):
+    """Not a folder named by spaces under the working folder: the CLI, the service and Dagster's definitions each
+    stop at their start with the same line."""
+    from cliplabel_pipeline.cli import main
+    from cliplabel_pipeline.defs.loading import definitions_settings
+    from cliplabel_pipeline.service.app import create_app
+
+    line = f"{ENV_VARS[field]} must not be blank, got {text!r}"
+    with mock.patch.dict(os.environ, {ENV_VARS[field]: text}):
+        for start in (Settings.from_env, create_app, definitions_settings):
+            with pytest.raises(BadValue) as caught:
+                start()
+            assert str(caught.value) == line, start
+        err = io.StringIO()
+        with contextlib.redirect_stderr(err):
+            assert main(["job", "job-1", "--results-root", "r"]) == 2
+    assert err.getvalue().splitlines()[-1] == f"cliplabel: error: {line}"
+
+
+def test_a_misspelled_variable_is_one_warning_line_where_each_face_starts(monkeypatch):
+    """Said once by the CLI, by the service and by Dagster's definitions as each starts (and once per process:
+    ``cliplabel serve`` is the CLI, then the service); the face then starts as if it were not set."""
+    from cliplabel_pipeline.cli import main
+    from cliplabel_pipeline.core import settings
+    from cliplabel_pipeline.defs.loading import definitions_settings
+    from cliplabel_pipeline.service.app import create_app
+
+    line = ("cliplabel: warning: CLIPLABEL_MIN_CONFIDANCE is ignored: it is not a cliplabel variable; did you mean "
+            "CLIPLABEL_MIN_CONFIDENCE?")
+    monkeypatch.setenv("CLIPLABEL_MIN_CONFIDANCE", "0.9")
+    for start in (lambda: main(["classify"]), create_app, definitions_settings):
+        monkeypatch.setattr(settings, "_SAID", set())
+        err = io.StringIO()
+        with contextlib.redirect_stderr(err):
+            for _ in range(2):
+                with contextlib.suppress(SystemExit):  # classify with no path: a usage error, after the warning
+                    start()
+        assert err.getvalue().splitlines().count(line) == 1, err.getvalue()
+    assert definitions_settings().min_confidence == Settings().min_confidence

@@ -15,7 +15,7 @@ from pathlib import Path
 from cliplabel_pipeline.cli.parser import build_parser
 from cliplabel_pipeline.cli.progress import ProgressView
 from cliplabel_pipeline.core.job_folder import SOURCE_NAME
-from cliplabel_pipeline.core.settings import ENV_VARS, BadValue, Settings, offline_hub
+from cliplabel_pipeline.core.settings import ENV_VARS, BadValue, Settings, offline_hub, say_stray_variables
 from cliplabel_pipeline.core.storage.guarded import shown
 
 __all__ = ["build_parser", "main"]
@@ -89,7 +89,7 @@ def cmd_job(args, env: Settings) -> int:
     from cliplabel_pipeline.core.pipeline import process_job
     from cliplabel_pipeline.core.values import LabelSettings
 
-    job = _job_folder(args)  # a bad id fails before the model loads
+    job = _job_folder(args, env)  # a bad id fails before the model loads
     settings = _settings(args, env)
     with ProgressView() as view:
         labeller = _load(settings, view)
@@ -100,10 +100,10 @@ def cmd_job(args, env: Settings) -> int:
     return 0
 
 
-def _job_folder(args):
+def _job_folder(args, env: Settings):
     from cliplabel_pipeline.core.job_folder import JobFolder
 
-    return JobFolder.open(args.results_root, args.job_id)
+    return JobFolder.open(args.results_root, args.job_id, env.waits)
 
 
 def _db(args, env: Settings) -> Path:
@@ -114,7 +114,7 @@ def cmd_cleanup(args, env: Settings) -> int:
     from cliplabel_pipeline.core import upkeep
     from cliplabel_pipeline.core.organising.cleanup import plan_cleanup
 
-    job = _job_folder(args)
+    job = _job_folder(args, env)
     if args.purge and not args.apply:
         raise _error("--purge deletes files for good and only works together with --apply")
     upkeep.recover(job, _db(args, env), env)
@@ -136,7 +136,7 @@ def cmd_cleanup(args, env: Settings) -> int:
 def cmd_restore(args, env: Settings) -> int:
     from cliplabel_pipeline.core import upkeep
 
-    done = upkeep.restore(_job_folder(args), _db(args, env), env)
+    done = upkeep.restore(_job_folder(args, env), _db(args, env), env)
     print(f"restored {len(done.paths)} items")
     return 0
 
@@ -144,7 +144,7 @@ def cmd_restore(args, env: Settings) -> int:
 def cmd_export(args, env: Settings) -> int:
     from cliplabel_pipeline.core.pipeline import export_format, write_export
 
-    job = _job_folder(args)
+    job = _job_folder(args, env)
     if args.output == "-":
         write_export(job, args.format, sys.stdout.buffer, args.only, args.image_root)
         sys.stdout.flush()
@@ -162,7 +162,7 @@ def cmd_export(args, env: Settings) -> int:
 def cmd_review(args, env: Settings) -> int:
     from cliplabel_pipeline.core.reviewing import import_reviews
 
-    job = _job_folder(args)
+    job = _job_folder(args, env)
     try:
         data = args.source.read_bytes()
     except OSError as exc:
@@ -244,6 +244,7 @@ COMMANDS = {"classify": cmd_classify, "job": cmd_job, "model": cmd_model_pull, "
 
 
 def main(argv: list[str] | None = None) -> int:
+    say_stray_variables()  # a misspelled CLIPLABEL_* variable: one warning line, then on as if it were not set
     try:
         env = Settings.from_env()  # the one read of the CLIPLABEL_* variables in this process
     except BadValue as exc:

@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import get_args
 
 from cliplabel_pipeline.core.organising.export import EXPORT_FORMATS, ONLY_CHOICES
-from cliplabel_pipeline.core.settings import ENV_VARS, BadValue, Precision, Settings, check_value
+from cliplabel_pipeline.core.settings import ENV_VARS, BadValue, Port, Precision, Settings, check_type, check_value
 
 EXAMPLES = {
     "classify": ["cliplabel classify photo.jpg cut-out.png", "cliplabel classify 'shots/*.jpg' --top-k 5",
@@ -55,6 +55,26 @@ def _setting(field: str):
     return parse
 
 
+def _path(field: str):
+    """A path option's type: refused as its variable is (blank: ``must not be blank``), else the path as typed."""
+    check = _setting(field)
+
+    def parse(text: str) -> Path:
+        check(text)
+        return Path(text)
+
+    parse.__name__ = field
+    return parse
+
+
+def _port(text: str) -> int:
+    """A port to listen on, 1 to 65535: refused before the server starts (0 would pick any free port)."""
+    try:
+        return check_type(Port, text)
+    except BadValue as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 def _positive_int(text: str) -> int:
     value = int(text)
     if value < 1:
@@ -83,14 +103,14 @@ def _model_options(p: argparse.ArgumentParser, env: Settings) -> None:
     p.add_argument("--top-k", type=_setting("top_k"), default=env.top_k, help="labels kept per item")
     _threshold_options(p, env)
     p.add_argument("--labels", help="comma-separated labels replacing the concept bank")
-    p.add_argument("--labels-file", type=Path, default=env.labels_file,
+    p.add_argument("--labels-file", type=_path("labels_file"), default=env.labels_file,
                    help="one label a line, replacing the concept bank")
-    p.add_argument("--templates-file", type=Path, default=env.templates_file,
+    p.add_argument("--templates-file", type=_path("templates_file"), default=env.templates_file,
                    help="one prompt template a line, with {} for the concept")
 
 
 def _db_option(p: argparse.ArgumentParser, env: Settings) -> None:
-    p.add_argument("--db", type=Path, default=env.db,
+    p.add_argument("--db", type=_path("db"), default=env.db,
                    help=f"DuckDB lineage file [{ENV_VARS['db']}; default cliplabel.duckdb beside the results root]")
 
 
@@ -101,7 +121,7 @@ def _job(p: argparse.ArgumentParser, env: Settings) -> None:
 
 def _results_root(p: argparse.ArgumentParser, env: Settings) -> None:
     given = "results_root" in env.model_fields_set  # CLIPLABEL_RESULTS_ROOT set: else the option is required
-    p.add_argument("--results-root", type=Path, default=env.results_root if given else None,
+    p.add_argument("--results-root", type=_path("results_root"), default=env.results_root if given else None,
                    help=f"folder holding <job_id>/ folders [{ENV_VARS['results_root']}]")
 
 
@@ -161,11 +181,11 @@ def build_parser(env: Settings) -> argparse.ArgumentParser:
     p = command("serve", "run the HTTP service (FastAPI on uvicorn) over a results root")
     _results_root(p, env)
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (127.0.0.1: this machine only)")
-    p.add_argument("--port", type=int, default=8000, help="port to listen on")
+    p.add_argument("--port", type=_port, default=8000, help="port to listen on, 1 to 65535")
     _model_options(p, env)
     _db_option(p, env)
     p = command("demo", "write toy jobs and label them with the bundled toy model")
-    p.add_argument("--results-root", type=Path, default=None,
+    p.add_argument("--results-root", type=_path("results_root"), default=None,
                    help="where to write the toy jobs (a temp folder when not given); the lineage database "
                         "goes beside it")
     p.add_argument("--jobs", type=_positive_int, default=3, help="how many toy jobs")

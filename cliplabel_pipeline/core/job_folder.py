@@ -28,7 +28,7 @@ from pathlib import Path, PurePosixPath, PureWindowsPath
 import numpy as np
 
 from cliplabel_pipeline.core.errors import CliplabelError, JobGone, UnknownJob
-from cliplabel_pipeline.core.settings import Settings
+from cliplabel_pipeline.core.settings import Waits
 from cliplabel_pipeline.core.storage import guarded, windows_names
 from cliplabel_pipeline.core.storage.files import json_bytes, jsonl_bytes as _jsonl
 from cliplabel_pipeline.core.storage.job_rows import JobRows
@@ -42,6 +42,7 @@ SOURCE_NAME = "source.png"
 INPUT_DIRS = {"masks": "mask", "objects": "object"}  # folder -> item kind
 GROUND_TRUTH = "ground_truth.csv"
 MAX_JOB_ID_BYTES = 200  # leaves room for "<job>.zip" and temp names within a 255-byte file name
+DEFAULT_WAITS = Waits()  # the settings' defaults, for a job opened outside a face (a test, a benchmark)
 
 
 def validate_job_id(job_id: str) -> str:
@@ -71,10 +72,12 @@ def is_real_folder(path: Path) -> bool:
 
 
 class JobFolder:
-    """One job under a results root. ``JobFolder.open`` checks that it exists."""
+    """One job under a results root. ``JobFolder.open`` checks that it exists. ``waits`` (``Settings.waits``, as
+    the face read them) bound how long its lock and the writes of its rows wait for another process."""
 
-    def __init__(self, results_root: Path, job_id: str):
+    def __init__(self, results_root: Path, job_id: str, waits: Waits = DEFAULT_WAITS):
         self.id = validate_job_id(job_id)
+        self.waits = waits
         # Resolved once, here: every path of the job is then absolute, whatever form the root was given in
         # (relative, through ``..``, through a link), and the same in every process that opens the job.
         self.results_root = Path(results_root).expanduser().resolve()
@@ -82,11 +85,11 @@ class JobFolder:
         self._stage: contextlib.ExitStack | None = None
 
     @classmethod
-    def open(cls, results_root: Path | None, job_id: str) -> "JobFolder":
+    def open(cls, results_root: Path | None, job_id: str, waits: Waits = DEFAULT_WAITS) -> "JobFolder":
         """The existing folder of ``job_id``; a one-line error for a bad id, root or job."""
         if results_root is None:
             raise CliplabelError("no results root: pass --results-root or set CLIPLABEL_RESULTS_ROOT")
-        job = cls(Path(results_root), job_id)
+        job = cls(Path(results_root), job_id, waits)
         root = job.results_root
         if not root.is_dir():
             raise CliplabelError(f"results root {root} does not exist; set --results-root or CLIPLABEL_RESULTS_ROOT")
@@ -191,11 +194,10 @@ class JobFolder:
         """Held while a process labels, cleans up or restores the job (``lock``)."""
         return self.work_dir / "job.lock"
 
-    def lock(self, wait_s: float | None = None):
+    def lock(self):
         """``with job.lock():`` the job to this thread alone, across processes and hosts; re-entrant. Another
-        holder is waited for up to ``wait_s`` (``CLIPLABEL_JOB_WAIT_S``), said once in the log, then one line."""
-        wait_s = Settings.from_env().job_wait_s if wait_s is None else wait_s
-        return guarded.locked(self.path, self.rel(self.lock_file), wait_s, on_wait=lambda holder: log.warning(
+        holder is waited for up to ``waits.job_s`` (``CLIPLABEL_JOB_WAIT_S``), said once in the log, then one line."""
+        return guarded.locked(self.path, self.rel(self.lock_file), self.waits.job_s, on_wait=lambda holder: log.warning(
             "job %s is busy in another cliplabel process (%s); waiting for it", self.id, holder or "unknown"))
 
     @property

@@ -164,7 +164,7 @@ def label_embedded(job: JobFolder, embedded: Embedded, index: ConceptIndex, bank
     labelled = Labelled(job, records, embedded.skipped, provenance, embedded, started)
     run_id = run_id or f"cli-{uuid.uuid4().hex[:12]}"
     # the files are written inside the transaction and renamed into place only once it has committed
-    with job.lock(), job.staged(), write_connection(db_path) if db_path and not spool_rows else nullcontext() as con:
+    with job.lock(), job.staged(), write_connection(db_path, job.waits.db_s) if db_path and not spool_rows else nullcontext() as con:
         if con is not None:
             replace_job_rows(con, job_rows(run_id, labelled))
         job.write_labels(records)
@@ -204,7 +204,7 @@ def _item_digest(job: JobFolder, path: str, hashed: bool) -> tuple[str | None, i
 
 def record_run(db_path: Path, run_id: str, labelled: Labelled) -> None:
     """A labelled job's rows, replacing its previous rows, in one transaction."""
-    with write_connection(db_path) as con:
+    with write_connection(db_path, labelled.job.waits.db_s) as con:
         replace_job_rows(con, job_rows(run_id, labelled))
 
 
@@ -212,7 +212,7 @@ def ingest_lineage(job: JobFolder, db_path: Path) -> JobRows:
     """The rows the labelling step wrote beside the job's outputs, into DuckDB (replacing the job's rows in one
     transaction, so a retry lands every item exactly once); returns them."""
     rows = job.read_lineage_rows()
-    ingest_job_rows(db_path, rows)
+    ingest_job_rows(db_path, rows, job.waits.db_s)
     return rows
 
 

@@ -63,7 +63,7 @@ def import_reviews(job: JobFolder, name: str, data: bytes, db_path: Path | None,
         if not added:
             return done
         with upkeep.changing(job, settings):  # marked stale until rebuilt: a kill meanwhile is repaired next time
-            with job.staged(), write_connection(db_path) if db_path else nullcontext() as con:
+            with job.staged(), write_connection(db_path, job.waits.db_s) if db_path else nullcontext() as con:
                 job.append_reviews(added)
                 done.changed = upkeep.lay_over_reviews(job, records, [*job.read_reviews(), *added], con)
                 if con is not None:

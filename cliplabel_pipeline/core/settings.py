@@ -9,15 +9,18 @@ as the user typed it (a variable, a flag, a query parameter, a run-config field)
 
 from __future__ import annotations
 
+import difflib
 import functools
 import math
 import os
-from collections.abc import Mapping, Sequence
+import sys
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal, get_args
 
 import annotated_types as at
-from pydantic import BaseModel, BeforeValidator, Field, ValidationError
+from pydantic import BaseModel, BeforeValidator, Field, ValidationError, create_model
 from pydantic_core import PydanticCustomError
 from pydantic.functional_validators import AfterValidator
 from pydantic_settings import BaseSettings, EnvSettingsSource, SettingsConfigDict
@@ -28,8 +31,17 @@ ENV_PREFIX = "CLIPLABEL_"
 
 
 def _user_path(value):
-    """``~`` expanded in a path given as text (a variable); a ``Path`` (a flag, a caller) is taken as it is."""
+    """``~`` expanded in a path given as text (a variable); a ``Path`` (a flag, a caller) is taken as it is. Text
+    of spaces alone is refused, not taken as a folder named by them: it is a variable set by mistake."""
+    if isinstance(value, (str, Path)) and not str(value).strip():
+        raise PydanticCustomError("blank", "must not be blank")
     return Path(value).expanduser() if isinstance(value, str) else value
+
+
+def _not_blank(value: str) -> str:
+    if value and not value.strip():
+        raise PydanticCustomError("blank", "must not be blank")
+    return value
 
 
 def _device(value: str) -> str:
@@ -50,7 +62,10 @@ Seconds = Annotated[float, Field(ge=0.0, allow_inf_nan=False)]  # a wait: 0 is n
 Interval = Annotated[float, Field(gt=0.0, allow_inf_nan=False)]  # a period: never 0
 Megabytes = Annotated[float, Field(ge=0.0, allow_inf_nan=False)]
 UserPath = Annotated[Path, BeforeValidator(_user_path)]
+MaybePath = Annotated[Path | None, BeforeValidator(_user_path)]  # one error for a blank one, not one per type
+Port = Annotated[int, Field(ge=1, le=65535)]  # a TCP port to listen on (0 would be any free one: never meant)
 Device = Annotated[str, AfterValidator(_device)]
+Named = Annotated[str, Field(min_length=1), AfterValidator(_not_blank)]  # a model (a hub id or a folder), a broker URL
 Precision = Literal["auto", "fp32", "bf16", "fp16", "int8"]
 ServiceRuns = Literal["auto", "dagster", "local"]
 Executor = Literal["in_process", "celery"]
@@ -80,7 +95,7 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, env_ignore_empty=True,
                                       frozen=True, extra="forbid", validate_by_name=True, validate_by_alias=True)
 
-    model: Annotated[str, Field(min_length=1)] = DEFAULT_MODEL
+    model: Named = DEFAULT_MODEL
     device: Device = "auto"
     precision: Precision = "auto"
     batch_size: BatchSize = 32
@@ -88,10 +103,10 @@ class Settings(BaseSettings):
     min_confidence: Confidence = 0.25  # softmax confidence below it: flagged (the best candidate is not clear)
     min_match: Match = 0.5  # open-set match below it: flagged (no better than 95% of pictures of nothing)
     labels: tuple[str, ...] = ()
-    labels_file: UserPath | None = None
-    templates_file: UserPath | None = None
+    labels_file: MaybePath = None
+    templates_file: MaybePath = None
     results_root: UserPath = Path("results")
-    db: UserPath | None = None
+    db: MaybePath = None
     db_wait_s: Seconds = 30.0  # how long a write waits for another process that holds the DuckDB file
     job_wait_s: Seconds = 600.0  # how long labelling, cleanup or restore waits for another process on the same job
     cache_dir: UserPath = Field(default_factory=default_cache_dir, validation_alias=f"{ENV_PREFIX}CACHE")
@@ -110,7 +125,7 @@ class Settings(BaseSettings):
     service_runs: ServiceRuns = "auto"  # where POST /classify/job runs: dagster, local, or auto (dagster when DAGSTER_HOME is set)
     # beyond one machine (deploy/): where a Dagster run's steps execute
     executor: Executor = "in_process"  # "in_process": one process per run; "celery": every step on a Celery worker
-    broker: Annotated[str, Field(min_length=1)] = "redis://127.0.0.1:6379/0"  # the Celery broker, and its result backend unless result_backend
+    broker: Named = "redis://127.0.0.1:6379/0"  # the Celery broker, and its result backend unless result_backend
     result_backend: str | None = None
     redeliver_s: Interval = 30.0  # a step whose worker stopped renewing its lease (died) goes to another worker after this
 
@@ -128,11 +143,18 @@ class Settings(BaseSettings):
     @classmethod
     def from_env(cls, **overrides) -> "Settings":
         """Defaults, then the ``CLIPLABEL_*`` variables (empty ones ignored), then ``overrides`` that are not None.
-        A value out of bounds raises ``BadValue`` naming its variable (or its keyword, for an override)."""
-        given = dict(_variables(cls, _snapshot()))
+        A value out of bounds raises ``BadValue`` naming its variable (or its keyword, for an override). Names are
+        read as ``ENV_VARS`` spells them, in upper case only: a ``cliplabel_top_k`` is not taken (and not named in
+        an error as ``CLIPLABEL_TOP_K``); ``stray_variables`` says so."""
+        given = _Variables(cls, case_sensitive=True)()
         given.update({k: v for k, v in overrides.items() if v is not None})
         names = {name: var for name, var in ENV_VARS.items() if name not in overrides or overrides[name] is None}
         return validated(cls, given, names)
+
+    @property
+    def waits(self) -> "Waits":
+        """How long work on a job waits for another process (``CLIPLABEL_JOB_WAIT_S``, ``CLIPLABEL_DB_WAIT_S``)."""
+        return Waits(self.job_wait_s, self.db_wait_s)
 
     @property
     def db_path(self) -> Path:
@@ -146,37 +168,70 @@ class Settings(BaseSettings):
         return validated(type(self), given)
 
 
-def _snapshot() -> tuple[tuple[str, str], ...]:
-    return tuple(sorted((k, v) for k, v in os.environ.items() if k.upper().startswith(ENV_PREFIX)))
-
-
-@functools.lru_cache(maxsize=16)
-def _variables(cls, snapshot: tuple[tuple[str, str], ...]) -> tuple[tuple[str, Any], ...]:
-    """The variables' values by field, parsed once per distinct set of ``CLIPLABEL_*`` variables: the storage
-    layer still reads its waits per call (milliseconds each through pydantic-settings' own source)."""
-    del snapshot  # the cache key: the source reads the same variables from the environment
-    return tuple(_Variables(cls)().items())
-
-
 class _Variables(EnvSettingsSource):
-    """The set, non-empty ``CLIPLABEL_*`` variables by field name, as text; none for ``NOT_VARIABLES``."""
+    """The set, non-empty ``CLIPLABEL_*`` variables by field name, as text, each looked up by its one name in
+    ``ENV_VARS``; none for ``NOT_VARIABLES``."""
 
     def get_field_value(self, field, field_name: str):
         if field_name in NOT_VARIABLES:
             return None, field_name, False
-        return super().get_field_value(field, field_name)
-
-    def __call__(self) -> dict[str, Any]:
-        by_alias = {_env_name(name, info): name for name, info in self.settings_cls.model_fields.items()}
-        return {by_alias.get(key, key): value for key, value in super().__call__().items()}
+        var = ENV_VARS[field_name]  # on Windows the environment ignores case, and so does the source
+        return self.env_vars.get(var if self.case_sensitive else var.lower()), field_name, False
 
 
 def _env_name(name: str, info) -> str:
     return info.validation_alias if isinstance(info.validation_alias, str) else ENV_PREFIX + name.upper()
 
 
+@dataclass(frozen=True)
+class Waits:
+    """How long work on a job waits for another process that holds what it needs: the job's lock (``job_s``),
+    the DuckDB file (``db_s``). Read once with the settings (``Settings.waits``) and carried by the ``JobFolder``
+    to every lock and write on the job; the defaults are the settings' own."""
+
+    job_s: float = Settings.model_fields["job_wait_s"].default
+    db_s: float = Settings.model_fields["db_wait_s"].default
+
+
 # field name -> its environment variable (``cache_dir`` is ``CLIPLABEL_CACHE``)
 ENV_VARS = {name: _env_name(name, info) for name, info in Settings.model_fields.items() if name not in NOT_VARIABLES}
+
+
+def stray_variables(environ: Mapping[str, str]) -> list[str]:
+    """One line per set ``CLIPLABEL_*`` variable (in any case) that is none of ``ENV_VARS``, naming the nearest
+    one: a misspelling is ignored, so it is said, once, where a face starts; it is no error."""
+    known = sorted(ENV_VARS.values())
+    rests = {var[len(ENV_PREFIX):]: var for var in known}  # compared without the prefix every name shares
+    lines = []
+    for name in sorted(environ):
+        if not name.upper().startswith(ENV_PREFIX) or name in known or not environ[name]:
+            continue
+        near = [rests[r] for r in difflib.get_close_matches(name[len(ENV_PREFIX):].upper(), rests, n=1, cutoff=0.6)]
+        why = ("cliplabel reads its variables in upper case only" if name.upper() in known
+               else "it is not a cliplabel variable")
+        lines.append(f"{_shown_name(name)} is ignored: {why}" + (f"; did you mean {near[0]}?" if near else ""))
+    return lines
+
+
+_SAID: set[str] = set()
+
+
+def say_stray_variables(say: Callable[[str], object] | None = None) -> None:
+    """Each line of ``stray_variables`` said once per process (``cliplabel serve`` reads the variables twice: as
+    the CLI, then as the service it starts), by ``say``: a ``cliplabel: warning:`` line on stderr by default."""
+    for line in stray_variables(os.environ):
+        if line not in _SAID:
+            _SAID.add(line)
+            (say or _warn)(line)
+
+
+def _warn(line: str) -> None:
+    print(f"cliplabel: warning: {line}", file=sys.stderr)
+
+
+def _shown_name(name: str) -> str:
+    """A variable's name as it can be printed: a control character in it is escaped, never sent to a terminal."""
+    return name if name.isprintable() else repr(name)[1:-1]
 
 
 def validated(model, values: Mapping[str, Any], names: Mapping[str, str] | None = None):
@@ -196,6 +251,18 @@ def check_value(model, field: str, value, name: str | None = None):
     except ValidationError as exc:
         raise BadValue(bad_values(model, exc, {field: field if name is None else name})) from None
     return getattr(done, field)
+
+
+def check_type(kind, value, name: str = ""):
+    """``value`` validated as the bound type ``kind`` (``Port``: an option that is no setting), or ``BadValue``
+    naming ``name`` ("" for no name, where the caller says it, as argparse does)."""
+    return check_value(_holder(kind), "value", value, name)
+
+
+@functools.cache
+def _holder(kind) -> type[BaseModel]:
+    """A model of one field of type ``kind``: its bounds are then a field's, and worded as every field's are."""
+    return create_model("Value", value=(kind, ...))
 
 
 def bad_values(model, exc: ValidationError | Sequence[Mapping[str, Any]], names: Mapping[str, str] | None = None) -> str:

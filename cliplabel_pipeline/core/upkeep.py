@@ -99,7 +99,7 @@ def sync_reviews(job: JobFolder, db_path: Path | None) -> list[str]:
     with job.lock():
         if not job.has_labels() or not job.is_file(job.reviews_jsonl):
             return []
-        with job.staged(), write_connection(db_path) if db_path else contextlib.nullcontext() as con:
+        with job.staged(), write_connection(db_path, job.waits.db_s) if db_path else contextlib.nullcontext() as con:
             return lay_over_reviews(job, job.read_labels(), job.read_reviews(), con)
 
 

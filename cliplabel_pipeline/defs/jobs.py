@@ -2,6 +2,7 @@
 
 import dagster as dg
 
+from cliplabel_pipeline import dagster_names as names
 from cliplabel_pipeline.core import upkeep
 from cliplabel_pipeline.core.labelling.filtered import split_by_confidence
 from cliplabel_pipeline.core.organising.cleanup import quarantine_plan
@@ -19,14 +20,14 @@ from cliplabel_pipeline.defs.resources import ClipModelResource, DuckDBResource,
 
 # Every per-job asset of one job, in one run (with their checks), and the concept index they read.
 label_jobs_job = dg.define_asset_job(
-    "label_jobs_job", selection=dg.AssetSelection.groups(JOB_GROUP) | dg.AssetSelection.assets(concept_text_embeddings),
+    names.LABEL_JOBS_JOB, selection=dg.AssetSelection.groups(JOB_GROUP) | dg.AssetSelection.assets(concept_text_embeddings),
     op_retry_policy=STEP_RETRY_POLICY)
 
 
 # What a job's reviews change, without encoding an image: the reviews as read, the labels of record (scored again
 # from the stored embeddings, the reviews laid over them), groups, exports and report, with their checks.
 apply_reviews_job = dg.define_asset_job(
-    "apply_reviews_job", selection=dg.AssetSelection.assets(job_reviews).downstream(),
+    names.APPLY_REVIEWS_JOB, selection=dg.AssetSelection.assets(job_reviews).downstream(),
     op_retry_policy=STEP_RETRY_POLICY)
 
 
@@ -104,7 +105,7 @@ def quarantine_low_confidence(context: dg.OpExecutionContext, config: CleanupCon
     return dg.Output(len(plan), metadata={"items": len(plan), "action": action, "items_list": dg.MetadataValue.md(listing)})
 
 
-@dg.job(op_retry_policy=STEP_RETRY_POLICY)
+@dg.job(name=names.CLEANUP_JOB, op_retry_policy=STEP_RETRY_POLICY)
 def cleanup_job():
     """Quarantine (or purge) a job's items below a threshold; `restore_job` undoes a quarantine."""
     quarantine_low_confidence()
@@ -126,7 +127,7 @@ def restore_quarantined(context: dg.OpExecutionContext, config: RestoreConfig, r
     return dg.Output(len(done.paths), metadata={"items": len(done.paths)})
 
 
-@dg.job(op_retry_policy=STEP_RETRY_POLICY)
+@dg.job(name=names.RESTORE_JOB, op_retry_policy=STEP_RETRY_POLICY)
 def restore_job():
     """Put a job's quarantined items back, byte for byte, with their label lines and rows."""
     restore_quarantined()

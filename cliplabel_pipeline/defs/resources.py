@@ -14,7 +14,7 @@ import dagster as dg
 from pydantic import PrivateAttr
 
 from cliplabel_pipeline.core.job_folder import JobFolder, is_real_folder
-from cliplabel_pipeline.core.settings import ENV_VARS, Settings
+from cliplabel_pipeline.core.settings import ENV_VARS, Settings, Waits
 from cliplabel_pipeline.core.values import BankSpec
 
 DEFAULTS = Settings()
@@ -122,18 +122,21 @@ PROCESS_MODEL = _ProcessModel()
 
 class ResultsRootResource(dg.ConfigurableResource):
     """The folder holding one sub-folder per job (empty: the ``Settings`` default); how long a job must be
-    unchanged to count as finished."""
+    unchanged to count as finished; how long work on a job waits for another process holding the job or the
+    DuckDB file (the jobs it opens carry these waits)."""
 
     path: str = str(DEFAULTS.results_root)
     settle_seconds: float = DEFAULTS.settle_s
     completion_marker: str | None = None  # e.g. "_SUCCESS": ready as soon as the segmentation writes it
+    job_wait_seconds: float = DEFAULTS.job_wait_s
+    db_wait_seconds: float = DEFAULTS.db_wait_s
 
     @property
     def root(self) -> Path:
         return Path(self.path) if self.path else Path(DEFAULTS.results_root)
 
     def job(self, job_id: str) -> JobFolder:
-        return JobFolder.open(self.root, job_id)
+        return JobFolder.open(self.root, job_id, Waits(self.job_wait_seconds, self.db_wait_seconds))
 
     def job_ids(self) -> list[str]:
         if not self.root.is_dir():

@@ -3,6 +3,7 @@ templates changed underneath them, each with the labels, templates and threshold
 
 import dagster as dg
 
+from cliplabel_pipeline import dagster_names as names
 from cliplabel_pipeline.core.freshness import relabel_reason
 from cliplabel_pipeline.core.errors import CliplabelError
 from cliplabel_pipeline.core.job_folder import SOURCE_NAME, JobFolder
@@ -15,7 +16,7 @@ from cliplabel_pipeline.defs.resources import ClipModelResource, DuckDBResource,
 
 def label_backfill_schedule_at(cron: str) -> dg.ScheduleDefinition:
     """``label_backfill_schedule`` on ``cron`` (``Settings.backfill_cron``, read where the definitions are built)."""
-    return dg.schedule(name="label_backfill_schedule", job=label_jobs_job, cron_schedule=cron)(label_backfill)
+    return dg.schedule(name=names.LABEL_BACKFILL_SCHEDULE, job=label_jobs_job, cron_schedule=cron)(label_backfill)
 
 
 def label_backfill(context: dg.ScheduleEvaluationContext, clip: ClipModelResource,

@@ -9,6 +9,7 @@ from datetime import datetime, timezone
 
 import dagster as dg
 
+from cliplabel_pipeline import dagster_names as names
 from cliplabel_pipeline.core.errors import CliplabelError
 from cliplabel_pipeline.core.job_folder import JobFolder
 from cliplabel_pipeline.core.reading.items import job_readiness
@@ -29,13 +30,13 @@ ASKED_AGAIN_TAG = "cliplabel/asked_again"  # on a run the sensor asked again for
 def new_jobs_sensor_every(seconds: int) -> dg.SensorDefinition:
     """``new_jobs_sensor``, evaluated every ``seconds`` (``Settings.sensor_interval_s``, read where the
     definitions are built)."""
-    return dg.sensor(name="new_jobs_sensor", job=label_jobs_job, minimum_interval_seconds=seconds,
+    return dg.sensor(name=names.NEW_JOBS_SENSOR, job=label_jobs_job, minimum_interval_seconds=seconds,
                      default_status=dg.DefaultSensorStatus.RUNNING)(new_jobs)
 
 
 def job_reviews_sensor_every(seconds: int) -> dg.SensorDefinition:
     """``job_reviews_sensor``, evaluated every ``seconds``."""
-    return dg.sensor(name="job_reviews_sensor", job=apply_reviews_job, minimum_interval_seconds=seconds,
+    return dg.sensor(name=names.JOB_REVIEWS_SENSOR, job=apply_reviews_job, minimum_interval_seconds=seconds,
                      default_status=dg.DefaultSensorStatus.RUNNING)(job_reviews)
 
 

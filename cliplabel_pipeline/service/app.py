@@ -11,7 +11,7 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
-from cliplabel_pipeline.core.settings import Settings, offline_hub
+from cliplabel_pipeline.core.settings import Settings, offline_hub, say_stray_variables
 from cliplabel_pipeline.service.arrivals import AnnounceUploads
 from cliplabel_pipeline.service.auth import BearerToken
 from cliplabel_pipeline.service.errors import install_error_handlers
@@ -29,8 +29,10 @@ def max_request_bytes(settings: Settings) -> int:
 def create_app(settings: Settings | None = None) -> FastAPI:
     """The service over ``settings``; when None (uvicorn's factory), ``Settings.from_env()``: the one read of the
     ``CLIPLABEL_*`` variables in this process, where a bad value fails (``BadValue`` naming its variable) before
-    the server starts."""
-    settings = settings or Settings.from_env()
+    the server starts (and a misspelled variable is one warning line)."""
+    if settings is None:
+        say_stray_variables()
+        settings = Settings.from_env()
     state = ServiceState(settings)
 
     @asynccontextmanager

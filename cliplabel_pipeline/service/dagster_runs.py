@@ -19,18 +19,13 @@ from pathlib import Path
 
 from dagster import DagsterEventType, DagsterInstance, DagsterRunStatus, RunsFilter
 
+from cliplabel_pipeline import dagster_names as names
 from cliplabel_pipeline.core.job_folder import JobFolder
 from cliplabel_pipeline.core.serving.runner import JobBusy, JobHolds, JobRequest, JobStatus, folder_status
 from cliplabel_pipeline.core.settings import ENV_VARS, Settings
 from cliplabel_pipeline.core.storage.guarded import shown
 from cliplabel_pipeline.core.storage.clock import now
 
-# What the Dagster definitions are called (a test checks them against ``definitions.py``).
-DEFINITIONS_MODULE = "cliplabel_pipeline.definitions"
-LOCATION = "cliplabel"  # the code location's name wherever it is served (workspace.yaml, `dg dev`, the Helm chart)
-LABEL_JOB = "label_jobs_job"
-PARTITIONS = "jobs"
-LABEL_STEP = "job_label_assignments"
 LAUNCH_TIMEOUT_S = 300
 
 _STATES = {
@@ -87,7 +82,7 @@ class DagsterJobRunner:
         return job_id in self._pending or bool(self._latest_run(job_id))
 
     def _latest_run(self, job_id: str):
-        runs = self.instance.get_runs(RunsFilter(job_name=LABEL_JOB, tags={"dagster/partition": job_id}), limit=1)
+        runs = self.instance.get_runs(RunsFilter(job_name=names.LABEL_JOBS_JOB, tags={"dagster/partition": job_id}), limit=1)
         return runs[0] if runs else None
 
     def _known(self, job_id: str) -> JobStatus:
@@ -116,12 +111,12 @@ class DagsterJobRunner:
 
     def _launch(self, job: JobFolder, request: JobRequest, status: JobStatus) -> None:
         try:
-            if not self.instance.has_dynamic_partition(PARTITIONS, job.id):
-                self.instance.add_dynamic_partitions(PARTITIONS, [job.id])
-            config = {"ops": {LABEL_STEP: {"config": {"top_k": request.settings.top_k,
+            if not self.instance.has_dynamic_partition(names.JOBS_PARTITIONS, job.id):
+                self.instance.add_dynamic_partitions(names.JOBS_PARTITIONS, [job.id])
+            config = {"ops": {names.JOB_LABEL_ASSIGNMENTS: {"config": {"top_k": request.settings.top_k,
                                                       "min_confidence": request.settings.min_confidence,
                                                       "min_match": request.settings.min_match}}}}
-            cmd = [sys.executable, "-m", "dagster", "job", "launch", "-w", str(_workspace_file()), "-j", LABEL_JOB,
+            cmd = [sys.executable, "-m", "dagster", "job", "launch", "-w", str(_workspace_file()), "-j", names.LABEL_JOBS_JOB,
                    "--run-id", status.run_id, "--tags", json.dumps({"dagster/partition": job.id}),
                    "--config-json", json.dumps(config)]
             env = {**os.environ, ENV_VARS["results_root"]: str(self.settings.results_root.resolve()),
@@ -141,5 +136,5 @@ def _workspace_file() -> Path:
     and the daemon, which knows it as ``cliplabel``, would not find the runs launched here); written once."""
     path = Path(tempfile.mkdtemp(prefix="cliplabel-workspace-")) / "workspace.yaml"
     path.write_text(json.dumps({"load_from": [{"python_module": {  # JSON is YAML
-        "module_name": DEFINITIONS_MODULE, "location_name": LOCATION, "working_directory": os.getcwd()}}]}))
+        "module_name": names.DEFINITIONS_MODULE, "location_name": names.LOCATION, "working_directory": os.getcwd()}}]}))
     return path

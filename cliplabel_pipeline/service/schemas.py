@@ -10,6 +10,7 @@ import typing
 from pydantic import BaseModel, Field, create_model
 
 from cliplabel_pipeline.core.labelling.filtered import FlagCounts
+from cliplabel_pipeline.core.organising.labelstudio import Prediction
 from cliplabel_pipeline.core.serving.files import JobFile
 from cliplabel_pipeline.core.serving.runner import JobStatus
 from cliplabel_pipeline.core.organising.review_files import Unmatched
@@ -145,3 +146,15 @@ class NotReady(BaseModel):
 
     status: typing.Literal["loading", "failed"]
     detail: str
+
+
+# Label Studio's ML backend protocol: what /health, /setup and /predict answer, in the order of keys it is sent.
+class MLBackendHealth(BaseModel):
+    status: typing.Literal["UP"] = "UP"
+    model_class: typing.Literal["cliplabel"] = "cliplabel"
+    model_version: str
+
+
+MLBackendSetup = create_model("MLBackendSetup", **fields_of(Prediction, "model_version"))
+MLBackendPredictions = create_model("MLBackendPredictions", results=(list[Prediction], ...),
+                                    **fields_of(Prediction, "model_version"))

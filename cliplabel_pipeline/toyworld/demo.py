@@ -13,7 +13,7 @@ TOY_MODEL_DIR = Path(__file__).parent / "model"
 
 def run_demo(results_root: Path, settings: Settings, n_jobs: int = 3, db_path: Path | None = None) -> Iterator:
     """Write ``n_jobs`` toy jobs under ``results_root`` and label each with the toy model on the CPU; yields each
-    job's ``JobResult``. ``settings``: the caller's, for where the text cache is and its budget."""
+    job's ``JobResult``. ``settings``: the caller's, for where the text cache is, its budget and the waits."""
     from cliplabel_pipeline.core.job_folder import JobFolder
     from cliplabel_pipeline.core.labeller import Labeller
     from cliplabel_pipeline.core.pipeline import process_job
@@ -24,4 +24,4 @@ def run_demo(results_root: Path, settings: Settings, n_jobs: int = 3, db_path: P
     labeller = Labeller.load(Settings(model=str(TOY_MODEL_DIR), device="cpu", cache_dir=settings.cache_dir,
                                       cache_max_mb=settings.cache_max_mb))
     for job_id in ids:
-        yield process_job(labeller, JobFolder.open(results_root, job_id), db_path=db_path)
+        yield process_job(labeller, JobFolder.open(results_root, job_id, settings.waits), db_path=db_path)

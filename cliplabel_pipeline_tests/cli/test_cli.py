@@ -138,3 +138,32 @@ def test_labels_that_name_nothing_are_a_usage_error_not_the_bank(labels, tmp_pat
     assert main(["classify", str(tmp_path / "red.png"), "--model", toy_model, "--labels", labels]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "names no label" in err[0]
+
+
+@pytest.mark.parametrize("argv, option", [
+    (["job", "job-1", "--results-root=  "], "--results-root"), (["serve", "--results-root", "\t "], "--results-root"),
+    (["demo", "--results-root", " "], "--results-root"), (["restore", "job-1", "--results-root", "r", "--db", "  "], "--db"),
+    (["classify", "x.png", "--labels-file", "  "], "--labels-file"),
+    (["job", "job-1", "--results-root", "r", "--templates-file", " "], "--templates-file"),
+])
+def test_a_path_option_of_spaces_alone_is_a_usage_error_not_a_folder(argv, option, capsys):
+    with pytest.raises(SystemExit) as stopped:
+        main(argv)
+    assert stopped.value.code == 2
+    given = argv[-1].split("=", 1)[-1]
+    assert capsys.readouterr().err.strip().splitlines()[-1] == \
+        f"cliplabel {argv[0]}: error: argument {option}: must not be blank, got {given!r}"
+
+
+def test_a_misspelled_variable_is_one_warning_line_and_the_command_runs(toy_model, toy_job, capsys, monkeypatch):
+    from cliplabel_pipeline.core import settings
+
+    monkeypatch.setattr(settings, "_SAID", set())
+    monkeypatch.setenv("CLIPLABEL_TOPK", "1")
+    root, job_id = toy_job
+    obj = sorted((root / job_id / "objects").iterdir())[0]
+    assert main(["classify", str(obj), "--model", toy_model]) == 0
+    out = capsys.readouterr()
+    assert out.err.splitlines()[0] == ("cliplabel: warning: CLIPLABEL_TOPK is ignored: it is not a cliplabel "
+                                       "variable; did you mean CLIPLABEL_TOP_K?")
+    assert len(json.loads(out.out)["labels"]) == 3  # the default top-k: the misspelled one was not read

@@ -128,3 +128,75 @@ def test_a_threshold_from_the_environment_is_taken_exactly_when_in_0_1(x):
         assert from_env(CLIPLABEL_MIN_CONFIDENCE=repr(x)).min_confidence == x and 0 <= x <= 1
     except BadValue as exc:
         assert not 0 <= x <= 1 and str(exc).startswith("CLIPLABEL_MIN_CONFIDENCE must be between 0 and 1, got ")
+
+
+PATH_VARIABLES = [VARIABLES[name] for name in ("results_root", "cache_dir", "db", "labels_file", "templates_file",
+                                                "model", "broker")]  # a model may be a folder
+
+
+@given(st.sampled_from(PATH_VARIABLES), st.text(" \t\r\n\x0b\x0c", min_size=1, max_size=6))
+def test_a_path_variable_of_spaces_alone_is_refused_not_taken_as_a_folder(variable, text):
+    with pytest.raises(BadValue) as caught:
+        from_env(**{variable: text})
+    line = str(caught.value)
+    assert line.startswith(f"{variable} must not be blank, got '") and "\n" not in line
+
+
+def test_a_path_with_spaces_around_a_name_is_still_that_path():
+    assert from_env(CLIPLABEL_RESULTS_ROOT=" my results ").results_root == Path(" my results ")
+
+
+@given(st.sampled_from(sorted(VARIABLES.values())), st.sampled_from(["lower", "title", "swapcase"]))
+def test_variables_are_read_in_upper_case_only_and_another_case_is_said(variable, case):
+    """``cliplabel_top_k=0`` is neither taken nor refused in the words of ``CLIPLABEL_TOP_K``: it is said to be
+    ignored, naming the upper-case name."""
+    from cliplabel_pipeline.core.settings import stray_variables
+
+    spelled = getattr(variable, case)()
+    assert from_env(**{spelled: "0"}).model_dump() == DEFAULTS  # "0": out of bounds for most, were it read
+    assert stray_variables({spelled: "0"}) == [
+        f"{spelled} is ignored: cliplabel reads its variables in upper case only; did you mean {variable}?"]
+
+
+@pytest.mark.parametrize("spelled, meant", [
+    ("CLIPLABEL_TOPK", "CLIPLABEL_TOP_K"), ("CLIPLABEL_RESULT_ROOT", "CLIPLABEL_RESULTS_ROOT"),
+    ("CLIPLABEL_CACHE_DIR", "CLIPLABEL_CACHE"), ("CLIPLABEL_MIN_CONFIDANCE", "CLIPLABEL_MIN_CONFIDENCE"),
+    ("CLIPLABEL_LABELS", "CLIPLABEL_LABELS_FILE"),  # --labels is a run's own choice, never a variable
+])
+def test_a_misspelled_variable_is_one_warning_naming_the_nearest_name(spelled, meant):
+    from cliplabel_pipeline.core.settings import stray_variables
+
+    assert from_env(**{spelled: "5"}).model_dump() == DEFAULTS
+    assert stray_variables({spelled: "5", "CLIPLABEL_TOP_K": "4", "HOME": "/"}) == [
+        f"{spelled} is ignored: it is not a cliplabel variable; did you mean {meant}?"]
+
+
+def test_a_variable_like_no_setting_is_said_without_a_guess_and_known_or_empty_ones_not_at_all():
+    from cliplabel_pipeline.core.settings import stray_variables
+
+    assert stray_variables({"CLIPLABEL_ZZQX": "1"}) == ["CLIPLABEL_ZZQX is ignored: it is not a cliplabel variable"]
+    assert stray_variables({**{var: "1" for var in VARIABLES.values()}, "CLIPLABEL_TOPK": ""}) == []
+
+
+@given(st.text(min_size=1, max_size=12).filter(lambda t: "\x00" not in t and "=" not in t))
+def test_every_stray_variable_is_one_printable_line_naming_it(rest):
+    from cliplabel_pipeline.core.settings import stray_variables
+
+    name = "CLIPLABEL_" + rest
+    lines = stray_variables({name: "1"})
+    if name in VARIABLES.values():
+        assert lines == []
+    else:
+        assert len(lines) == 1 and lines[0].isprintable() and " is ignored: " in lines[0]
+
+
+def test_a_stray_variable_is_said_once_per_process(monkeypatch):
+    """``cliplabel serve`` reads the variables as the CLI, then as the service it starts: one warning, not two."""
+    from cliplabel_pipeline.core import settings
+
+    monkeypatch.setattr(settings, "_SAID", set())
+    monkeypatch.setenv("CLIPLABEL_TOPK", "5")
+    said: list[str] = []
+    settings.say_stray_variables(said.append)
+    settings.say_stray_variables(said.append)
+    assert said == ["CLIPLABEL_TOPK is ignored: it is not a cliplabel variable; did you mean CLIPLABEL_TOP_K?"]

@@ -91,8 +91,8 @@ def test_paths_and_model_ids_are_bound_to_their_environment_variables():
     assert resources["duckdb"].path == dg.EnvVar("CLIPLABEL_DB")
 
 
-def test_dg_check_defs_passes_with_no_warning(tmp_path):
-    """The project is a ``dg`` project: ``dg check defs`` loads its definitions, and says nothing else."""
+def dg_check_defs(tmp_path, **variables):
+    """``dg check defs`` run as a user runs it, in the project's folder with its virtual environment active."""
     import os
     import subprocess
     import sys
@@ -101,20 +101,41 @@ def test_dg_check_defs_passes_with_no_warning(tmp_path):
     venv = Path(sys.executable).parent.parent
     (tmp_path / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
     env = {**os.environ, "VIRTUAL_ENV": str(venv), "PATH": f"{venv / 'bin'}{os.pathsep}{os.environ['PATH']}",
-           "DAGSTER_HOME": str(tmp_path), "PYTHONWARNINGS": "default"}
+           "DAGSTER_HOME": str(tmp_path), "PYTHONWARNINGS": "default", **variables}
     repo = Path(__file__).resolve().parents[2]
-    done = subprocess.run([str(venv / "bin" / "dg"), "check", "defs"], cwd=repo, env=env, capture_output=True,
+    return subprocess.run([str(venv / "bin" / "dg"), "check", "defs"], cwd=repo, env=env, capture_output=True,
                           text=True, timeout=300)
+
+
+def test_dg_check_defs_passes_with_no_warning(tmp_path):
+    """The project is a ``dg`` project: ``dg check defs`` loads its definitions, and says nothing else."""
+    done = dg_check_defs(tmp_path)
     assert done.returncode == 0, done.stdout + done.stderr
     assert "All definitions loaded successfully." in done.stdout
     assert "warning" not in (done.stdout + done.stderr).lower(), done.stdout + done.stderr
+
+
+def test_dg_check_defs_with_a_bad_variable_says_its_one_line_and_no_traceback(tmp_path):
+    """The words the CLI and the service give for the variable, where Dagster reports the failed load: no stack
+    trace, no exception class, in the form ``dg dev`` and the UI show as well. A misspelled one is a warning."""
+    import re
+
+    done = dg_check_defs(tmp_path, CLIPLABEL_TOP_K="0", CLIPLABEL_SETTLE="5")
+    said = re.sub(r"\x1b\[[0-9;]*m", "", done.stdout + done.stderr)  # Dagster's log colours
+    assert done.returncode == 1, said
+    assert "Validation failed for code location cliplabel:\n\nCLIPLABEL_TOP_K must be between 1 and 100, got 0\n" in said
+    assert "cliplabel: warning: CLIPLABEL_SETTLE is ignored: it is not a cliplabel variable; did you mean " \
+           "CLIPLABEL_SETTLE_S?" in said
+    for trace in ("Traceback", "Stack Trace", 'File "', "BadValue", "Error:"):
+        assert trace not in said, said
 
 
 def test_the_code_location_has_one_name_wherever_it_is_served():
     """A backfill launched from the workspace (the daemon's) or by the service must be found by `dg dev`'s daemon."""
     import yaml
 
-    from cliplabel_pipeline.service.dagster_runs import LOCATION, _workspace_file
+    from cliplabel_pipeline.dagster_names import LOCATION
+    from cliplabel_pipeline.service.dagster_runs import _workspace_file
 
     repo = Path(__file__).resolve().parents[2]
     [dg_name] = re.findall(r'^code_location_name = "(.*)"$', (repo / "pyproject.toml").read_text(), re.M)

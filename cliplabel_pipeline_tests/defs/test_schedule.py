@@ -3,9 +3,13 @@ are requested with their own settings; a person's own labels, threshold or model
 
 from __future__ import annotations
 
+import os
 from datetime import datetime, timezone
+from unittest import mock
 
 import dagster as dg
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from cliplabel_pipeline.cli import main
 from cliplabel_pipeline.core.settings import Settings
@@ -23,7 +27,7 @@ def label_with_cli(root, db_path, job_id, model, *options):
 
 def change_run(db_path, job_id, column, value):
     """What the job was labelled with changes underneath it (as after a bank or weights update)."""
-    with write_connection(db_path) as con:
+    with write_connection(db_path, Settings().db_wait_s) as con:
         con.execute(f"UPDATE runs SET {column} = ? WHERE job_id = ?", [value, job_id])
 
 
@@ -75,3 +79,44 @@ def test_nothing_to_backfill_is_a_skip(results_root, resources, instance, db_pat
     label_with_cli(results_root, db_path, "fresh", toy_model)
     result = run_schedule(instance, resources)
     assert isinstance(result, dg.SkipReason) and "every job has labels" in result.skip_message
+
+
+CRON_FIELDS = st.one_of(st.sampled_from(["*", "*/5", "*/90", "1-5", "0,30", "MON-FRI", "JAN", "L", "?", "x"]),
+                        st.integers(-1, 70).map(str), st.integers(1, 100).map(lambda n: f"*/{n}"))
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.one_of(st.lists(CRON_FIELDS, min_size=3, max_size=7).map(" ".join),
+                 st.sampled_from(["0 3 * * *", "@daily", "@hourly", "0 0 30 2 *", "0 0 31 4 *", "", "  ",
+                                  "0 3 * * * *", "0 3 * *"])))
+def test_the_backfill_cron_is_refused_at_load_exactly_when_dagster_would_refuse_or_warn_about_it(cron):
+    """``CLIPLABEL_BACKFILL_CRON`` is checked where the definitions read it, by Dagster's own rules: refused in
+    one line naming it when Dagster would refuse the schedule or warn that it runs more often than written;
+    otherwise the schedule is built on it, with no warning."""
+    import warnings
+
+    from cliplabel_pipeline.core.settings import BadValue
+    from cliplabel_pipeline.defs.loading import definitions_settings
+
+    with mock.patch.dict(os.environ, {"CLIPLABEL_BACKFILL_CRON": cron}):
+        try:
+            loaded = definitions_settings()
+        except BadValue as exc:
+            refused = str(exc)
+        else:
+            refused = None
+    if not cron:  # empty: the variable is not set, and the default stands
+        assert refused is None and loaded.backfill_cron == Settings().backfill_cron
+        return
+    with warnings.catch_warnings(record=True) as said:
+        warnings.simplefilter("always")
+        try:
+            built = label_backfill_schedule_at(cron)
+        except dg.DagsterInvalidDefinitionError:
+            built = None
+    if refused is None:
+        assert built is not None and built.cron_schedule == cron == loaded.backfill_cron and not said
+    else:
+        assert built is None or said, (cron, refused)
+        assert refused.startswith("CLIPLABEL_BACKFILL_CRON must ") and refused.endswith(f", got {cron!r}")
+        assert "\n" not in refused

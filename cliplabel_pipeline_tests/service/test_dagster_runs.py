@@ -9,15 +9,15 @@ import pytest
 from dagster import DagsterInstance, DagsterRunStatus
 
 from cliplabel_pipeline.core.storage.database import query
+from cliplabel_pipeline import dagster_names as names
 from cliplabel_pipeline.definitions import defs
-from cliplabel_pipeline.service import dagster_runs
 from cliplabel_pipeline_tests.daemon import REPO, running_daemon
 from cliplabel_pipeline_tests.service.conftest import RunningServer, service_settings, wait_done
 
 def test_the_names_the_service_launches_by_are_those_of_the_definitions():
-    job = defs.resolve_job_def(dagster_runs.LABEL_JOB)
-    assert job.partitions_def.name == dagster_runs.PARTITIONS
-    assert dagster_runs.LABEL_STEP in {n.name for n in job.graph.node_defs}
+    job = defs.resolve_job_def(names.LABEL_JOBS_JOB)
+    assert job.partitions_def.name == names.JOBS_PARTITIONS
+    assert names.JOB_LABEL_ASSIGNMENTS in {n.name for n in job.graph.node_defs}
 
 
 @pytest.mark.slow
@@ -47,7 +47,7 @@ def test_a_job_posted_to_the_service_is_labelled_by_a_run_on_the_instance(tmp_pa
     assert done["state"] == "done", done
     assert done["counts"]["labelled"] == 9 and "labels.jsonl" in {f["path"] for f in done["files"]}
     with DagsterInstance.get() as instance:
-        assert instance.get_dynamic_partitions(dagster_runs.PARTITIONS) == ["via-dagster"]
+        assert instance.get_dynamic_partitions(names.JOBS_PARTITIONS) == ["via-dagster"]
         run = instance.get_run_by_id(done["run_id"])
         assert run.status == DagsterRunStatus.SUCCESS and run.tags["dagster/partition"] == "via-dagster"
     assert query(db, "SELECT count(*) FROM labels WHERE job_id = 'via-dagster'") == [(9,)]

@@ -101,3 +101,50 @@ def test_one_task_s_bad_image_costs_that_task_its_prediction_never_the_batch(cli
     assert big.status_code == 413 and "over" in big.json()["detail"]
     for name in ("fresh.png", "not-an-image.png", "sparse.png"):
         (job / "objects" / name).unlink()
+
+
+# The keys of Label Studio's ML backend answers, in the order they have always been sent.
+PREDICTION_KEYS = ["model_version", "score", "result"]
+CHOICES_KEYS = ["id", "from_name", "to_name", "type", "value", "score"]
+BRUSH_KEYS = ["id", "from_name", "to_name", "type", "original_width", "original_height", "image_rotation", "value",
+              "score"]
+
+
+def test_the_ml_backend_answers_are_response_models_in_label_studio_s_own_form(client, labelled):
+    """Each answer is a declared model (in the OpenAPI schema), its body the bytes Label Studio was always sent:
+    the same keys in the same order; and each prediction is valid for the job's labelling interface, as
+    label-studio-sdk checks it."""
+    from pydantic import TypeAdapter
+
+    sdk = pytest.importorskip("label_studio_sdk.label_interface")
+    health, setup = client.get("/health"), client.post("/setup", json={"project": "1"})
+    assert list(health.json()) == ["status", "model_class", "model_version"] and list(setup.json()) == ["model_version"]
+    assert health.json()["model_class"] == "cliplabel" and setup.json()["model_version"] == health.json()["model_version"]
+    tasks = [{"data": {"job_id": labelled, "item": item}} for item in
+             ("objects/obj_00.png", "masks/obj_01.png", "labels.jsonl", "source.png")]
+    r = client.post("/predict", json={"tasks": tasks})
+    body = r.json()
+    assert list(body) == ["results", "model_version"]
+    assert r.content == TypeAdapter(dict).dump_json(body)  # as a plain dict was serialised before the models
+    kinds = []
+    for pred in body["results"]:
+        assert list(pred) == PREDICTION_KEYS and pred["model_version"] == body["model_version"]
+        for result in pred["result"]:
+            assert list(result) == (BRUSH_KEYS if result["type"] == "brushlabels" else CHOICES_KEYS)
+            assert list(result["value"]) == (["format", "rle", "brushlabels"] if result["type"] == "brushlabels"
+                                             else ["choices"])
+        kinds.append([x["type"] for x in pred["result"]])
+    assert kinds == [["choices"], ["choices", "brushlabels"], [], ["choices"]]
+    ls_zip = zipfile.ZipFile(io.BytesIO(client.get(f"/classify/export/{labelled}", params={"format": "labelstudio"}).content))
+    interface = sdk.LabelInterface(ls_zip.read("label_config.xml").decode())
+    for pred in body["results"]:
+        if pred["result"]:
+            assert interface.validate_prediction(pred, return_errors=True) == []
+    schema = client.get("/openapi.json").json()
+    answers = {path: schema["paths"][path][method]["responses"]["200"]["content"]["application/json"]["schema"]
+               for path, method in (("/health", "get"), ("/setup", "post"), ("/predict", "post"))}
+    assert answers == {"/health": {"$ref": "#/components/schemas/MLBackendHealth"},
+                       "/setup": {"$ref": "#/components/schemas/MLBackendSetup"},
+                       "/predict": {"$ref": "#/components/schemas/MLBackendPredictions"}}
+    prediction = schema["components"]["schemas"]["Prediction"]
+    assert list(prediction["properties"]) == PREDICTION_KEYS

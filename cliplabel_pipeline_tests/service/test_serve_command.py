@@ -10,6 +10,7 @@ import sys
 import time
 
 import httpx
+import pytest
 
 
 def _free_port() -> int:
@@ -51,3 +52,25 @@ def test_serve_without_a_results_root_says_so_in_one_line(tmp_path):
                            str(tmp_path / "nowhere")], capture_output=True, text=True, timeout=60)
     assert done.returncode == 2
     assert done.stderr.strip() == f"cliplabel: error: results root {tmp_path / 'nowhere'} does not exist"
+
+
+def test_serve_refuses_a_port_out_of_range_before_it_starts(results_root):
+    done = subprocess.run([sys.executable, "-m", "cliplabel_pipeline.cli", "serve", "--results-root",
+                           str(results_root), "--port", "99999"], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2 and "Uvicorn" not in done.stderr
+    assert done.stderr.strip().splitlines()[-1] == \
+        "cliplabel serve: error: argument --port: must be between 1 and 65535, got 99999"
+
+
+@pytest.mark.parametrize("port, said", [
+    ("0", "must be between 1 and 65535, got 0"), ("-1", "must be between 1 and 65535, got -1"),
+    ("65536", "must be between 1 and 65535, got 65536"), ("80.5", "must be a whole number, got 80.5"),
+    ("http", "must be a number, got 'http'"),
+])
+def test_every_port_outside_1_to_65535_is_one_usage_line(results_root, port, said, capsys):
+    from cliplabel_pipeline.cli import main
+
+    with pytest.raises(SystemExit) as stopped:
+        main(["serve", "--results-root", str(results_root), f"--port={port}"])
+    assert stopped.value.code == 2
+    assert capsys.readouterr().err.strip().splitlines()[-1] == f"cliplabel serve: error: argument --port: {said}"

@@ -110,7 +110,7 @@ def apply_cleanup(job: JobFolder, records: list[LabelRecord], db_path: Path | No
         if not entries:
             return []
         action = Action(_new_action_id(), PLANNED, purge, entries)
-        with _database(db_path) as con:
+        with _database(job, db_path) as con:
             if con is not None:
                 rows = item_rows(con, job.id, [e.path for e in entries])
                 for entry in entries:
@@ -158,7 +158,7 @@ def _restore(job: JobFolder, db_path: Path | None) -> list[str]:
         chosen.append(action)
         claimed |= paths
     restored, outcomes = finished, []
-    with _database(db_path) as con:
+    with _database(job, db_path) as con:
         for action in chosen:
             action.state = RESTORING
             _write_journal(job, action)
@@ -191,7 +191,7 @@ def _recover(job: JobFolder, db_path: Path | None) -> list[Action]:
     if not pending:
         return []
     kept = {}
-    with _database(db_path) as con:
+    with _database(job, db_path) as con:
         for action in pending:
             log.warning("completing an interrupted %s of job %s (action %s)",
                         "cleanup" if action.state == PLANNED else "restore", job.id, action.id)
@@ -341,5 +341,5 @@ def _line_path(line: str) -> str:
     return json.loads(line)["path"]
 
 
-def _database(db_path: Path | None):
-    return write_connection(db_path) if db_path else nullcontext()
+def _database(job: JobFolder, db_path: Path | None):
+    return write_connection(db_path, job.waits.db_s) if db_path else nullcontext()

@@ -12,15 +12,19 @@ from __future__ import annotations
 
 import functools
 import json
+from dataclasses import dataclass, field
+from typing import Annotated, Literal
 from urllib.parse import quote
 from xml.sax.saxutils import quoteattr
+
+from pydantic import Field
 
 from cliplabel_pipeline.core.job_folder import SOURCE_NAME, JobFolder
 from cliplabel_pipeline.core.organising.brush_rle import encode_brush_rle
 from cliplabel_pipeline.core.organising.bundle import BundleFile, left_out
 from cliplabel_pipeline.core.organising.coco import mask_array, source_size
 from cliplabel_pipeline.core.reading.picture import ImageSkipped
-from cliplabel_pipeline.core.values import LabelRecord, Provenance
+from cliplabel_pipeline.core.values import JsonForm, LabelRecord, Provenance
 
 DEFAULT_IMAGE_ROOT = "/data/local-files/?d="
 TASKS, CONFIG = "tasks.json", "label_config.xml"
@@ -47,18 +51,65 @@ def image_url(image_root: str, job: JobFolder, path: str) -> str:
     return image_root + quote(f"{job.id}/{path}", safe="/")
 
 
-def prediction(rec: LabelRecord, version: str, mask=None) -> dict:
+# A prediction in Label Studio's form, defined once: ``tasks.json`` writes it (``to_json``) and the ML backend's
+# ``/predict`` answers it; the field order is the order of the keys Label Studio has always been sent.
+@dataclass(frozen=True)
+class Choices:
+    choices: list[str]
+
+
+@dataclass(frozen=True, kw_only=True)
+class ChoicesResult:
+    """The label of record, as the interface's single choice, scored with the model's confidence."""
+
+    id: Literal["label"] = "label"
+    from_name: Literal["label"] = CHOICES
+    to_name: Literal["image"] = IMAGE
+    type: Literal["choices"] = "choices"
+    value: Choices
+    score: float
+
+
+@dataclass(frozen=True, kw_only=True)
+class Brush:
+    format: Literal["rle"] = "rle"
+    rle: list[int]
+    brushlabels: list[str]
+
+
+@dataclass(frozen=True, kw_only=True)
+class BrushResult:
+    """A mask as a brush region over the source picture, in Label Studio's RLE."""
+
+    id: Literal["mask"] = "mask"
+    from_name: Literal["mask"] = BRUSH
+    to_name: Literal["image"] = IMAGE
+    type: Literal["brushlabels"] = "brushlabels"
+    original_width: int
+    original_height: int
+    image_rotation: int = 0
+    value: Brush
+    score: float
+
+
+@dataclass(frozen=True)
+class Prediction(JsonForm):
+    """The model's prediction for one task (no result: nothing to suggest, and Label Studio shows the task bare)."""
+
+    model_version: str
+    score: float
+    result: list[Annotated[ChoicesResult | BrushResult, Field(discriminator="type")]] = field(default_factory=list)
+
+
+def prediction(rec: LabelRecord, version: str, mask=None) -> Prediction:
     """The model's prediction for one item, as Label Studio takes it: a ``choices`` result with the label of
     record, and for a mask a ``brushlabels`` result with the mask over the source."""
-    result = [{"id": "label", "from_name": CHOICES, "to_name": IMAGE, "type": "choices",
-               "value": {"choices": [rec.label]}, "score": rec.confidence}]
+    result: list[ChoicesResult | BrushResult] = [ChoicesResult(value=Choices([rec.label]), score=rec.confidence)]
     if mask is not None:
         h, w = mask.shape
-        result.append({"id": "mask", "from_name": BRUSH, "to_name": IMAGE, "type": "brushlabels",
-                       "original_width": w, "original_height": h, "image_rotation": 0,
-                       "value": {"format": "rle", "rle": encode_brush_rle(mask), "brushlabels": [rec.label]},
-                       "score": rec.confidence})
-    return {"model_version": version, "score": rec.confidence, "result": result}
+        result.append(BrushResult(original_width=w, original_height=h, score=rec.confidence,
+                                  value=Brush(rle=encode_brush_rle(mask), brushlabels=[rec.label])))
+    return Prediction(version, rec.confidence, result)
 
 
 def labelstudio_bundle(job: JobFolder, records: list[LabelRecord], provenance: Provenance,
@@ -79,7 +130,7 @@ def labelstudio_bundle(job: JobFolder, records: list[LabelRecord], provenance: P
         shown = SOURCE_NAME if rec.kind == "mask" else rec.path
         tasks.append({"data": {"image": image_url(image_root, job, shown), "item": rec.path, "job_id": job.id,
                                "kind": rec.kind, "top1": rec.top1, "label_source": rec.label_source},
-                      "predictions": [prediction(rec, version, mask)]})
+                      "predictions": [prediction(rec, version, mask).to_json()]})
     names = sorted({r.label for r in records if r.label} | {x.name for r in records for x in r.labels})
     return [BundleFile(TASKS, json.dumps(tasks, ensure_ascii=False).encode("utf-8")),
             BundleFile(CONFIG, label_config(names).encode("utf-8"))]

@@ -18,7 +18,7 @@ from urllib.parse import parse_qs, unquote, urlsplit
 from cliplabel_pipeline.core.errors import CliplabelError
 from cliplabel_pipeline.core.job_folder import INPUT_DIRS, SOURCE_NAME, JobFolder, is_real_folder
 from cliplabel_pipeline.core.organising.coco import mask_array, source_size
-from cliplabel_pipeline.core.organising.labelstudio import prediction
+from cliplabel_pipeline.core.organising.labelstudio import Prediction, prediction
 from cliplabel_pipeline.core.reading.picture import ImageSkipped
 from cliplabel_pipeline.core.reading.uploads import Upload, UploadTooLarge
 from cliplabel_pipeline.core.storage.guarded import shown
@@ -68,9 +68,10 @@ def read_input_image(job: JobFolder, path: str, limit: int) -> bytes:
 
 
 def predict_tasks(tasks: list[dict], results_root: Path, version: str,
-                  classify: Callable[[list[Upload]], dict[str, LabelRecord]], limit: int = 20_000_000) -> list[dict]:
-    """One prediction per task, in order: ``{"model_version", "score", "result"}`` as Label Studio takes it.
-    ``classify`` gets the images to label now (each at most ``limit`` bytes) and answers those it could."""
+                  classify: Callable[[list[Upload]], dict[str, LabelRecord]],
+                  limit: int = 20_000_000) -> list[Prediction]:
+    """One prediction per task, in order, as Label Studio takes it (an empty one where there is nothing to
+    suggest). ``classify`` gets the images to label now (each at most ``limit`` bytes) and answers those it could."""
     found: list[tuple[TaskImage | None, LabelRecord | None]] = []
     to_classify: list[Upload] = []
     labels_of: dict[str, dict[str, LabelRecord]] = {}
@@ -95,7 +96,7 @@ def predict_tasks(tasks: list[dict], results_root: Path, version: str,
         if where is not None and rec is None:
             rec = fresh.get(f"{where.job.id}/{where.path}")
         if rec is None or rec.label is None:
-            out.append({"model_version": version, "score": 0.0, "result": []})
+            out.append(Prediction(version, 0.0))
             continue
         mask = None
         if rec.kind == "mask":

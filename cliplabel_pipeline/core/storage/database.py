@@ -15,22 +15,21 @@ import duckdb
 from filelock import FileLock, Timeout
 
 from cliplabel_pipeline.core.errors import CliplabelError
-from cliplabel_pipeline.core.settings import Settings
 from cliplabel_pipeline.core.storage.schema import migrate
 
 LOCK_TIMEOUT_S = 120  # how long a writer waits for another cliplabel writer (the file lock)
 
 
 @contextmanager
-def write_connection(db_path: Path, wait_s: float | None = None):
+def write_connection(db_path: Path, wait_s: float):
     """A read-write connection held under the database's file lock, inside one transaction.
 
     It is opened before the caller changes anything (a busy file is waited for, up to ``wait_s`` seconds, then
     a one-line error), so a job's files and its rows change together: the caller writes its files inside the
-    block and the rows commit when it ends without error. ``wait_s`` defaults to ``CLIPLABEL_DB_WAIT_S``.
+    block and the rows commit when it ends without error. ``wait_s`` is ``CLIPLABEL_DB_WAIT_S`` as the face read
+    it (``Settings.waits``, carried by the ``JobFolder`` whose rows are written).
     """
     db_path = Path(db_path)
-    wait_s = Settings.from_env().db_wait_s if wait_s is None else wait_s
     db_path.parent.mkdir(parents=True, exist_ok=True)
     try:
         with FileLock(str(db_path) + ".lock", timeout=LOCK_TIMEOUT_S):

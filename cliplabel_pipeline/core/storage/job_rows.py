@@ -57,8 +57,8 @@ def replace_job_rows(con: duckdb.DuckDBPyConnection, rows: JobRows) -> None:
     insert_rows(con, "runs", row_tuples(con, "runs", rows.runs))
 
 
-def ingest_job_rows(db_path: Path, rows: JobRows) -> None:
+def ingest_job_rows(db_path: Path, rows: JobRows, wait_s: float) -> None:
     """Rows a worker host wrote for a job, replacing the job's rows in one transaction: ingesting the same rows
-    again (a retried step) leaves every item exactly once."""
-    with write_connection(db_path) as con:
+    again (a retried step) leaves every item exactly once. A busy file is waited for up to ``wait_s``."""
+    with write_connection(db_path, wait_s) as con:
         replace_job_rows(con, rows)

@@ -36,7 +36,7 @@ CHUNK = 1 << 20
 def open_job(state: ServiceState, job_id: str) -> JobFolder:
     """The job's folder: 400 for an id that is not a single folder name, 404 when there is no such job (the
     server's own paths are not named to the client)."""
-    job = JobFolder(state.settings.results_root, job_id)
+    job = JobFolder(state.settings.results_root, job_id, state.settings.waits)
     if not is_real_folder(job.path):
         raise UnknownJob(f"unknown job {shown(job_id)!r}: no such folder under the results root")
     return job

@@ -13,6 +13,7 @@ from cliplabel_pipeline.core.storage.guarded import shown
 from cliplabel_pipeline.core.values import LabelSettings
 from cliplabel_pipeline.service.errors import ApiError
 from cliplabel_pipeline.service.routes.jobs import open_job
+from cliplabel_pipeline.service.schemas import MLBackendHealth, MLBackendPredictions, MLBackendSetup
 from cliplabel_pipeline.service.state import ServiceState, ready
 
 router = APIRouter(tags=["label studio"])
@@ -24,17 +25,17 @@ def _version(state: ServiceState) -> str:
 
 
 @router.get("/health", summary="Label Studio's ML backend health check")
-def ls_health(state: ServiceState = Depends(ready)) -> dict:
-    return {"status": "UP", "model_class": "cliplabel", "model_version": _version(state)}
+def ls_health(state: ServiceState = Depends(ready)) -> MLBackendHealth:
+    return MLBackendHealth(model_version=_version(state))
 
 
 @router.post("/setup", summary="Label Studio connects a project to cliplabel as its model")
-def ls_setup(payload: dict = Body(default_factory=dict), state: ServiceState = Depends(ready)) -> dict:
-    return {"model_version": _version(state)}
+def ls_setup(payload: dict = Body(default_factory=dict), state: ServiceState = Depends(ready)) -> MLBackendSetup:
+    return MLBackendSetup(model_version=_version(state))
 
 
 @router.post("/predict", summary="Label Studio asks predictions for a batch of tasks")
-async def ls_predict(payload: dict = Body(...), state: ServiceState = Depends(ready)) -> dict:
+async def ls_predict(payload: dict = Body(...), state: ServiceState = Depends(ready)) -> MLBackendPredictions:
     tasks = payload.get("tasks")
     if not isinstance(tasks, list):
         raise ApiError(422, 'send {"tasks": [...]} as Label Studio does')
@@ -57,7 +58,7 @@ async def ls_predict(payload: dict = Body(...), state: ServiceState = Depends(re
 
     results = await run_in_threadpool(predict_tasks, tasks, state.settings.results_root, _version(state), classify,
                                       state.settings.max_upload_bytes)
-    return {"results": results, "model_version": _version(state)}
+    return MLBackendPredictions(results=results, model_version=_version(state))
 
 
 @router.get("/results/{job_id}/{path:path}", summary="An input image of a job (for Label Studio to show)")

@@ -48,7 +48,7 @@ import json, os, signal, sys
 from cliplabel_pipeline.core.storage.database import write_connection
 from cliplabel_pipeline.core.storage.job_rows import JobRows, replace_job_rows
 rows = JobRows.from_json(json.load(open(sys.argv[2])))
-with write_connection(sys.argv[1]) as con:
+with write_connection(sys.argv[1], 2.0) as con:
     replace_job_rows(con, rows)
     os.kill(os.getpid(), signal.SIGKILL)  # the writer's host dies before the transaction commits
 """
@@ -62,7 +62,7 @@ def test_a_writer_killed_mid_transaction_leaves_the_old_rows_and_its_retry_lands
     killed = subprocess.run([sys.executable, "-c", KILLED_WRITER, str(db), str(tmp_path / "rows.json")])
     assert killed.returncode == -9
     assert query(db, "SELECT run_id, count(*) FROM labels GROUP BY run_id") == [("run-1", 5)]
-    ingest_job_rows(db, JobRows.from_json(json.loads((tmp_path / "rows.json").read_text())))
+    ingest_job_rows(db, JobRows.from_json(json.loads((tmp_path / "rows.json").read_text())), 2.0)
     assert query(db, "SELECT run_id, count(*), count(DISTINCT path) FROM labels GROUP BY run_id") == [("run-2", 8, 8)]
     assert query(db, "SELECT count(*) FROM assets") == [(8,)]
     assert query(db, "SELECT run_id, item_count FROM runs ORDER BY run_id") == [("run-1", 5), ("run-2", 8)]
