@@ -10,8 +10,8 @@ cropped as a new file is). In one process, for each job size:
 - the encoder alone on preprocessed batches, measured before and after the job (this machine drifts);
 - decoding and preprocessing alone, one thread, on a sample of the job's items: what each item costs;
 - ``process_job`` end to end (with its DuckDB rows), timed stage by stage through the core's progress calls:
-  encoding (decode, preprocess and the model, as the pipeline interleaves them), scoring (and writing
-  ``labels.jsonl`` and the rows), grouping, exporting, report;
+  encoding (the model, with decoding and preprocessing by the background processes ahead of it), scoring (and
+  writing ``labels.jsonl`` and the rows), grouping, exporting, report;
 
 and prints a table in milliseconds per item. "The model" is the time of the job's own batches
 (normalised and encoded, as the pipeline times each), so the split holds however the machine drifts;
@@ -141,10 +141,10 @@ def table(results: list[dict]) -> list[str]:
         [f"{r['encoder'][0]:.1f} / {r['encoder'][1]:.1f}" for r in results])
     row("decode, one thread (a mask: read it, cut the source under it)", [ms(r["decode"], 1) for r in results])
     row("preprocess, one thread (crop, pad, resize)", [ms(r["preprocess"], 1) for r in results])
-    row("encoding stage (decode and preprocess by the pool, then the model)",
+    row("encoding stage (the model, fed by the background decoding processes)",
         [ms(r["stages"].get("encoding", 0), r["items"]) for r in results])
     row("  of which the model (the job's batches: normalise, encode)", [ms(r["model"], r["items"]) for r in results])
-    row("  of which decoding and preprocessing, not hidden by the model",
+    row("  of which waiting for decoded items (not hidden by the model)",
         [ms(r["stages"].get("encoding", 0) - r["model"], r["items"]) for r in results])
     for stage in ("scoring", "grouping", "exporting", "report"):
         row(stage, [ms(r["stages"].get(stage, 0), r["items"]) for r in results])

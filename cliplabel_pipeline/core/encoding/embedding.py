@@ -3,7 +3,7 @@
 On the CPU, a job's items (and loose files) are decoded by background processes at the lowest priority
 (``decode_pool.background_pool``, one per core the model uses), up to ``AHEAD`` batches ahead of the one
 being encoded: they run on the cycles the model's threads leave (``OMP_WAIT_POLICY=PASSIVE``, set in
-``core/encoding/__init__.py``, lets those threads sleep instead of spinning between operations), and when the
+``cliplabel_pipeline/__init__.py``, lets those threads sleep instead of spinning between operations), and when the
 model is waiting for them they have the machine to themselves. Measured on 2 cores: decoding in threads in
 turn with the model cost about 0.9 ms an item outside it, decoding in threads beside the model slowed the
 model's threads more than it saved (the GIL and the cores are shared), in processes beside it 0.1-0.3 ms.

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import psutil
+import pytest
 from PIL import Image
 
 from cliplabel_pipeline.core.encoding import decode_pool
@@ -165,3 +166,14 @@ def test_uploads_decoded_in_the_background_are_batched_as_decoded_in_turn(labell
             assert [(s.path, s.reason) for s in g.skipped] == [(s.path, s.reason) for s in e.skipped]
             np.testing.assert_allclose(g.embeddings, e.embeddings, atol=1e-5)  # batched with others: other shapes
     assert any("background decoding failed" in r.getMessage() for r in caplog.records)
+
+
+@pytest.mark.parametrize("given, expected", [(None, "PASSIVE"), ("ACTIVE", "ACTIVE")])
+def test_the_model_s_threads_sleep_between_operations_unless_told_otherwise(given, expected):
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"} | ({"OMP_WAIT_POLICY": given} if given else {})
+    code = "import cliplabel_pipeline, os, sys; assert 'torch' not in sys.modules; print(os.environ['OMP_WAIT_POLICY'])"
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True).stdout
+    assert out.strip() == expected
