@@ -1,6 +1,7 @@
 """Where every millisecond of ``cliplabel job`` goes: per item, for each stage, beside the encoder alone.
 
     python benchmarks/stages.py [--items 400,10000] [--seconds 10] [--precision auto] [--workdir DIR]
+                                [--decoding background,in-turn]
 
 A full-size ViT-B/32 with random weights (``CLIPConfig()`` defaults: the real model's compute) labels jobs of
 ``--items`` items each against the whole bundled bank: one 320x240 toy source with its masks and cut-outs,
@@ -13,7 +14,9 @@ cropped as a new file is). In one process, for each job size:
   encoding (the model, with decoding and preprocessing by the background processes ahead of it), scoring (and
   writing ``labels.jsonl`` and the rows), grouping, exporting, report;
 
-and prints a table in milliseconds per item. "The model" is the time of the job's own batches
+and prints a table in milliseconds per item. ``--decoding background,in-turn`` labels each job twice, once as
+cliplabel does (background decoding processes) and once with decoding in turn with the model (threads, as
+where processes cannot start), for the difference in one run. "The model" is the time of the job's own batches
 (normalised and encoded, as the pipeline times each), so the split holds however the machine drifts;
 "outside the model" is everything else the job spent: what a faster encoder would leave behind. The ratio
 to the encoder alone uses the mean of the measurements before and after the job, and moves with the machine.
@@ -108,30 +111,39 @@ class StageClock:
             self.seconds[name] = time.perf_counter() - self.started[name]
 
 
-def measure(labeller, root: Path, n_items: int, seconds: float, db_path: Path) -> dict:
+def measure(labeller, root: Path, n_items: int, seconds: float, db_path: Path, decoding: str) -> dict:
+    from cliplabel_pipeline.core.encoding import embedding
     from cliplabel_pipeline.core.job_folder import JobFolder
     from cliplabel_pipeline.core.pipeline import process_job
     from cliplabel_pipeline.core.values import LabelSettings
 
-    job = write_job(root, f"stages-{n_items}", n_items)
+    job = root / f"stages-{n_items}"
+    if not job.is_dir():
+        write_job(root, job.name, n_items)
+    background_pool = embedding.background_pool
+    if decoding == "in-turn":  # as where no process can be started: each batch decoded by threads, then encoded
+        embedding.background_pool = lambda workers: None
     handle = labeller.encoder
     decode_s, preprocess_s = decode_and_preprocess(handle, job, 256)
     before = encoder_alone(handle, job, seconds)
     clock = StageClock()
     start = time.perf_counter()
-    done = process_job(labeller, JobFolder.open(root, job.name), LabelSettings(batch_size=BATCH), db_path, clock)
+    try:
+        done = process_job(labeller, JobFolder.open(root, job.name), LabelSettings(batch_size=BATCH), db_path, clock)
+    finally:
+        embedding.background_pool = background_pool
     total = time.perf_counter() - start
     after = encoder_alone(handle, job, seconds)
     items = len(done.labelled.records)
     model_s = items / ((before + after) / 2)
-    return {"items": items, "encoder": (before, after), "decode": decode_s, "preprocess": preprocess_s,
+    return {"items": items, "decoding": decoding, "encoder": (before, after), "decode": decode_s, "preprocess": preprocess_s,
             "stages": clock.seconds, "total": total, "alone": model_s,
             "model": sum(done.labelled.embedded.batch_seconds)}
 
 
 def table(results: list[dict]) -> list[str]:
     ms = lambda seconds, n: f"{1000 * seconds / n:.2f}"  # noqa: E731
-    head = "| ms per item | " + " | ".join(f"{r['items']:,} items" for r in results) + " |"
+    head = "| ms per item | " + " | ".join(f"{r['items']:,} items, {r['decoding']}" for r in results) + " |"
     lines = [head, "|---|" + "---|" * len(results)]
 
     def row(name: str, values: list[str]) -> None:
@@ -162,6 +174,8 @@ def main() -> int:
     ap.add_argument("--seconds", type=float, default=10.0, help="length of each encoder-alone measurement")
     ap.add_argument("--precision", default="auto")
     ap.add_argument("--workdir", type=Path, help="keep the model, the bank's cache and the jobs here")
+    ap.add_argument("--decoding", default="background",
+                    help="comma-separated: background (as cliplabel decodes on the CPU), in-turn (threads, then the model)")
     args = ap.parse_args()
     sizes = [int(n) for n in args.items.split(",")]
     with tempfile.TemporaryDirectory() as tmp:
@@ -183,8 +197,9 @@ def main() -> int:
         root.mkdir(exist_ok=True)
         results = []
         for n in sizes:
-            results.append(measure(labeller, root, n, args.seconds, work / f"stages-{n}.duckdb"))
-            print(f"{n} items: done", file=sys.stderr)
+            for decoding in args.decoding.split(","):
+                results.append(measure(labeller, root, n, args.seconds, work / f"stages-{n}.duckdb", decoding))
+                print(f"{n} items, decoding {decoding}: done", file=sys.stderr)
     print("\n".join(table(results)))
     return 0
 

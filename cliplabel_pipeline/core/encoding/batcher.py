@@ -1,8 +1,7 @@
 """Dynamic batching: concurrent callers' images merged into batches by one encoding thread.
 
 Each caller submits its items (name and loader, as for a job) and gets a future of their ``Embedded``.
-Every image is decoded as soon as it is submitted, by the background decoding processes below the model's
-priority (``embedding``; by a pool of threads where processes cannot start); the encoding thread takes the
+Every image is decoded as soon as it is submitted, by a pool of threads; the encoding thread takes the
 decoded requests waiting (whole requests, up to ``max_batch`` images) whenever it is free. While callers have
 announced requests that are still arriving (a server announces each upload as its body starts to arrive) or
 still decoding, and the batch is not full, it waits for them, ``max_wait_s`` at most. Nothing on its way:
@@ -11,6 +10,8 @@ batch is encoded makes the next one full.
 
 Measured with 64 clients on 2 cores: decoding a batch in turn with encoding it left the model idle 15% of
 the time, and fixing the next batch while the current one was encoded made batches of 21 instead of 32.
+Decoding uploads in the background processes a job uses (below the model's priority) starved them under
+load: batches of 10 and 0.47 x the encoder alone at 64 clients, so uploads stay with threads here.
 
 Batches are padded to a power of two, so the model sees at most ``log2(max_batch) + 1`` shapes (oneDNN keeps
 a kernel plan per shape) and pads at most twice over.
@@ -18,7 +19,6 @@ a kernel plan per shape) and pads at most twice over.
 
 from __future__ import annotations
 
-import functools
 import logging
 import threading
 import time
@@ -30,10 +30,7 @@ import numpy as np
 import torch
 
 from cliplabel_pipeline.core.encoding import heap
-from cliplabel_pipeline.core.encoding.decode_pool import (
-    PORTABLE_LOADERS, as_decoded, background_pool, crop_items, give_up,
-)
-from cliplabel_pipeline.core.encoding.embedding import BACKGROUND_TASK, Job, decode_item
+from cliplabel_pipeline.core.encoding.embedding import Job, decode_item
 from cliplabel_pipeline.core.encoding.encode import encode_images
 from cliplabel_pipeline.core.encoding.model import ClipHandle
 from cliplabel_pipeline.core.reading.images import normalise_batch
@@ -88,12 +85,6 @@ def padded_size(n: int, max_batch: int) -> int:
     return min(size, max(max_batch, n))
 
 
-def _portable(job) -> bool:
-    """Whether ``job`` is an ``(item, loader)`` a decoding process can run (a malformed one is decoded here,
-    where it fails its own request)."""
-    return isinstance(job, tuple) and len(job) == 2 and isinstance(job[1], PORTABLE_LOADERS)
-
-
 class ImageBatcher:
     """One encoding thread over ``encoder``; ``submit`` is safe from any thread. Use as a context manager."""
 
@@ -123,42 +114,13 @@ class ImageBatcher:
         if request.jobs:
             with self._cond:
                 self._decoding += 1
-            self._start_decoding(request)
+            for i in range(len(request.jobs)):
+                self._decoders.submit(self._decode, request, i)
         else:
             request.future.set_result(self._embedded([], [], []))
         if arrival is not None:
             arrival.withdraw()
         return request.future
-
-    def _start_decoding(self, request: _Request) -> None:
-        """Each item decoded by the background processes (as ``embedding`` does a job's), or by this process's
-        threads where they cannot take it."""
-        pool = None
-        if not self.encoder.device.startswith("cuda") and all(_portable(job) for job in request.jobs):
-            pool = background_pool(max(1, torch.get_num_threads()))
-        for start in range(0, len(request.jobs), BACKGROUND_TASK):
-            indices = range(start, min(start + BACKGROUND_TASK, len(request.jobs)))
-            if pool is not None:
-                try:
-                    task = pool.submit(crop_items, [request.jobs[i][1] for i in indices], self.encoder.image_size,
-                                       self.encoder.crop_size)
-                    task.add_done_callback(functools.partial(self._received, request, indices, pool))
-                    continue
-                except Exception as exc:  # noqa: BLE001 - a pool that cannot take work: these threads decode
-                    pool = give_up(pool, exc)
-            for i in indices:
-                self._decoders.submit(self._decode, request, i)
-
-    def _received(self, request: _Request, indices: range, pool, task: Future) -> None:
-        try:
-            results = task.result()
-        except Exception as exc:  # noqa: BLE001 - a dead decoding process: these items decoded by the threads
-            give_up(pool, exc)
-            for i in indices:
-                self._decoders.submit(self._decode, request, i)
-            return
-        for i, result in zip(indices, results):
-            self._done(request, i, as_decoded(request.jobs[i][0], result))
 
     def close(self) -> None:
         """Finish what was submitted, then stop the threads."""
@@ -183,10 +145,6 @@ class ImageBatcher:
             result = exc
         with self._cond:
             self.stats.decode_s += time.perf_counter() - t0
-        self._done(request, i, result)
-
-    def _done(self, request: _Request, i: int, result) -> None:
-        with self._cond:
             request.decoded[i] = result
             request.remaining -= 1
             if request.remaining:

@@ -14,11 +14,13 @@ made, ``decode_pool`` falls back to threads running the same tasks.
 from __future__ import annotations
 
 import contextlib
+import importlib.machinery
 import io
 import logging
 import multiprocessing
 import os
 import struct
+import sys
 import threading
 import time
 import uuid
@@ -166,12 +168,44 @@ def decode_pictures(job, items: list[tuple[str, str]], image_size: int, crop_siz
     return out
 
 
+_main_lock = threading.Lock()
+
+
+@contextlib.contextmanager
+def _without_the_main_module():
+    """Processes started in this block do not run the program's main module. Python's process pools import it
+    again in each process they start (and in the forkserver), so a script that labels at its top level, with no
+    ``if __name__ == "__main__":``, would label again in every decoding process; the tasks here need nothing
+    from it. Python skips that import for a main module named ``__main__``, which this block says it is."""
+    main = sys.modules.get("__main__")
+    spec = getattr(main, "__spec__", None)
+    if main is None or getattr(main, "__file__", None) is None or (spec is not None and spec.name.endswith("__main__")):
+        yield  # interactive, or run as ``python -m package``: never imported again
+        return
+    with _main_lock:
+        saved = main.__spec__
+        main.__spec__ = importlib.machinery.ModuleSpec("__main__", None)
+        try:
+            yield
+        finally:
+            main.__spec__ = saved
+
+
+class DecodingProcesses(ProcessPoolExecutor):
+    """A pool of decoding processes that never run the program's main module (``_without_the_main_module``):
+    Python starts them when work is submitted, so each submission is made inside that block."""
+
+    def submit(self, fn, /, *args, **kwargs):
+        with _without_the_main_module():
+            return super().submit(fn, *args, **kwargs)
+
+
 def decode_pool(workers: int, processes: bool = True) -> Executor:
     """``workers`` processes started by forkserver, or threads where ``processes`` is False or processes
     cannot be made here."""
     if processes:
         try:
-            return ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("forkserver"))
+            return DecodingProcesses(workers, mp_context=multiprocessing.get_context("forkserver"))
         except (OSError, ValueError, NotImplementedError) as exc:
             log.warning("decoding with threads: no process pool here (%s)", exc)
     return ThreadPoolExecutor(workers, thread_name_prefix="decode-job")
@@ -364,7 +398,7 @@ def background_pool(workers: int) -> Executor | None:
         return None
     with _background_lock:
         if _background is None:
-            _background = ProcessPoolExecutor(workers, mp_context=context, initializer=_below_the_model)
+            _background = DecodingProcesses(workers, mp_context=context, initializer=_below_the_model)
         return _background
 
 

@@ -15,12 +15,10 @@ import pytest
 from PIL import Image
 
 from cliplabel_pipeline.core.encoding import decode_pool
-from cliplabel_pipeline.core.encoding.batcher import ImageBatcher
-from cliplabel_pipeline.core.encoding.decode_pool import BytesLoader, PathLoader, background_pool
+from cliplabel_pipeline.core.encoding.decode_pool import PathLoader, background_pool
 from cliplabel_pipeline.core.encoding.embedding import embed_images, job_loaders, path_loaders
 from cliplabel_pipeline.core.job_folder import JobFolder
 from cliplabel_pipeline.core.reading.items import list_job_items
-from cliplabel_pipeline.core.values import EmbeddedItem
 from cliplabel_pipeline.toyworld.jobs import write_toy_job
 
 MAIN_PID = os.getpid()
@@ -134,40 +132,6 @@ def test_a_decoding_process_lets_the_source_go_when_idle(toy_job, monkeypatch):
     assert not decode_pool._WORKER_SOURCE
 
 
-@dataclass(frozen=True)
-class _UploadDiesInAChild(BytesLoader):
-    made_by: int = 0
-
-    def __call__(self):
-        if os.getpid() != self.made_by:
-            os._exit(3)
-        return super().__call__()
-
-
-def test_uploads_decoded_in_the_background_are_batched_as_decoded_in_turn(labeller, caplog):
-    """The service's uploads (``BytesLoader``): the same rows and skips as in-turn decoding, each caller its own,
-    and a decoding process that dies under one request costs nobody an image."""
-    uploads = {f"u{i}": _png(np.random.default_rng(i).integers(0, 256, (30 + i, 50, 3), dtype=np.uint8))
-               for i in range(12)}
-    uploads["broken"] = b"\x89PNG\r\n\x1a\n not really"
-    requests = [["u0", "u1", "broken"], ["u2"], ["u3", "u4", "u5", "u6", "u7"], ["u8", "u9", "u10", "u11"]]
-
-    def jobs(names, dying=None):
-        return [(EmbeddedItem(n, "image"), (_UploadDiesInAChild(uploads[n], n, made_by=os.getpid()) if n == dying
-                                            else BytesLoader(uploads[n], n))) for n in names]
-
-    expected = [embed_images(labeller.encoder, _in_turn(jobs(names)), batch_size=8) for names in requests]
-    for dying in (None, "u5"):
-        with caplog.at_level(logging.WARNING), ImageBatcher(labeller.encoder, max_batch=8, max_wait_s=0.05) as batcher:
-            futures = [batcher.submit(jobs(names, dying)) for names in requests]
-            got = [f.result(timeout=60) for f in futures]
-        for g, e in zip(got, expected):
-            assert [(i.path, i.area) for i in g.items] == [(i.path, i.area) for i in e.items]
-            assert [(s.path, s.reason) for s in g.skipped] == [(s.path, s.reason) for s in e.skipped]
-            np.testing.assert_allclose(g.embeddings, e.embeddings, atol=1e-5)  # batched with others: other shapes
-    assert any("background decoding failed" in r.getMessage() for r in caplog.records)
-
-
 @pytest.mark.parametrize("given, expected", [(None, "PASSIVE"), ("ACTIVE", "ACTIVE")])
 def test_the_model_s_threads_sleep_between_operations_unless_told_otherwise(given, expected):
     import subprocess
@@ -177,3 +141,25 @@ def test_the_model_s_threads_sleep_between_operations_unless_told_otherwise(give
     code = "import cliplabel_pipeline, os, sys; assert 'torch' not in sys.modules; print(os.environ['OMP_WAIT_POLICY'])"
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True).stdout
     assert out.strip() == expected
+
+
+def test_a_script_with_no_main_guard_labels_once(toy_job, toy_model, tmp_path):
+    """Python's process pools run the main script again in each process they start; a script that labels at its
+    top level would label again in every decoding process. It labels once, and decodes in the background."""
+    import subprocess
+    import sys
+
+    root, job_id = toy_job
+    script = tmp_path / "label_it.py"
+    script.write_text(
+        "from pathlib import Path\n"
+        "from cliplabel_pipeline.core.job_folder import JobFolder\n"
+        "from cliplabel_pipeline.core.labeller import Labeller\n"
+        "from cliplabel_pipeline.core.pipeline import label_job\n"
+        "from cliplabel_pipeline.core.settings import Settings\n"
+        f"lab = Labeller.load(Settings(model={toy_model!r}, device='cpu', cache_dir=Path({str(tmp_path / 'c')!r})))\n"
+        f"print('labelled', len(label_job(lab, JobFolder.open(Path({str(root)!r}), {job_id!r})).records), flush=True)\n")
+    done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=600, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.count("labelled") == 1, done.stdout
+    assert "background decoding failed" not in done.stderr
