@@ -73,11 +73,12 @@ def as_failure(context=None):
 
 
 @contextmanager
-def heartbeat(context):
-    """Heartbeats for this step in the run's log, every ``CLIPLABEL_HEARTBEAT_S`` seconds (default 30)."""
+def heartbeat(context, every_s: float):
+    """Heartbeats for this step in the run's log, every ``every_s`` seconds (``CLIPLABEL_HEARTBEAT_S``, from the
+    settings the model resource read)."""
     job = context.partition_key if context.has_partition_key else None
     op = op_id(context.run.run_id, str(context.op_execution_context.node_handle))
-    with Heartbeat(op, job, context.log.info, Settings.from_env().heartbeat_s):
+    with Heartbeat(op, job, context.log.info, every_s):
         yield
 
 

@@ -19,7 +19,7 @@ from cliplabel_pipeline.defs.resources import ClipModelResource, ResultsRootReso
 def concept_text_embeddings(context: dg.AssetExecutionContext, clip: ClipModelResource) -> dg.Output[ConceptIndex]:
     """The concept bank's text embeddings (mean over templates): built once per model, precision, templates
     and concept list, then loaded from the on-disk cache. Every labelling run materialises it."""
-    with as_failure(context), heartbeat(context):
+    with as_failure(context), heartbeat(context, clip.settings.heartbeat_s):
         index = clip.concept_index()
     return dg.Output(index, metadata={
         "concepts": dg.MetadataValue.int(len(index.names)),
@@ -37,7 +37,7 @@ def job_image_embeddings(context: dg.AssetExecutionContext, config: LabelingConf
                          results_root: ResultsRootResource) -> Iterator[dg.Output[Embedded] | dg.AssetCheckResult]:
     """CLIP image embeddings of every readable item of the job; unreadable ones recorded with a reason. Its
     checks (finite, unit norm, the model's width) block the labels when they fail."""
-    with as_failure(context), heartbeat(context):
+    with as_failure(context), heartbeat(context, clip.settings.heartbeat_s):
         job = results_root.job(context.partition_key)
         labeller = clip.labeller()
         embedded = embed_job(labeller, job, config.label_settings())

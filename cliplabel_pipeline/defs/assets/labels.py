@@ -25,7 +25,7 @@ def job_label_assignments(context: dg.AssetExecutionContext, config: LabelingCon
     """Top-k concepts with confidence for every item, with people's reviews laid over them (the label of record):
     ``labels.jsonl``, and the job's DuckDB ``assets``, ``labels`` and ``runs`` rows (replaced in one transaction).
     Scored from the stored embeddings: new reviews re-run this without encoding an image."""
-    with as_failure(context), heartbeat(context):
+    with as_failure(context), heartbeat(context, clip.settings.heartbeat_s):
         job = results_root.job(context.partition_key)
         bank = config.bank_spec(clip.bank_spec)
         index = concept_text_embeddings if bank == clip.bank_spec else clip.concept_index(bank)
