@@ -208,3 +208,26 @@ def test_run_config_labels_that_name_nothing_drawn_flag_every_item_by_match(toy_
     records = read_jsonl(root / job_id / "labels.jsonl")
     assert records and all(r["low_confidence"] and "match" in r["flagged_by"] for r in records)
     assert {r["top1"] for r in records} <= {"cat", "dog", "bird"}
+
+
+def test_a_step_beats_at_the_interval_its_model_resource_read(toy_job, resources, instance, monkeypatch):
+    """``CLIPLABEL_HEARTBEAT_S`` as the model resource read it at set-up: a step that outlasts it beats during
+    its work, besides the line every step says as it ends."""
+    import time
+
+    from cliplabel_pipeline.core.encoding import embedding
+
+    monkeypatch.setenv("CLIPLABEL_HEARTBEAT_S", "0.2")
+    slow = embedding.embed_images
+
+    def embed_slowly(*args, **kwargs):
+        time.sleep(0.7)
+        return slow(*args, **kwargs)
+
+    monkeypatch.setattr(embedding, "embed_images", embed_slowly)
+    root, job_id = toy_job
+    result = materialize_job(job_id, resources, instance)
+    assert result.success
+    beats = [e.message for e in instance.all_logs(result.run_id) if e.message.startswith("HB op=")]
+    step_beats = [b for b in beats if f"job={job_id}" in b]
+    assert len(step_beats) >= 5, beats  # three of them while job_image_embeddings waited, one per step at its end
