@@ -32,6 +32,8 @@ import tempfile
 import time
 from pathlib import Path
 
+import psutil
+
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 BATCH = 32
 
@@ -136,9 +138,13 @@ def measure(labeller, root: Path, n_items: int, seconds: float, db_path: Path, d
     after = encoder_alone(handle, job, seconds)
     items = len(done.labelled.records)
     model_s = items / ((before + after) / 2)
+    me = psutil.Process()
+    pool = background_pool(1)  # the process's own pool, as the job used it (its processes by pid)
+    decoders = [psutil.Process(pid) for pid in (getattr(pool, "_processes", None) or {})]
     return {"items": items, "decoding": decoding, "encoder": (before, after), "decode": decode_s, "preprocess": preprocess_s,
             "stages": clock.seconds, "total": total, "alone": model_s,
-            "model": sum(done.labelled.embedded.batch_seconds)}
+            "model": sum(done.labelled.embedded.batch_seconds), "rss_mb": me.memory_info().rss / 2**20,
+            "decoders_rss_mb": sum(p.memory_info().rss for p in decoders) / 2**20}
 
 
 def table(results: list[dict]) -> list[str]:
@@ -165,6 +171,8 @@ def table(results: list[dict]) -> list[str]:
         [f"**{ms(r['total'] - r['model'], r['items'])}**" for r in results])
     row("end to end / encoder alone (mean of before and after)",
         [f"{r['alone'] / r['total']:.2f} x" for r in results])
+    row("RSS after the job, MB: this process / the decoding processes",
+        [f"{r['rss_mb']:.0f} / {r['decoders_rss_mb']:.0f}" for r in results])
     return lines
 
 

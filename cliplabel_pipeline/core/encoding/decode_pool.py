@@ -387,9 +387,10 @@ _background: Executor | None = None
 _background_lock = threading.Lock()
 
 
-def background_pool(workers: int) -> Executor | None:
+def background_pool(workers: int, start: bool = True) -> Executor | None:
     """This process's pool of ``workers`` decoding processes below the model's priority, started once and kept
-    (a later call with another count gets the same pool); None where processes cannot be started here."""
+    (a later call with another count gets the same pool); None where processes cannot be started here, or
+    not started yet when ``start`` is False."""
     global _background
     try:  # asked every time: what the platform offers decides, not what an earlier call found
         context = multiprocessing.get_context("forkserver")
@@ -397,7 +398,7 @@ def background_pool(workers: int) -> Executor | None:
         log.debug("no background decoding here (%s)", exc)
         return None
     with _background_lock:
-        if _background is None:
+        if _background is None and start:
             _background = DecodingProcesses(workers, mp_context=context, initializer=_below_the_model)
         return _background
 

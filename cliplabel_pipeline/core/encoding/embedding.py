@@ -44,6 +44,7 @@ Loader = Callable[[], tuple[Picture | Image.Image, int]]
 Job = tuple[EmbeddedItem, Loader]  # the item (area 0 until decoded) and how to decode it
 BACKGROUND_TASK = 8  # items a background process decodes per task: small enough to keep both busy to the end
 AHEAD = 2  # batches decoded ahead of the one being encoded (2 x 32 crops of 150 KB)
+START_BACKGROUND_AT = 4  # batches a job must exceed for this process to start its decoding processes
 
 
 def decode_item(handle: ClipHandle, job: Job) -> tuple[EmbeddedItem, np.ndarray | None, str | None]:
@@ -58,7 +59,9 @@ def _decoded_chunks(handle: ClipHandle, jobs: list[Job], size: int) -> Iterator[
     run in one; else on CUDA the next chunk decoded while one is consumed, on the CPU each chunk in turn."""
     cuda = handle.device.startswith("cuda")
     if not cuda and all(isinstance(loader, PORTABLE_LOADERS) for _, loader in jobs):
-        pool = background_pool(max(1, torch.get_num_threads()))
+        # starting the processes (about 0.3 s, then their imports) pays off from a few batches on; a process
+        # that has them already uses them for any job
+        pool = background_pool(max(1, torch.get_num_threads()), start=len(jobs) > START_BACKGROUND_AT * size)
         if pool is not None:
             yield from _background_chunks(handle, jobs, size, pool)
             return

@@ -104,6 +104,25 @@ def test_a_decoding_process_that_dies_loses_nothing(labeller, tmp_path, caplog):
     _same(again, expected)
 
 
+def test_a_small_job_does_not_start_the_decoding_processes(toy_model, toy_job, tmp_path):
+    """Starting them costs more than a few batches' decoding; a process that has them uses them for any job."""
+    import subprocess
+    import sys
+
+    root, job_id = toy_job
+    code = ("from pathlib import Path\n"
+            "from cliplabel_pipeline.core.encoding import decode_pool\n"
+            "from cliplabel_pipeline.core.job_folder import JobFolder\n"
+            "from cliplabel_pipeline.core.labeller import Labeller\n"
+            "from cliplabel_pipeline.core.pipeline import label_job\n"
+            "from cliplabel_pipeline.core.settings import Settings\n"
+            f"lab = Labeller.load(Settings(model={toy_model!r}, device='cpu', cache_dir=Path({str(tmp_path)!r})))\n"
+            f"label_job(lab, JobFolder.open(Path({str(root)!r}), {job_id!r}))\n"
+            "print('started:', decode_pool._background is not None)\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=600)
+    assert "started: False" in done.stdout, done.stdout + done.stderr
+
+
 def test_where_processes_cannot_start_decoding_takes_turns(labeller, toy_job, windows_like):
     root, job_id = toy_job
     assert background_pool(2) is None
@@ -157,9 +176,13 @@ def test_a_script_with_no_main_guard_labels_once(toy_job, toy_model, tmp_path):
         "from cliplabel_pipeline.core.labeller import Labeller\n"
         "from cliplabel_pipeline.core.pipeline import label_job\n"
         "from cliplabel_pipeline.core.settings import Settings\n"
+        "from cliplabel_pipeline.core.values import LabelSettings\n"
+        "from cliplabel_pipeline.core.encoding import decode_pool\n"
         f"lab = Labeller.load(Settings(model={toy_model!r}, device='cpu', cache_dir=Path({str(tmp_path / 'c')!r})))\n"
-        f"print('labelled', len(label_job(lab, JobFolder.open(Path({str(root)!r}), {job_id!r})).records), flush=True)\n")
+        f"job = JobFolder.open(Path({str(root)!r}), {job_id!r})\n"
+        "print('labelled', len(label_job(lab, job, LabelSettings(batch_size=2)).records), flush=True)\n"
+        "print('in the background:', decode_pool._background is not None)\n")
     done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=600, cwd=tmp_path)
     assert done.returncode == 0, done.stderr
-    assert done.stdout.count("labelled") == 1, done.stdout
+    assert done.stdout.count("labelled") == 1 and "in the background: True" in done.stdout, done.stdout
     assert "background decoding failed" not in done.stderr
