@@ -23,7 +23,7 @@ from cliplabel_pipeline.core.values import LabelSettings
 from cliplabel_pipeline.defs.assets.common import LabelingConfig
 from cliplabel_pipeline.defs.jobs import CleanupConfig
 from cliplabel_pipeline.service.errors import ApiError
-from cliplabel_pipeline.core.settings import MAX_TOP_K
+from cliplabel_pipeline.core.settings import MAX_BATCH_SIZE, MAX_TOP_K
 from cliplabel_pipeline.service.params import label_options
 
 FLAGS = {"top_k": "--top-k", "batch_size": "--batch-size", "min_confidence": "--min-confidence",
@@ -109,10 +109,11 @@ def check_every_face(field: str, value, text: str) -> str | None:
     return said["dagster"]
 
 
-@given(st.integers(-10**9, 10**9))
-def test_batch_sizes_are_taken_from_one_and_refused_below_it_alike_on_every_face(k):
+@given(st.one_of(st.integers(-10**9, 10**9), st.integers(1, 2 * MAX_BATCH_SIZE), st.sampled_from([0, 1, 1024, 1025])))
+def test_batch_sizes_are_taken_from_1_to_1024_and_refused_outside_alike_on_every_face(k):
+    """Past 1024 a short batch padded to the size would ask the allocator for terabytes: refused on every face."""
     said = check_every_face("batch_size", k, str(k))
-    assert said == (None if k >= 1 else f"must be at least 1, got {k}")
+    assert said == (None if 1 <= k <= MAX_BATCH_SIZE else f"must be between 1 and {MAX_BATCH_SIZE}, got {k}")
 
 
 @given(st.one_of(st.integers(-10**9, 10**9), st.integers(10**18, 10**30), st.sampled_from([0, 1, 100, 101])))

@@ -54,7 +54,8 @@ def _device(value: str) -> str:
 # parameters and Dagster's run config all use these types.
 MAX_TOP_K = 100  # labels kept per item at most: an answer's size, the same for every face
 TopK = Annotated[int, Field(ge=1, le=MAX_TOP_K)]  # labels kept per item
-BatchSize = Annotated[int, Field(ge=1)]  # images per forward pass
+MAX_BATCH_SIZE = 1024  # images per forward pass at most: what a large GPU takes; a short batch is padded to it
+BatchSize = Annotated[int, Field(ge=1, le=MAX_BATCH_SIZE)]  # images per forward pass
 Confidence = Annotated[float, Field(ge=0.0, le=1.0)]  # softmax confidence below it: flagged
 Match = Annotated[float, Field(ge=0.0, le=1.0)]  # open-set match below it: flagged
 Count = Annotated[int, Field(ge=1)]

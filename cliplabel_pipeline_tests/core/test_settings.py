@@ -70,7 +70,7 @@ def test_the_lineage_file_and_spooling_follow_from_the_settings(tmp_path):
 
 @pytest.mark.parametrize("variable, text, line", [
     ("CLIPLABEL_TOP_K", "0", "CLIPLABEL_TOP_K must be between 1 and 100, got 0"),
-    ("CLIPLABEL_BATCH_SIZE", "-3", "CLIPLABEL_BATCH_SIZE must be at least 1, got -3"),
+    ("CLIPLABEL_BATCH_SIZE", "-3", "CLIPLABEL_BATCH_SIZE must be between 1 and 1024, got -3"),
     ("CLIPLABEL_MIN_CONFIDENCE", "5", "CLIPLABEL_MIN_CONFIDENCE must be between 0 and 1, got 5"),
     ("CLIPLABEL_MIN_MATCH", "nan", "CLIPLABEL_MIN_MATCH must be between 0 and 1, got nan"),
     ("CLIPLABEL_TOP_K", "many", "CLIPLABEL_TOP_K must be a number, got 'many'"),

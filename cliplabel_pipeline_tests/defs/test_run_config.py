@@ -20,7 +20,7 @@ def _failure(result) -> tuple[str, str]:
     ({"top_k": 0, "min_confidence": 5.0},
      "top_k must be between 1 and 100, got 0; min_confidence must be between 0 and 1, got 5"),
     ({"batch_size": 0, "min_match": -0.5},
-     "batch_size must be at least 1, got 0; min_match must be between 0 and 1, got -0.5"),
+     "batch_size must be between 1 and 1024, got 0; min_match must be between 0 and 1, got -0.5"),
 ])
 def test_labelling_run_config_out_of_bounds_fails_the_step_with_one_line(toy_job, resources, instance, config,
                                                                          line):

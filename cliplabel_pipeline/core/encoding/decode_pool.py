@@ -19,6 +19,7 @@ import io
 import logging
 import multiprocessing
 import os
+import signal
 import struct
 import sys
 import threading
@@ -29,6 +30,7 @@ from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
+import psutil
 from PIL import Image
 
 from cliplabel_pipeline.core.reading.images import (
@@ -205,7 +207,8 @@ def decode_pool(workers: int, processes: bool = True) -> Executor:
     cannot be made here."""
     if processes:
         try:
-            return DecodingProcesses(workers, mp_context=multiprocessing.get_context("forkserver"))
+            return DecodingProcesses(workers, mp_context=multiprocessing.get_context("forkserver"),
+                                     initializer=_decoding_process, initargs=(os.getpid(), False))
         except (OSError, ValueError, NotImplementedError) as exc:
             log.warning("decoding with threads: no process pool here (%s)", exc)
     return ThreadPoolExecutor(workers, thread_name_prefix="decode-job")
@@ -375,12 +378,33 @@ def crop_items(loaders: list, image_size: int, crop_size: int) -> list[tuple[np.
     return out
 
 
-def _below_the_model() -> None:
-    """A background decoding process runs at the lowest priority, on what the model's threads leave."""
+PARENT_CHECK_S = 0.5  # how often a decoding process looks for the process it decodes for
+
+
+def _decoding_process(parent: int, below_the_model: bool) -> None:
+    """A decoding process's start: with ``below_the_model`` (background decoding on the CPU), at the lowest
+    priority, on what the model's threads leave; always deaf to Ctrl-C
+    (the terminal sends it to the whole process group: the labelling process says it was interrupted, and its
+    decoding processes end with it, with no traceback of their own); and gone within ``PARENT_CHECK_S`` of the
+    process it decodes for, however that one ended (Python's pool only notices an orderly exit: after a kill the
+    decoding processes and the forkserver, which each keep the other's pipes open, ran on forever)."""
+    if below_the_model:
+        try:
+            os.nice(19)
+        except (AttributeError, OSError) as exc:  # no nice() here: the same work, at the same priority
+            log.debug("background decoding at normal priority (%s)", exc)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     try:
-        os.nice(19)
-    except (AttributeError, OSError) as exc:  # no nice() here: the same work, at the same priority
-        log.debug("background decoding at normal priority (%s)", exc)
+        watched = psutil.Process(parent)
+    except psutil.NoSuchProcess:
+        os._exit(0)
+    threading.Thread(target=_end_with, args=(watched,), name="end-with-parent", daemon=True).start()
+
+
+def _end_with(parent: psutil.Process) -> None:
+    while parent.is_running() and parent.status() != psutil.STATUS_ZOMBIE:  # is_running: not a reused pid
+        time.sleep(PARENT_CHECK_S)
+    os._exit(0)
 
 
 _background: Executor | None = None
@@ -399,7 +423,8 @@ def background_pool(workers: int, start: bool = True) -> Executor | None:
         return None
     with _background_lock:
         if _background is None and start:
-            _background = DecodingProcesses(workers, mp_context=context, initializer=_below_the_model)
+            _background = DecodingProcesses(workers, mp_context=context, initializer=_decoding_process,
+                                             initargs=(os.getpid(), True))
         return _background
 
 
