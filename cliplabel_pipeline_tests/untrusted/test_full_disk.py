@@ -81,3 +81,21 @@ def test_a_full_disk_under_the_database_is_one_line_and_loses_nothing(command, s
     assert again.rc == 0, again.err
     assert_agree(job, db)
     assert not lost(job, live)
+
+
+def test_a_job_on_a_full_disk_is_one_line_naming_a_file_and_the_fix(small_disk, toy_model):
+    """The results root itself on the full disk: the first write that fails (the job's lock line is only a note,
+    and the lock is held without it) ends the command in one line naming that file and what to do."""
+    root = small_disk / "results"
+    job = write_toy_job(root, "job", seed=5, n_objects=4)
+    live = job_inputs(job)
+    filler = fill(small_disk)
+    ran = run_in_process(["job", "job", "--results-root", str(root), "--model", toy_model,
+                          "--db", str(small_disk.parent / "lineage.duckdb")])
+    err = ran.err.strip()
+    assert ran.rc == 2 and "Traceback" not in ran.err and "\n" not in err, ran.err
+    assert err.startswith(f"cliplabel: error: cannot write {job}") and "free some space" in err, err
+    assert not lost(job, live)
+    filler.unlink()
+    assert run_in_process(["job", "job", "--results-root", str(root), "--model", toy_model,
+                           "--db", str(small_disk.parent / "lineage.duckdb")]).rc == 0

@@ -3,6 +3,7 @@ what counts as a link, temp-file names and whether their writer still runs."""
 
 from __future__ import annotations
 
+import errno
 import os
 import re
 import socket
@@ -20,6 +21,15 @@ MAX_WALK_DEPTH = 64  # cliplabel's own folders never go deeper (items stop at 32
 
 class NotRegularFile(CliplabelError):
     """A path that is not a regular file inside the folder; ``str()`` is the reason a person reads."""
+
+
+FULL = {errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC)}  # a full disk, or the user's quota spent
+
+
+def cannot_write(target: str | os.PathLike, exc: OSError) -> CliplabelError:
+    """The one line for a write that failed: the file, the system's reason, and what to do about it."""
+    fix = "free some space and run it again" if exc.errno in FULL else "is the folder writable?"
+    return CliplabelError(f"cannot write {shown(target)}: {exc.strerror or exc} ({fix})")
 
 
 def shown(text: str | os.PathLike) -> str:

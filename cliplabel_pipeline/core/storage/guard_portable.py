@@ -31,7 +31,7 @@ from typing import BinaryIO
 
 from cliplabel_pipeline.core.errors import CliplabelError
 from cliplabel_pipeline.core.storage.guard_base import (
-    MAX_WALK_DEPTH, NotRegularFile, is_dead_temp, is_link, kind_of, parts_of, shown, temp_name,
+    MAX_WALK_DEPTH, NotRegularFile, cannot_write, is_dead_temp, is_link, kind_of, parts_of, shown, temp_name,
 )
 
 log = logging.getLogger(__name__)
@@ -141,8 +141,7 @@ def atomic_writer(root: Path, rel: str) -> Iterator[BinaryIO]:
     except NotRegularFile:
         raise
     except OSError as exc:
-        raise CliplabelError(f"cannot write {shown(target)}: {exc.strerror or exc} "
-                             f"(is the folder writable?)") from None
+        raise cannot_write(target, exc) from None
 
 
 def write_files(root: Path, files: Iterable[tuple[str, bytes]]) -> int:

@@ -20,7 +20,7 @@ from typing import BinaryIO
 
 from cliplabel_pipeline.core.errors import CliplabelError
 from cliplabel_pipeline.core.storage.guard_base import (
-    MAX_WALK_DEPTH, NotRegularFile, is_dead_temp, kind_of, parts_of, shown, temp_name,
+    MAX_WALK_DEPTH, NotRegularFile, cannot_write, is_dead_temp, kind_of, parts_of, shown, temp_name,
 )
 
 log = logging.getLogger(__name__)
@@ -109,8 +109,7 @@ def atomic_writer(root: Path, rel: str) -> Iterator[BinaryIO]:
     except NotRegularFile:
         raise
     except OSError as exc:
-        raise CliplabelError(f"cannot write {shown(target)}: {exc.strerror or exc} "
-                             f"(is the folder writable?)") from None
+        raise cannot_write(target, exc) from None
 
 
 FOLDERS_AT_ONCE = 64  # folder descriptors ``write_files`` holds open at a time
@@ -154,8 +153,7 @@ def write_files(root: Path, files: Iterable[tuple[str, bytes]]) -> int:
             for fd, tmp, _ in batch:
                 _unlink_quietly(fd, tmp)
             if isinstance(exc, OSError) and not isinstance(exc, NotRegularFile):
-                raise CliplabelError(f"cannot write {shown(target)}: {exc.strerror or exc} "
-                                     f"(is the folder writable?)") from None
+                raise cannot_write(target, exc) from None
             raise
     return written
 

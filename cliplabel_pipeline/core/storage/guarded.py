@@ -159,9 +159,12 @@ def locked(root: Path, rel: str, wait_s: float, on_wait=None) -> Iterator[None]:
                                      f"has held it for over {wait_s:g}s; try again when it has finished")
             time.sleep(LOCK_POLL_S)
         try:
-            os.ftruncate(fd, 0)
-            os.lseek(fd, 0, os.SEEK_SET)
-            os.write(fd, f"{socket.gethostname()} pid {os.getpid()}\n".encode())
+            try:  # who holds it, for a waiting process's line; the lock itself is held either way
+                os.ftruncate(fd, 0)
+                os.lseek(fd, 0, os.SEEK_SET)
+                os.write(fd, f"{socket.gethostname()} pid {os.getpid()}\n".encode())
+            except OSError as exc:  # a full disk: the work's first write says so, naming its file
+                log.debug("could not note the holder in %s: %s", shown(root / rel), exc.strerror or exc)
             held[key] = 1
             yield
         finally:
