@@ -124,7 +124,7 @@ def measure(labeller, root: Path, n_items: int, seconds: float, db_path: Path, d
         write_job(root, job.name, n_items)
     background_pool = embedding.background_pool
     if decoding == "in-turn":  # as where no process can be started: each batch decoded by threads, then encoded
-        embedding.background_pool = lambda workers: None
+        embedding.background_pool = lambda workers, start=True: None
     handle = labeller.encoder
     decode_s, preprocess_s = decode_and_preprocess(handle, job, 256)
     before = encoder_alone(handle, job, seconds)
