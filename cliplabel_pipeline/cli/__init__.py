@@ -189,6 +189,9 @@ def summarise_job(done) -> str:
 def cmd_model_pull(args, env: Settings) -> int:
     from cliplabel_pipeline.core.encoding.model import pull_model
 
+    if Path(args.model).expanduser().is_dir():  # e.g. CLIPLABEL_MODEL set to the toy model: read from there as is
+        print(f"{args.model} is a local folder: nothing to download (--model and CLIPLABEL_MODEL use it as it is)")
+        return 0
     print(f"{args.model} -> {pull_model(args.model)}")
     return 0
 

@@ -167,3 +167,26 @@ def test_a_misspelled_variable_is_one_warning_line_and_the_command_runs(toy_mode
     assert out.err.splitlines()[0] == ("cliplabel: warning: CLIPLABEL_TOPK is ignored: it is not a cliplabel "
                                        "variable; did you mean CLIPLABEL_TOP_K?")
     assert len(json.loads(out.out)["labels"]) == 3  # the default top-k: the misspelled one was not read
+
+
+def test_model_pull_of_the_toy_folder_says_there_is_nothing_to_download(monkeypatch, capsys):
+    """As docs/cli.md runs it: CLIPLABEL_MODEL names the toy folder, relative to the repository root."""
+    from cliplabel_pipeline.toyworld.demo import TOY_MODEL_DIR
+
+    repo = TOY_MODEL_DIR.parents[2]
+    monkeypatch.chdir(repo)
+    monkeypatch.setenv("CLIPLABEL_MODEL", str(TOY_MODEL_DIR.relative_to(repo)))
+    assert main(["model", "pull"]) == 0
+    out, err = capsys.readouterr()
+    assert out == ("cliplabel_pipeline/toyworld/model is a local folder: nothing to download (--model and "
+                   "CLIPLABEL_MODEL use it as it is)\n") and err == ""
+
+
+@pytest.mark.parametrize("value", ["cliplabel_pipeline/toyworld/no-such-model", "./models/clip", "a b"])
+def test_model_pull_of_neither_a_folder_nor_a_hub_id_is_one_plain_line(value, tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    assert main(["model", "pull", "--model", value]) == 2
+    err = capsys.readouterr().err
+    assert err == (f"cliplabel: error: {value!r} is neither a local folder nor a Hugging Face model id (owner/name, "
+                   f"such as openai/clip-vit-base-patch32): nothing to download\n")
+    assert "HFValidationError" not in err and not any(tmp_path.iterdir())
