@@ -17,6 +17,7 @@ from cliplabel_pipeline.cli.progress import ProgressView
 from cliplabel_pipeline.core.job_folder import SOURCE_NAME
 from cliplabel_pipeline.core.settings import ENV_VARS, BadValue, Settings, offline_hub, say_stray_variables
 from cliplabel_pipeline.core.storage.guarded import shown
+from cliplabel_pipeline.core.words import counted
 
 __all__ = ["build_parser", "main"]
 log = logging.getLogger("cliplabel")
@@ -129,7 +130,7 @@ def cmd_cleanup(args, env: Settings) -> int:
         return 0
     done = upkeep.cleanup(job, plan, _db(args, env), env, purge=args.purge)
     where = "deleted" if args.purge else f"moved to {job.quarantine_dir} (undo: cliplabel restore {args.job_id})"
-    print(f"{len(done.paths)} items {where}", file=sys.stderr)
+    print(f"{counted(len(done.paths), 'item')} {where}", file=sys.stderr)
     return 0
 
 
@@ -137,7 +138,7 @@ def cmd_restore(args, env: Settings) -> int:
     from cliplabel_pipeline.core import upkeep
 
     done = upkeep.restore(_job_folder(args, env), _db(args, env), env)
-    print(f"restored {len(done.paths)} items")
+    print(f"restored {counted(len(done.paths), 'item')}")
     return 0
 
 
