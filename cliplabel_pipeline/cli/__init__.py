@@ -46,12 +46,15 @@ IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".mpo"}
 
 
 def image_paths(args: list[str]) -> list[Path]:
-    """Files as given; folders walked for image files (recursively, in order); glob patterns expanded."""
+    """Files as given; folders walked for image files (recursively, in order); glob patterns expanded.
+
+    In a folder, every entry with an image suffix that is not a folder is taken, a FIFO or a dangling link too:
+    the reader then skips it with its reason, as when it is named, rather than it vanishing unsaid."""
     found: list[Path] = []
     for arg in args:
         path = Path(arg)
         if path.is_dir():
-            found += sorted(p for p in path.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+            found += sorted(p for p in path.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and not p.is_dir())
         elif path.exists() or path.is_symlink():
             found.append(path)
         elif any(c in arg for c in "*?["):

@@ -190,3 +190,34 @@ def test_model_pull_of_neither_a_folder_nor_a_hub_id_is_one_plain_line(value, tm
     assert err == (f"cliplabel: error: {value!r} is neither a local folder nor a Hugging Face model id (owner/name, "
                    f"such as openai/clip-vit-base-patch32): nothing to download\n")
     assert "HFValidationError" not in err and not any(tmp_path.iterdir())
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="FIFOs are a POSIX thing")
+@pytest.mark.parametrize("verbose", [[], ["-v"]])
+def test_classify_of_a_folder_reports_its_fifo_and_dangling_link_once_each(toy_model, toy_job, tmp_path,
+                                                                           monkeypatch, capsys, verbose):
+    """As a user types it: a relative folder holding an image, a FIFO and a link to nothing, each named *.png."""
+    root, job_id = toy_job
+    folder = tmp_path / "shots"
+    (folder / "sub").mkdir(parents=True)
+    (folder / "a.png").write_bytes((root / job_id / "objects" / "obj_00.png").read_bytes())
+    os.mkfifo(folder / "pipe.png")
+    (folder / "sub" / "gone.png").symlink_to(tmp_path / "nowhere.png")
+    monkeypatch.chdir(tmp_path)
+    assert main([*verbose, "classify", "shots", "--model", toy_model]) == 0
+    out, err = capsys.readouterr()
+    assert [json.loads(line)["path"] for line in out.splitlines()] == ["shots/a.png"]
+    assert err.count("skipped shots/pipe.png: not a regular file") == 1
+    assert err.count("skipped shots/sub/gone.png: cannot open: No such file or directory") == 1
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="FIFOs are a POSIX thing")
+def test_job_with_v_logs_every_item_its_listing_skipped(toy_model, toy_job, capsys):
+    root, job_id = toy_job
+    objects = root / job_id / "objects"
+    os.mkfifo(objects / "obj_08.png")
+    (objects / "obj_09.png").symlink_to(objects / "obj_00.png")
+    assert main(["-v", "job", job_id, "--results-root", str(root), "--model", toy_model]) == 0
+    err = capsys.readouterr().err
+    assert err.count("skipped objects/obj_08.png: a FIFO, not a regular file") == 1
+    assert err.count("skipped objects/obj_09.png: symbolic link") == 1
