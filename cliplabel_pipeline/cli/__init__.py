@@ -116,20 +116,20 @@ def _db(args, env: Settings) -> Path:
 
 def cmd_cleanup(args, env: Settings) -> int:
     from cliplabel_pipeline.core import upkeep
-    from cliplabel_pipeline.core.organising.cleanup import plan_cleanup
+    from cliplabel_pipeline.core.organising.cleanup import cleanup_candidates, plan_words
 
     job = _job_folder(args, env)
     if args.purge and not args.apply:
         raise _error("--purge deletes files for good and only works together with --apply")
     upkeep.recover(job, _db(args, env), env)
-    plan = plan_cleanup(job, args.min_confidence, args.min_match)
+    candidates = cleanup_candidates(job, args.min_confidence, args.min_match)
+    plan = [f.record for f in candidates]
     for rec in plan:
         match = "-" if rec.match is None else f"{rec.match:.3f}"
         print(f"{shown(rec.path)}\t{rec.top1}\t{rec.confidence:.3f}\t{match}")
     if not args.apply:
-        print(f"dry run: {len(plan)} items below confidence {args.min_confidence} or match {args.min_match} "
-              f"would go (add --apply); {SOURCE_NAME} never goes (masks are read through it), whatever its scores",
-              file=sys.stderr)
+        print(f"dry run: {plan_words(candidates, args.min_confidence, args.min_match)} (add --apply); "
+              f"{SOURCE_NAME} never goes (masks are read through it), whatever its scores", file=sys.stderr)
         return 0
     done = upkeep.cleanup(job, plan, _db(args, env), env, purge=args.purge)
     where = "deleted" if args.purge else f"moved to {job.quarantine_dir} (undo: cliplabel restore {args.job_id})"
