@@ -17,6 +17,7 @@ from cliplabel_pipeline.cli.progress import ProgressView
 from cliplabel_pipeline.core.job_folder import SOURCE_NAME
 from cliplabel_pipeline.core.settings import ENV_VARS, BadValue, Settings, offline_hub, say_stray_variables
 from cliplabel_pipeline.core.storage.guarded import shown
+from cliplabel_pipeline.core.words import counted
 
 __all__ = ["build_parser", "main"]
 log = logging.getLogger("cliplabel")
@@ -45,12 +46,15 @@ IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".mpo"}
 
 
 def image_paths(args: list[str]) -> list[Path]:
-    """Files as given; folders walked for image files (recursively, in order); glob patterns expanded."""
+    """Files as given; folders walked for image files (recursively, in order); glob patterns expanded.
+
+    In a folder, every entry with an image suffix that is not a folder is taken, a FIFO or a dangling link too:
+    the reader then skips it with its reason, as when it is named, rather than it vanishing unsaid."""
     found: list[Path] = []
     for arg in args:
         path = Path(arg)
         if path.is_dir():
-            found += sorted(p for p in path.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+            found += sorted(p for p in path.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and not p.is_dir())
         elif path.exists() or path.is_symlink():
             found.append(path)
         elif any(c in arg for c in "*?["):
@@ -112,24 +116,24 @@ def _db(args, env: Settings) -> Path:
 
 def cmd_cleanup(args, env: Settings) -> int:
     from cliplabel_pipeline.core import upkeep
-    from cliplabel_pipeline.core.organising.cleanup import plan_cleanup
+    from cliplabel_pipeline.core.organising.cleanup import cleanup_candidates, plan_words
 
     job = _job_folder(args, env)
     if args.purge and not args.apply:
         raise _error("--purge deletes files for good and only works together with --apply")
     upkeep.recover(job, _db(args, env), env)
-    plan = plan_cleanup(job, args.min_confidence, args.min_match)
+    candidates = cleanup_candidates(job, args.min_confidence, args.min_match)
+    plan = [f.record for f in candidates]
     for rec in plan:
         match = "-" if rec.match is None else f"{rec.match:.3f}"
         print(f"{shown(rec.path)}\t{rec.top1}\t{rec.confidence:.3f}\t{match}")
     if not args.apply:
-        print(f"dry run: {len(plan)} items below confidence {args.min_confidence} or match {args.min_match} "
-              f"would go (add --apply); {SOURCE_NAME} never goes (masks are read through it), whatever its scores",
-              file=sys.stderr)
+        print(f"dry run: {plan_words(candidates, args.min_confidence, args.min_match)} (add --apply); "
+              f"{SOURCE_NAME} never goes (masks are read through it), whatever its scores", file=sys.stderr)
         return 0
     done = upkeep.cleanup(job, plan, _db(args, env), env, purge=args.purge)
     where = "deleted" if args.purge else f"moved to {job.quarantine_dir} (undo: cliplabel restore {args.job_id})"
-    print(f"{len(done.paths)} items {where}", file=sys.stderr)
+    print(f"{counted(len(done.paths), 'item')} {where}", file=sys.stderr)
     return 0
 
 
@@ -137,7 +141,7 @@ def cmd_restore(args, env: Settings) -> int:
     from cliplabel_pipeline.core import upkeep
 
     done = upkeep.restore(_job_folder(args, env), _db(args, env), env)
-    print(f"restored {len(done.paths)} items")
+    print(f"restored {counted(len(done.paths), 'item')}")
     return 0
 
 
@@ -189,6 +193,9 @@ def summarise_job(done) -> str:
 def cmd_model_pull(args, env: Settings) -> int:
     from cliplabel_pipeline.core.encoding.model import pull_model
 
+    if Path(args.model).expanduser().is_dir():  # e.g. CLIPLABEL_MODEL set to the toy model: read from there as is
+        print(f"{args.model} is a local folder: nothing to download (--model and CLIPLABEL_MODEL use it as it is)")
+        return 0
     print(f"{args.model} -> {pull_model(args.model)}")
     return 0
 

@@ -177,7 +177,7 @@ def build_parser(env: Settings) -> argparse.ArgumentParser:
     msub = p.add_subparsers(dest="model_command", required=True)
     pull = msub.add_parser("pull", help="download a model into the local Hugging Face cache (the only download)",
                            formatter_class=_Help)
-    pull.add_argument("--model", default=env.model, help="hub id")
+    pull.add_argument("--model", default=env.model, help="hub id (a local folder needs no download)")
     p = command("serve", "run the HTTP service (FastAPI on uvicorn) over a results root")
     _results_root(p, env)
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (127.0.0.1: this machine only)")

@@ -131,6 +131,8 @@ def embed_job(labeller, job: JobFolder, settings: LabelSettings = LabelSettings(
     else:
         embedded = embed_images(labeller.encoder, job_loaders(items), settings.batch_size,
                                 counter(progress, f"{job.id}: encoding", total))
+    for entry in items.skipped:  # as the decoder logs what it skips: with -v, every skipped item is a line
+        log.info("skipped %s: %s", entry.path, entry.reason)
     embedded.skipped = items.skipped + embedded.skipped
     with job.lock():
         if not embedded.items:

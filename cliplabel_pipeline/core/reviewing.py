@@ -23,6 +23,7 @@ from cliplabel_pipeline.core.storage.clock import now
 from cliplabel_pipeline.core.storage.database import write_connection
 from cliplabel_pipeline.core.storage.review_rows import insert_reviews
 from cliplabel_pipeline.core.values import Review
+from cliplabel_pipeline.core.words import counted
 
 
 @dataclass
@@ -44,9 +45,9 @@ class ReviewImport:
 
     def summary(self) -> str:
         c = self.counts()
-        return (f"{self.job_id}: {len(self.added)} reviews taken from {FORMS[self.form]}: {c['accept']} accepted, "
-                f"{c['correct']} corrected, {c['reject']} rejected; {c['unmatched']} not matched; "
-                f"{c['changed']} labels of record changed")
+        return (f"{self.job_id}: {counted(len(self.added), 'review')} taken from {FORMS[self.form]}: "
+                f"{c['accept']} accepted, {c['correct']} corrected, {c['reject']} rejected; {c['unmatched']} not "
+                f"matched; {counted(c['changed'], 'label of record', 'labels of record')} changed")
 
 
 def import_reviews(job: JobFolder, name: str, data: bytes, db_path: Path | None, reviewer: str | None,

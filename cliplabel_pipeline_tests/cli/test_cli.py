@@ -167,3 +167,57 @@ def test_a_misspelled_variable_is_one_warning_line_and_the_command_runs(toy_mode
     assert out.err.splitlines()[0] == ("cliplabel: warning: CLIPLABEL_TOPK is ignored: it is not a cliplabel "
                                        "variable; did you mean CLIPLABEL_TOP_K?")
     assert len(json.loads(out.out)["labels"]) == 3  # the default top-k: the misspelled one was not read
+
+
+def test_model_pull_of_the_toy_folder_says_there_is_nothing_to_download(monkeypatch, capsys):
+    """As docs/cli.md runs it: CLIPLABEL_MODEL names the toy folder, relative to the repository root."""
+    from cliplabel_pipeline.toyworld.demo import TOY_MODEL_DIR
+
+    repo = TOY_MODEL_DIR.parents[2]
+    monkeypatch.chdir(repo)
+    monkeypatch.setenv("CLIPLABEL_MODEL", str(TOY_MODEL_DIR.relative_to(repo)))
+    assert main(["model", "pull"]) == 0
+    out, err = capsys.readouterr()
+    assert out == ("cliplabel_pipeline/toyworld/model is a local folder: nothing to download (--model and "
+                   "CLIPLABEL_MODEL use it as it is)\n") and err == ""
+
+
+@pytest.mark.parametrize("value", ["cliplabel_pipeline/toyworld/no-such-model", "./models/clip", "a b"])
+def test_model_pull_of_neither_a_folder_nor_a_hub_id_is_one_plain_line(value, tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    assert main(["model", "pull", "--model", value]) == 2
+    err = capsys.readouterr().err
+    assert err == (f"cliplabel: error: {value!r} is neither a local folder nor a Hugging Face model id (owner/name, "
+                   f"such as openai/clip-vit-base-patch32): nothing to download\n")
+    assert "HFValidationError" not in err and not any(tmp_path.iterdir())
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="FIFOs are a POSIX thing")
+@pytest.mark.parametrize("verbose", [[], ["-v"]])
+def test_classify_of_a_folder_reports_its_fifo_and_dangling_link_once_each(toy_model, toy_job, tmp_path,
+                                                                           monkeypatch, capsys, verbose):
+    """As a user types it: a relative folder holding an image, a FIFO and a link to nothing, each named *.png."""
+    root, job_id = toy_job
+    folder = tmp_path / "shots"
+    (folder / "sub").mkdir(parents=True)
+    (folder / "a.png").write_bytes((root / job_id / "objects" / "obj_00.png").read_bytes())
+    os.mkfifo(folder / "pipe.png")
+    (folder / "sub" / "gone.png").symlink_to(tmp_path / "nowhere.png")
+    monkeypatch.chdir(tmp_path)
+    assert main([*verbose, "classify", "shots", "--model", toy_model]) == 0
+    out, err = capsys.readouterr()
+    assert [json.loads(line)["path"] for line in out.splitlines()] == ["shots/a.png"]
+    assert err.count("skipped shots/pipe.png: not a regular file") == 1
+    assert err.count("skipped shots/sub/gone.png: cannot open: No such file or directory") == 1
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="FIFOs are a POSIX thing")
+def test_job_with_v_logs_every_item_its_listing_skipped(toy_model, toy_job, capsys):
+    root, job_id = toy_job
+    objects = root / job_id / "objects"
+    os.mkfifo(objects / "obj_08.png")
+    (objects / "obj_09.png").symlink_to(objects / "obj_00.png")
+    assert main(["-v", "job", job_id, "--results-root", str(root), "--model", toy_model]) == 0
+    err = capsys.readouterr().err
+    assert err.count("skipped objects/obj_08.png: a FIFO, not a regular file") == 1
+    assert err.count("skipped objects/obj_09.png: symbolic link") == 1

@@ -166,8 +166,17 @@ def pull_model(model: str = DEFAULT_MODEL) -> Path:
     """Download ``model`` into the local Hugging Face cache (the only function that touches the network).
 
     Every request has connect and read timeouts; a failure ends in one ``CliplabelError`` line naming the fix.
+    ``model`` is a hub id: the caller has already told a local folder apart (there is nothing to download).
     """
     from huggingface_hub import constants, get_session, snapshot_download
+    from huggingface_hub.errors import HFValidationError
+    from huggingface_hub.utils import validate_repo_id
+
+    try:
+        validate_repo_id(model)
+    except HFValidationError:
+        raise CliplabelError(f"{model!r} is neither a local folder nor a Hugging Face model id (owner/name, such "
+                             f"as {DEFAULT_MODEL}): nothing to download") from None
 
     session = get_session()
     if _bound_every_wait not in session.event_hooks["request"]:

@@ -25,13 +25,14 @@ from pathlib import Path
 
 from cliplabel_pipeline.core.errors import CliplabelError
 from cliplabel_pipeline.core.job_folder import INPUT_DIRS, JobFolder
-from cliplabel_pipeline.core.labelling.filtered import FilteredSets, split_by_confidence
+from cliplabel_pipeline.core.labelling.filtered import FilteredSets, FlaggedItem, split_by_confidence
 from cliplabel_pipeline.core.storage import guarded
 from cliplabel_pipeline.core.storage.guarded import shown
 from cliplabel_pipeline.core.storage.database import write_connection
 from cliplabel_pipeline.core.storage.hashing import MAX_HASHED_BYTES, stream_sha256
 from cliplabel_pipeline.core.storage.item_rows import ITEM_TABLES, delete_item_rows, item_rows, insert_item_rows
 from cliplabel_pipeline.core.values import LabelRecord
+from cliplabel_pipeline.core.words import counted
 
 log = logging.getLogger(__name__)
 PLANNED, APPLIED, RESTORING = "planned", "applied", "restoring"
@@ -75,7 +76,28 @@ def plan_cleanup(job: JobFolder, min_confidence: float, min_match: float | None 
     """Label records of the items below ``min_confidence``, or with a ``match`` below ``min_match``, that cleanup
     would remove (only masks and cut-outs): an item a person accepted or corrected never, one a person rejected
     always."""
-    return quarantine_plan(job, split_by_confidence(job.read_labels(), min_confidence, min_match))
+    return [f.record for f in cleanup_candidates(job, min_confidence, min_match)]
+
+
+def cleanup_candidates(job: JobFolder, min_confidence: float, min_match: float | None = None) -> list[FlaggedItem]:
+    """What ``plan_cleanup`` plans, each item with the rules that put it there (see ``plan_words``)."""
+    filtered = split_by_confidence(job.read_labels(), min_confidence, min_match)
+    going = {r.path for r in quarantine_plan(job, filtered)}
+    return [f for f in filtered.flagged if f.path in going]
+
+
+def plan_words(plan: list[FlaggedItem], min_confidence: float, min_match: float | None) -> str:
+    """What a cleanup would remove, by the rules that put each item there: "2 items would go: 1 below confidence
+    0.25, 1 rejected in review"; an item put there by several rules counts under each, and the words say so."""
+    rules = {"confidence": f"below confidence {min_confidence}", "match": f"below match {min_match}",
+             "review": "rejected in review"}
+    if not plan:
+        below = rules["confidence"] + (f" or match {min_match}" if min_match is not None else "")
+        return f"no item would go (none {below}, none rejected in review)"
+    parts = [f"{n} {words}" for rule, words in rules.items() if (n := sum(rule in f.rules for f in plan))]
+    several = sum(len(f.rules) > 1 for f in plan)
+    return (f"{counted(len(plan), 'item')} would go: {', '.join(parts)}"
+            + (f" ({several} by more than one of these)" if several else ""))
 
 
 def quarantine_plan(job: JobFolder, filtered: FilteredSets) -> list[LabelRecord]:

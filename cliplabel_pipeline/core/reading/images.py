@@ -53,6 +53,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 SUPPORTED_FORMATS = {"JPEG", "MPO", "PNG", "WEBP"}
+OPENED_FORMATS = ("JPEG", "PNG", "WEBP")  # Pillow's JPEG opener reads MPO too
 MAX_PIXELS = 90_000_000  # above this an image is treated as a decompression bomb
 MAX_DECODE_BYTES = 400_000_000  # what decoding one image may hold at once (a 90 Mpx RGBA frame fits)
 EXACT_ASPECT = 16  # exact CLIP geometry while the resized image is at most 16 crops long (3 MB at 224)
@@ -129,6 +130,30 @@ def _decode_bytes(img: Image.Image, file_size: tuple[int, int]) -> int:
     return frame
 
 
+def _bomb_words(size: tuple[int, int] | None) -> str:
+    """Why an image over ``MAX_PIXELS`` is refused, its size named where its header could be read."""
+    at = f"{size[0]}x{size[1]} pixels is" if size else "its size is"
+    return f"decompression bomb: {at} over the {MAX_PIXELS:,} limit"
+
+
+def _header_size(fp) -> tuple[int, int] | None:
+    """Width and height from the header of ``fp``, read by its format's own opener, which (unlike ``Image.open``)
+    applies no pixel limit; nothing is decoded. None when no opener reads it."""
+    try:
+        fp.seek(0)
+        prefix = fp.read(16)
+        for fmt in OPENED_FORMATS:
+            if fmt not in Image.OPEN:
+                Image.init()
+            factory, accept = Image.OPEN[fmt]
+            if accept is None or accept(prefix) is True:
+                fp.seek(0)
+                return factory(fp, "").size
+    except Exception:  # noqa: BLE001 - a header that fails now only loses the size from the message
+        return None
+    return None
+
+
 def _decode(src: Source, notes: list[str] | None, reduced: bool) -> Picture:
     """``src`` decoded once (a JPEG over ``EXACT_PIXELS`` decoded reduced when ``reduced``)."""
     found: list[str] = []
@@ -136,14 +161,17 @@ def _decode(src: Source, notes: list[str] | None, reduced: bool) -> Picture:
         if _byte_size(fp) == 0:
             raise ImageSkipped("empty file (0 bytes)")
         # Pillow's JPEG opener reads MPO too; every read the decoder makes checks its CPU time (budget.py)
-        img = Image.open(CpuBudget(fp), formats=("JPEG", "PNG", "WEBP"))
+        try:
+            img = Image.open(CpuBudget(fp), formats=OPENED_FORMATS)
+        except Image.DecompressionBombError:  # over Pillow's own limit (2 x 89 Mpx): said in our words, not its
+            raise ImageSkipped(_bomb_words(_header_size(fp))) from None
         if img.format not in SUPPORTED_FORMATS:
             raise ImageSkipped(f"unsupported image format {img.format} (JPEG, PNG or WEBP expected)")
         w, h = img.size
         if w <= 0 or h <= 0:
             raise ImageSkipped(f"image has no pixels ({w}x{h})")
         if w * h > MAX_PIXELS:
-            raise ImageSkipped(f"decompression bomb: {w}x{h} pixels is over the {MAX_PIXELS:,} limit")
+            raise ImageSkipped(_bomb_words((w, h)))
         check_structure(fp, img.format, (w, h), getattr(img, "n_frames", 1))
         if img.info.get("progressive"):  # the CPU budget is checked between blocks, and each scan is small
             img.decodermaxblock = DECODE_BLOCK

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import functools
 import io
+import re
 import textwrap
 from collections.abc import Callable
 from pathlib import Path
@@ -18,6 +19,7 @@ from cliplabel_pipeline.core.reporting.metrics import JobMetrics
 from cliplabel_pipeline.core.reading.images import ImageSkipped, crop_source_under_mask, load_rgb
 from cliplabel_pipeline.core.storage.guarded import shown
 from cliplabel_pipeline.core.values import Groups, LabelRecord
+from cliplabel_pipeline.core.words import counted
 
 THUMB = 72
 MAX_GROUP_SHEETS = 24  # contact sheets of confident groups (the largest); more are listed: a report's cost is bounded
@@ -93,17 +95,19 @@ def _open(job: JobFolder, item: str):
         raise ImageSkipped(str(exc)) from None
 
 
-CAPTION = 30  # at least two lines under each thumbnail: the file, then label and score (more when they wrap)
 LINE = 12  # pixels a caption line takes (Pillow's default font)
+CAPTION = 3 * LINE + 6  # at least three lines under each thumbnail: the path (folder, file), then label and score
+# (more when they wrap)
 CHARS = 15  # characters a caption line holds under a thumbnail: longer text wraps, never cut
 
 
 def contact_sheet(job: JobFolder, items: list[str], kinds: dict[str, str], source: Callable[[], Image.Image],
                   captions: dict[str, str] | None = None, per_row: int = 8, limit: int = 32) -> Image.Image:
-    """Thumbnails of up to ``limit`` items in a grid, each captioned (file name, then ``captions[item]``), and
-    a last line saying how many more the group holds."""
+    """Thumbnails of up to ``limit`` items in a grid, each captioned (its path in the job, so a mask and its
+    cut-out of the same name are told apart, then ``captions[item]``), and a last line saying how many more the
+    group holds."""
     shown_items, more = items[:limit], max(0, len(items) - limit)
-    texts = [(_wrapped(item.rsplit("/", 1)[-1]), _wrapped((captions or {}).get(item, ""))) for item in shown_items]
+    texts = [(_wrapped_path(item), _wrapped((captions or {}).get(item, ""))) for item in shown_items]
     lines = max((len(name) + len(caption) for name, caption in texts), default=2)
     cell_w, cell_h = THUMB + 24, THUMB + max(CAPTION, LINE * lines + 6)
     rows = max(1, -(-len(shown_items) // per_row))
@@ -136,6 +140,18 @@ def _flagging_scores(r: LabelRecord) -> str:
 def _wrapped(text: str) -> list[str]:
     """``text`` in lines of ``CHARS`` characters, broken between words where it can: wrapped, never cut."""
     return textwrap.wrap(shown(text), CHARS, break_on_hyphens=False) if text else []
+
+
+def _wrapped_path(path: str) -> list[str]:
+    """``path`` in lines of ``CHARS`` characters, broken after a ``/`` ("masks/", "obj_00.png"), a part longer
+    than a line wrapped as ``_wrapped`` does: every character kept."""
+    lines: list[str] = []
+    for part in re.findall(r"[^/]*/|[^/]+", shown(path)):
+        if lines and len(lines[-1]) + len(part) <= CHARS:
+            lines[-1] += part
+        else:
+            lines += textwrap.wrap(part, CHARS, break_on_hyphens=False)
+    return lines
 
 
 def _save(job: JobFolder, path: Path, img: Image.Image) -> Path:
@@ -172,7 +188,7 @@ def _review_section(job: JobFolder, folder: Path, metrics: JobMetrics) -> list[s
     r = metrics.review
     top_k = f", top-k {100 * r.top_k_accuracy:.1f}%" if r.top_k_accuracy is not None else ""
     lines = ["## Reviews", "",
-             f"**Accuracy {100 * r.accuracy:.1f}%**{top_k} on {r.reviewed} items people reviewed "
+             f"**Accuracy {100 * r.accuracy:.1f}%**{top_k} on {counted(r.reviewed, 'item')} people reviewed "
              f"({r.decisions['accept']} accepted, {r.decisions['correct']} corrected, {r.decisions['reject']} "
              f"rejected).", ""]
     lines += [f"- {kind}: {v['reviewed']} reviewed, accuracy {100 * v['accuracy']:.1f}%" for kind, v in r.by_kind.items()]
@@ -225,13 +241,13 @@ def write_report(job: JobFolder, records: list[LabelRecord], metrics: JobMetrics
         if confident and id(g) not in pictured:
             unpictured.append(f"{shown(g.name)} ({len(g.items)})")
             continue
-        name = g.name if confident else f"low confidence, nearest concept: {g.name}"
+        name = g.name if confident else f"flagged, nearest concept: {g.name}"  # flagged by any rule, not only confidence
         sheet = _save(job, folder / f"group_{i:02d}.png", contact_sheet(
             job, g.items, kinds, source, captions if confident else flagged_captions))
         lines += [f"### {name} ({len(g.items)})", "", f"![{name}]({sheet.name})", ""]
     if unpictured:
         lines += [f"### {len(unpictured)} more groups, without pictures", "",
-                  f"The {MAX_GROUP_SHEETS} largest groups and every low-confidence cluster are pictured above; "
+                  f"The {MAX_GROUP_SHEETS} largest groups and every cluster of flagged items are pictured above; "
                   f"these are in `groups.json`, `labels.csv` and the ZIP: " + ", ".join(unpictured) + ".", ""]
     if metrics.review:
         lines += _review_section(job, folder, metrics)

@@ -250,3 +250,42 @@ def test_after_reviews_the_summary_the_report_and_metrics_count_alike(own_job, t
     assert f"{counts.items} items labelled: {counts.words()};" in (root / job_id / "report" / "report.md").read_text()
     scores = json.loads((root / job_id / "metrics.json").read_text())["scores"]
     assert (scores["kept"], scores["flagged"], scores["flagged_by"]) == (counts.kept, counts.flagged, counts.flagged_by)
+
+
+def test_the_summary_counts_one_review_and_one_change_in_the_singular(own_job, tmp_path, capsys):
+    root, job_id, _ = own_job
+    lines = tmp_path / "decisions.jsonl"
+    lines.write_text(json.dumps({"path": "objects/obj_00.png", "decision": "reject"}) + "\n")
+    assert run(own_job, "review", "--from", str(lines), "--reviewer", "ana") == 0
+    assert capsys.readouterr().out == (f"{job_id}: 1 review taken from cliplabel review lines: 0 accepted, 0 corrected, "
+                                       f"1 rejected; 0 not matched; 1 label of record changed\n")
+    assert run(own_job, "cleanup", "--apply") == 0
+    assert capsys.readouterr().err.startswith("1 item moved to ")
+    assert run(own_job, "restore") == 0
+    assert capsys.readouterr().out == "restored 1 item\n"
+    lines.write_text("".join(json.dumps({"path": p, "decision": "accept"}) + "\n"
+                             for p in ("objects/obj_01.png", "masks/obj_01.png")))
+    assert run(own_job, "review", "--from", str(lines)) == 0
+    assert ": 2 reviews taken from " in capsys.readouterr().out
+
+
+def test_a_dry_cleanup_says_each_item_goes_by_the_rule_that_flagged_it(own_job, tmp_path, capsys):
+    """An item queued only because a person rejected it is said to go for that, not for scores it does not have."""
+    lines = tmp_path / "decisions.jsonl"
+    lines.write_text(json.dumps({"path": "objects/obj_00.png", "decision": "reject"}) + "\n")
+    assert run(own_job, "review", "--from", str(lines)) == 0
+    capsys.readouterr()
+    assert run(own_job, "cleanup", "--min-confidence", "0", "--min-match", "0") == 0
+    out, err = capsys.readouterr()
+    assert out.split("\t")[0] == "objects/obj_00.png" and len(out.splitlines()) == 1
+    assert err.startswith("dry run: 1 item would go: 1 rejected in review (add --apply); source.png never goes")
+    assert run(own_job, "cleanup", "--min-confidence", "1", "--min-match", "0") == 0
+    out, err = capsys.readouterr()
+    n = len(out.splitlines())
+    assert n > 2 and err.startswith(f"dry run: {n} items would go: {n} below confidence 1.0, 1 rejected in review "
+                                    f"(1 by more than one of these) (add --apply)")
+    assert run(own_job, "cleanup", "--apply", "--min-confidence", "0", "--min-match", "0") == 0
+    capsys.readouterr()
+    assert run(own_job, "cleanup", "--min-confidence", "0", "--min-match", "0") == 0
+    assert capsys.readouterr().err.startswith(
+        "dry run: no item would go (none below confidence 0.0 or match 0.0, none rejected in review) (add --apply)")

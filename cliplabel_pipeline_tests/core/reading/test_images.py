@@ -164,3 +164,33 @@ def test_the_batched_pipeline_path_equals_transformers_too():
     ours = normalise_batch(np.stack([resize_and_crop(i, 224, 224) for i in images]), MEAN, STD).numpy()
     theirs = CLIPImageProcessor()(images=images, return_tensors="np")["pixel_values"]
     np.testing.assert_allclose(ours, theirs, atol=1e-5)
+
+
+def _jpeg_claiming(width: int, height: int) -> bytes:
+    """A small JPEG whose frame header claims ``width`` x ``height``."""
+    buf = io.BytesIO()
+    Image.new("RGB", (16, 16), (200, 10, 10)).save(buf, "JPEG")
+    data = bytearray(buf.getvalue())
+    sof = data.find(b"\xff\xc0")
+    data[sof + 5:sof + 9] = height.to_bytes(2, "big") + width.to_bytes(2, "big")
+    return bytes(data)
+
+
+@pytest.mark.parametrize("name, data, size", [
+    ("under Pillow's limit", None, (12_000, 12_000)),
+    ("PNG over Pillow's limit", "png", (20_000, 20_000)),
+    ("JPEG over Pillow's limit", "jpeg", (20_000, 20_000)),
+])
+def test_every_bomb_is_said_in_the_project_s_words(tmp_path, name, data, size):
+    """docs/security.md promises `decompression bomb: WxH pixels is over the 90,000,000 limit`, whichever limit
+    (ours, or Pillow's own at 2 x 89 Mpx) stopped it first."""
+    from cliplabel_pipeline_tests.hostile_images import png_header_only
+
+    path = tmp_path / "bomb.png"
+    if data is None:
+        Image.new("1", size).save(path)
+    else:
+        path.write_bytes(png_header_only(*size) if data == "png" else _jpeg_claiming(*size))
+    with pytest.raises(ImageSkipped) as caught:
+        load_rgb(path)
+    assert str(caught.value) == f"decompression bomb: {size[0]}x{size[1]} pixels is over the 90,000,000 limit"

@@ -59,3 +59,38 @@ def test_past_the_bound_the_largest_groups_are_pictured_and_the_rest_listed(labe
         if g not in largest:
             assert f"{g.name} ({len(g.items)})" in text and f"### {g.name} " not in text
     assert len(list((results_root / "many" / "report").glob("group_*.png"))) == len(pictured)
+
+
+def test_a_mask_and_its_cut_out_are_captioned_apart(results_root):
+    from cliplabel_pipeline.core.reading.images import load_rgb
+    from cliplabel_pipeline.core.reporting.report import LINE, _wrapped_path
+
+    assert _wrapped_path("masks/obj_00.png") == ["masks/", "obj_00.png"]
+    assert _wrapped_path("objects/obj_00.png") == ["objects/", "obj_00.png"]
+    assert _wrapped_path("objects/a_very_long_file_name.png") == ["objects/", "a_very_long_fil", "e_name.png"]
+    write_toy_job(results_root, "job", seed=2, n_objects=2)
+    job = JobFolder.open(results_root, "job")
+    items = ["masks/obj_00.png", "objects/obj_00.png"]
+
+    def source():
+        with job.open_item("source.png") as fh:
+            return load_rgb(fh)[0]
+    sheet = contact_sheet(job, items, {"masks/obj_00.png": "mask", "objects/obj_00.png": "object"}, source,
+                          dict.fromkeys(items, "red star 0.97"), per_row=2)
+    cell_w = sheet.width // 2
+    first_line = (0, THUMB + 1, cell_w, THUMB + 1 + LINE)  # the folder's line under each thumbnail
+    mask_words = sheet.crop(first_line).tobytes()
+    object_words = sheet.crop((cell_w + first_line[0], first_line[1], cell_w + first_line[2], first_line[3])).tobytes()
+    assert mask_words != object_words
+
+
+def test_a_flagged_group_is_headed_by_what_flagged_it_not_by_confidence(labeller, results_root):
+    from cliplabel_pipeline.core.pipeline import process_job
+
+    write_toy_job(results_root, "job", seed=7)
+    done = process_job(labeller, JobFolder.open(results_root, "job"))
+    text = done.report.read_text()
+    assert done.groups.clusters
+    for c in done.groups.clusters:
+        assert f"### flagged, nearest concept: {c.name} ({len(c.items)})" in text
+    assert "low confidence, nearest concept" not in text
