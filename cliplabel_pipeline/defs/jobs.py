@@ -5,7 +5,7 @@ import dagster as dg
 from cliplabel_pipeline import dagster_names as names
 from cliplabel_pipeline.core import upkeep
 from cliplabel_pipeline.core.labelling.filtered import split_by_confidence
-from cliplabel_pipeline.core.organising.cleanup import quarantine_plan
+from cliplabel_pipeline.core.organising.cleanup import plan_words, quarantine_plan
 from cliplabel_pipeline.core.settings import Confidence, Match, Settings
 from cliplabel_pipeline.core.storage.runs import RecordedRun
 from cliplabel_pipeline.core.upkeep import Upkeep
@@ -100,8 +100,8 @@ def quarantine_low_confidence(context: dg.OpExecutionContext, config: CleanupCon
     listing = "\n".join(f"- `{r.path}` ({r.top1}, confidence {r.confidence:.3f}, match {r.match}, "
                         f"by {'+'.join(rules[r.path])})" for r in plan) or "nothing"
     action = ("deleted" if config.purge else "quarantined") if config.apply else "would go (dry run)"
-    context.log.info(f"{len(plan)} items below confidence {config.min_confidence} or match {config.min_match} "
-                     f"{action}")
+    going = [f for f in filtered.flagged if f.path in {r.path for r in plan}]
+    context.log.info(f"{plan_words(going, config.min_confidence, config.min_match)} ({action})")
     return dg.Output(len(plan), metadata={"items": len(plan), "action": action, "items_list": dg.MetadataValue.md(listing)})
 
 

@@ -136,7 +136,7 @@ def _bomb_words(size: tuple[int, int] | None) -> str:
     return f"decompression bomb: {at} over the {MAX_PIXELS:,} limit"
 
 
-def _header_size(fp) -> tuple[int, int] | None:
+def header_size(fp) -> tuple[int, int] | None:
     """Width and height from the header of ``fp``, read by its format's own opener, which (unlike ``Image.open``)
     applies no pixel limit; nothing is decoded. None when no opener reads it."""
     try:
@@ -164,7 +164,7 @@ def _decode(src: Source, notes: list[str] | None, reduced: bool) -> Picture:
         try:
             img = Image.open(CpuBudget(fp), formats=OPENED_FORMATS)
         except Image.DecompressionBombError:  # over Pillow's own limit (2 x 89 Mpx): said in our words, not its
-            raise ImageSkipped(_bomb_words(_header_size(fp))) from None
+            raise ImageSkipped(_bomb_words(header_size(fp))) from None
         if img.format not in SUPPORTED_FORMATS:
             raise ImageSkipped(f"unsupported image format {img.format} (JPEG, PNG or WEBP expected)")
         w, h = img.size

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from PIL import Image, UnidentifiedImageError
 
 from cliplabel_pipeline.core.errors import CliplabelError
-from cliplabel_pipeline.core.reading.images import SUPPORTED_FORMATS
+from cliplabel_pipeline.core.reading.images import SUPPORTED_FORMATS, header_size
 from cliplabel_pipeline.core.reading.picture import one_line
 from cliplabel_pipeline.core.storage.guarded import shown
 
@@ -52,9 +52,10 @@ def check_upload(upload: Upload, limits: UploadLimits) -> str:
     try:
         with Image.open(io.BytesIO(upload.data), formats=("JPEG", "PNG", "WEBP")) as img:
             fmt, (w, h) = img.format, img.size
-    except Image.DecompressionBombError as exc:
-        raise UploadTooLarge(f"{name}: a decompression bomb ({one_line(exc)[:120]}); the limit is "
-                             f"{limits.max_pixels:,} pixels") from None
+    except Image.DecompressionBombError:  # over Pillow's own limit: the size read from the header, our words
+        size = header_size(io.BytesIO(upload.data))
+        at = f"{size[0]}x{size[1]} = {size[0] * size[1]:,} pixels is" if size else "its size is"
+        raise UploadTooLarge(f"{name}: {at} over the {limits.max_pixels:,}-pixel limit") from None
     except UnidentifiedImageError:
         raise UnsupportedUpload(f"{name}: not a JPEG, PNG or WEBP image (checked by content)") from None
     except Exception as exc:  # noqa: BLE001 - a damaged header is the upload's fault: refuse it with the reason

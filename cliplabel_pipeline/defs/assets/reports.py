@@ -32,7 +32,7 @@ def job_groups(context: dg.AssetExecutionContext, clip: ClipModelResource, job_l
         grouped = group_labelled(labelled, index, job_confidence_filtered_sets)
     groups = grouped.groups
     rows = [f"| {g.name} | {len(g.items)} |" for g in groups.groups]
-    rows += [f"| ~{c.name} (low confidence, similarity {c.similarity:.2f}) | {len(c.items)} |" for c in groups.clusters]
+    rows += [f"| ~{c.name} (flagged, similarity {c.similarity:.2f}) | {len(c.items)} |" for c in groups.clusters]
     return dg.Output(grouped, metadata={
         "groups": dg.MetadataValue.int(len(groups.groups)),
         "clusters": dg.MetadataValue.int(len(groups.clusters)),
