@@ -69,9 +69,10 @@ def test_job_cleanup_restore_export_and_purge_in_windows_mode(tmp_path, toy_mode
     said = out.stdout + out.stderr
     assert out.stdout.count("exit 0") == 4 and "8 items deleted" in said, said[-3000:]
     assert len((tmp_path / "out.jsonl").read_text().splitlines()) == 9  # exported before the purge
+    [cluster] = json.loads((job / "groups.json").read_text())["clusters"]  # the source, named by its nearest concept
     with zipfile.ZipFile(job / "export" / "j1.zip") as zf:  # rebuilt by the purge: only the source is left
         assert zf.testzip() is None and [n for n in zf.namelist() if n.endswith(".png")] == [
-            "low-confidence/purple triangle-0/source.png"]
+            f"low-confidence/{cluster['name']}-0/source.png"] and cluster["items"] == ["source.png"]
     assert (job / "export" / "j1.csv").is_file()
     assert not list(job.rglob(".*.tmp")), "a temp file was left behind"
     assert [json.loads(line)["path"] for line in (job / "labels.jsonl").read_text().splitlines()] == ["source.png"]

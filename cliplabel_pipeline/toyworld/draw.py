@@ -11,6 +11,8 @@ import random
 import numpy as np
 from PIL import Image, ImageDraw
 
+from cliplabel_pipeline.core.reading.images import OBJECT_MARGIN
+
 COLOURS: dict[str, tuple[int, int, int]] = {
     "red": (220, 30, 30),
     "green": (30, 170, 40),
@@ -83,14 +85,15 @@ def draw_object(
 
 
 def draw_tight_sample(label: str, size: int, rng: random.Random) -> Image.Image:
-    """``label`` cropped to its own bounding box and centred on a neutral square, as masks and cut-outs look."""
+    """``label`` cropped to its own bounding box and centred on a neutral square with ``OBJECT_MARGIN`` of grey
+    around it, as masks and cut-outs look to the model."""
     big = size * 2
     canvas = Image.new("RGB", (big, big), NEUTRAL)
     mask = Image.new("L", (big, big), 0)
     w, h = int(big * rng.uniform(0.8, 1.0)), int(big * rng.uniform(0.8, 1.0))
     draw_object(canvas, mask, label, (0, 0, w, h), rng)
     x0, y0, x1, y1 = mask.getbbox()
-    side = max(x1 - x0, y1 - y0)
+    side = round(max(x1 - x0, y1 - y0) * (1 + 2 * OBJECT_MARGIN))
     square = Image.new("RGB", (side, side), NEUTRAL)
     square.paste(canvas.crop((x0, y0, x1, y1)), ((side - (x1 - x0)) // 2, (side - (y1 - y0)) // 2))
     return square.resize((size, size), Image.BICUBIC)
@@ -98,8 +101,8 @@ def draw_tight_sample(label: str, size: int, rng: random.Random) -> Image.Image:
 
 def draw_sample(label: str, size: int, rng: random.Random) -> Image.Image:
     """One training/eval picture: ``label`` on a random or neutral background, at a random scale and place;
-    a third of them cropped tight to the object, as masks and cut-outs are."""
-    if rng.random() < 0.33:
+    half of them cropped tight to the object with a grey margin, as masks and cut-outs are (what is labelled)."""
+    if rng.random() < 0.5:
         return draw_tight_sample(label, size, rng)
     bg = NEUTRAL if rng.random() < 0.35 else random_background(rng)
     img = Image.new("RGB", (size, size), bg)
@@ -113,13 +116,15 @@ def draw_sample(label: str, size: int, rng: random.Random) -> Image.Image:
 
 def draw_split_sample(size: int, rng: random.Random) -> Image.Image:
     """A toy shape split along a line into two of ``COLOURS``: none of the world's concepts, so the model can be
-    shown what "none of them" looks like (placed as ``draw_sample`` places objects, a third cropped tight)."""
+    shown what "none of them" looks like (placed as ``draw_sample`` places objects; a third cropped tight, with
+    the margin)."""
     first, second = rng.sample(sorted(COLOURS), 2)
     shape = rng.choice(SHAPES)
     tight = rng.random() < 0.33
     img = Image.new("RGB", (size, size), NEUTRAL if (tight or rng.random() < 0.35) else random_background(rng))
-    if tight:
-        w, h = int(size * rng.uniform(0.9, 1.0)), int(size * rng.uniform(0.9, 1.0))
+    if tight:  # as draw_tight_sample: OBJECT_MARGIN of grey around it
+        inner = size / (1 + 2 * OBJECT_MARGIN)
+        w, h = int(inner * rng.uniform(0.9, 1.0)), int(inner * rng.uniform(0.9, 1.0))
         x0, y0 = (size - w) // 2, (size - h) // 2
     else:
         frac = rng.uniform(0.35, 1.0)

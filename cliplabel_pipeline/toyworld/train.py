@@ -74,7 +74,7 @@ def held_out_nouns(model_dir: Path = MODEL_DIR) -> list[str]:
     return read_lines(Path(model_dir) / HELD_OUT_FILE)
 
 
-def train(out_dir: Path = MODEL_DIR, steps: int = 4000, batch: int = 96, outliers: int = 32,
+def train(out_dir: Path = MODEL_DIR, steps: int = 6000, batch: int = 96, outliers: int = 32,
           outlier_weight: float = 0.5, other_texts: int = 20, seed: int = 0) -> float:
     """Train, save to ``out_dir``, and return held-out top-1 accuracy on freshly drawn samples."""
     torch.manual_seed(seed)

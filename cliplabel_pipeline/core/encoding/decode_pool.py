@@ -34,8 +34,8 @@ import psutil
 from PIL import Image
 
 from cliplabel_pipeline.core.reading.images import (
-    EXACT_PIXELS, _decode, crop_source_under_mask, letterbox, load_picture, mask_inside_array, resize_and_crop,
-    upright_mask,
+    EXACT_PIXELS, OBJECT_MARGIN, _decode, crop_source_under_mask, letterbox, load_picture, mask_inside_array,
+    resize_and_crop, upright_mask,
 )
 from cliplabel_pipeline.core.reading.picture import ImageSkipped, Picture, decoding
 from cliplabel_pipeline.core.storage.guarded import NotRegularFile
@@ -70,9 +70,10 @@ def _unexpected(exc: Exception) -> str:
 
 
 def crop_of(img, kind: str, image_size: int, crop_size: int) -> np.ndarray:
-    """The CPU path's uint8 crop of an item's picture: letterboxed for whole objects, else CLIP's geometry."""
+    """The CPU path's uint8 crop of an item's picture: letterboxed with a margin for whole objects, else CLIP's
+    geometry."""
     if kind in LETTERBOXED:
-        return letterbox(img, crop_size)
+        return letterbox(img, crop_size, OBJECT_MARGIN)
     return resize_and_crop(img, image_size, crop_size)
 
 

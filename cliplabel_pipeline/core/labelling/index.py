@@ -175,19 +175,25 @@ def null_embeddings(handle, progress: Progress | None = None) -> np.ndarray:
     """The null probes' image embeddings for the loaded model ``handle``, prepared as items are."""
     key = (handle.identity, handle.precision, handle.image_size, handle.crop_size, PROBE_RECIPE)
     if key not in _NULL_EMBEDDINGS:
-        from PIL import Image
-
-        from cliplabel_pipeline.core.encoding.encode import encode_images
-        from cliplabel_pipeline.core.reading.images import letterbox, normalise_batch, resize_and_crop
-
-        start = time.perf_counter()
-        pixels = np.stack([letterbox(Image.fromarray(p), handle.crop_size) if boxed
-                           else resize_and_crop(Image.fromarray(p), handle.image_size, handle.crop_size)
-                           for p, boxed in probe_pictures(handle.crop_size)])
-        batch, advance, parts = 32, counter(progress, "encoding null probes (for match)", len(pixels)), []
-        for i in range(0, len(pixels), batch):
-            parts.append(encode_images(handle, normalise_batch(pixels[i:i + batch], handle.mean, handle.std), batch))
-            advance(min(i + batch, len(pixels)))
-        _NULL_EMBEDDINGS[key] = np.concatenate(parts)
-        log.info("encoded %d null probes for the match score in %.1fs", len(pixels), time.perf_counter() - start)
+        _NULL_EMBEDDINGS[key] = encode_probes(handle, probe_pictures(handle.crop_size), progress)
     return _NULL_EMBEDDINGS[key]
+
+
+def encode_probes(handle, pictures: list[tuple[np.ndarray, bool]], progress: Progress | None = None) -> np.ndarray:
+    """Embeddings of ``pictures`` (``probe_pictures``' pairs), each cropped by the items' own rule: as a cut-out
+    (letterboxed with its margin) or as a photo (centre-cropped)."""
+    from PIL import Image
+
+    from cliplabel_pipeline.core.encoding.decode_pool import crop_of
+    from cliplabel_pipeline.core.encoding.encode import encode_images
+    from cliplabel_pipeline.core.reading.images import normalise_batch
+
+    start = time.perf_counter()
+    pixels = np.stack([crop_of(Image.fromarray(p), "object" if boxed else "source", handle.image_size,
+                               handle.crop_size) for p, boxed in pictures])
+    batch, advance, parts = 32, counter(progress, "encoding null probes (for match)", len(pixels)), []
+    for i in range(0, len(pixels), batch):
+        parts.append(encode_images(handle, normalise_batch(pixels[i:i + batch], handle.mean, handle.std), batch))
+        advance(min(i + batch, len(pixels)))
+    log.info("encoded %d null probes for the match score in %.1fs", len(pixels), time.perf_counter() - start)
+    return np.concatenate(parts)

@@ -17,7 +17,9 @@ Rules:
   under it is resampled (box-averaged first when large): within a level or two of 255;
 - a mask is classified as the region of ``source.png`` under it: the source cropped to the mask's bounding
   box, pixels outside the mask painted neutral grey (the same look as an RGBA cut-out); masks and cut-outs
-  are letterboxed: scaled so the longer side fits the model's input and centred on neutral grey;
+  are letterboxed with a margin: scaled so the longer side and ``OBJECT_MARGIN`` of it on each side fit the
+  model's input, centred on neutral grey, so an object shows its outline (a square is a square on grey, not
+  a field of one colour, which is what a picture of nothing can be);
 - anything that cannot be decoded raises ``ImageSkipped`` with a one-line reason; callers record it and go on.
 """
 
@@ -60,6 +62,7 @@ EXACT_ASPECT = 16  # exact CLIP geometry while the resized image is at most 16 c
 DRAFT_MIN_SIDE = 2048  # a JPEG decoded reduced keeps this many pixels on its short side (>= 6 x 336)
 _BYTES_PER_PIXEL = {"1": 1, "L": 1, "P": 1, "I;16": 2, "I;16B": 2, "I;16L": 2}  # Pillow stores the rest in 4
 HALF = 128  # a mask's level (or alpha) at or above this is on
+OBJECT_MARGIN = 0.1  # grey a mask or cut-out is letterboxed with, each side, as a share of its longer side
 _AT_LEAST_HALF = [0] * HALF + [255] * (256 - HALF)
 _NONZERO = [0] + [255] * 255
 Source = str | os.PathLike | BinaryIO
@@ -329,11 +332,12 @@ def resize_and_crop(img: Picture | Image.Image, size: int, crop: int) -> np.ndar
     return np.asarray(pic.resized((crop, crop), (left * sx, top * sy, (left + crop) * sx, (top + crop) * sy)))
 
 
-def letterbox(img: Picture | Image.Image, side: int) -> np.ndarray:
-    """``img`` scaled (bicubic) so its longer side is ``side``, centred on a neutral grey square; uint8."""
+def letterbox(img: Picture | Image.Image, side: int, margin: float = 0.0) -> np.ndarray:
+    """``img`` scaled (bicubic) so its longer side and ``margin`` of it on each side are ``side``, centred on a
+    neutral grey square; uint8."""
     pic = Picture.of(img)
     w, h = pic.size
-    scale = side / max(w, h)
+    scale = side / (max(w, h) * (1 + 2 * margin))
     new_w, new_h = max(1, round(w * scale)), max(1, round(h * scale))
     canvas = Image.new("RGB", (side, side), NEUTRAL_GREY)
     canvas.paste(pic.resized((new_w, new_h)), ((side - new_w) // 2, (side - new_h) // 2))

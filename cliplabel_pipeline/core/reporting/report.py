@@ -231,8 +231,8 @@ def write_report(job: JobFolder, records: list[LabelRecord], metrics: JobMetrics
         _save(job, folder / "match.png", score_histogram(matches, metrics.match_threshold, "match"))
         m = scores.match
         lines += ["## Match (open set)", "", "![match histogram](match.png)", "",
-                  f"mean {m.get('mean', 0):.3f}, median {m.get('p50', 0):.3f}; of the {scores.flagged} items "
-                  f"flagged, {scores.flagged_by['match']} by match", ""]
+                  f"mean {m.get('mean', 0):.3f}, median {m.get('p50', 0):.3f}; "
+                  f"{counted(scores.flagged, 'item')} flagged, {scores.flagged_by['match']} of them by match", ""]
     lines += ["## Groups", ""]
     pictured = {id(g) for g in sorted(groups.groups, key=lambda g: -len(g.items))[:MAX_GROUP_SHEETS]}
     unpictured = []

@@ -147,6 +147,22 @@ def test_letterbox_keeps_the_whole_object_and_stays_small_for_a_panorama():
     assert (box[0, 0] == NEUTRAL_GREY).all() and (box[111, 0] == (255, 0, 0)).all()
 
 
+@pytest.mark.parametrize("kind", ["mask", "object"])
+def test_a_mask_or_cut_out_shows_its_outline_on_a_grey_margin(tmp_path, kind):
+    """A square cut to its box is one colour edge to edge, which is what a flat picture of nothing is; the model
+    sees it with OBJECT_MARGIN of grey on every side, as the toy model was trained to see objects."""
+    from cliplabel_pipeline.core.encoding.decode_pool import crop_of
+    from cliplabel_pipeline.core.reading.images import OBJECT_MARGIN
+
+    square = Image.new("RGB", (90, 90), (140, 40, 170))
+    crop = crop_of(square, kind, 224, 224)
+    edge = round(224 * OBJECT_MARGIN / (1 + 2 * OBJECT_MARGIN))  # 19 px of grey each side
+    assert (crop[:edge - 1] == NEUTRAL_GREY).all() and (crop[:, -(edge - 1):] == NEUTRAL_GREY).all()
+    assert (crop[edge + 2:-edge - 2, edge + 2:-edge - 2] == (140, 40, 170)).all()
+    photo = crop_of(square, "source", 224, 224)  # a photo keeps CLIP's own geometry: no margin
+    assert (photo == (140, 40, 170)).all()
+
+
 def test_empty_mask_and_mismatched_mask_are_skipped(tmp_path):
     source = Image.new("RGB", (100, 80))
     Image.new("L", (100, 80), 0).save(tmp_path / "empty.png")
