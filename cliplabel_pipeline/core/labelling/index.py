@@ -161,7 +161,10 @@ def build_concept_index(handle, bank: ConceptBank, cache_dir: Path, progress: Pr
     reference_emb = None
     if ref_index is not None:
         reference_emb = reference_for(bank.names, emb, ref_index.names, ref_index.text_emb, synonyms())
-    calibration = calibrate(null_embeddings(handle, progress), emb, reference_emb)
+    # a person's list takes the probes its reference was calibrated with (cached with it, same recipe and model):
+    # a new list costs its own prompts, not 640 images
+    probes = ref_index.calibration.null_emb if ref_index is not None else null_embeddings(handle, progress)
+    calibration = calibrate(probes, emb, reference_emb)
     path = index_cache_path(cache_dir, handle.identity, handle.text_precision, bank, reference)
     write_npz(path, max_bytes=cache_max_bytes, text_emb=emb, logit_scale=np.float64(handle.logit_scale), **calibration.to_arrays())
     return ConceptIndex(bank, emb, handle.logit_scale, handle.identity, handle.text_precision, calibration,

@@ -192,6 +192,18 @@ def test_the_calibration_is_cached_with_the_text_embeddings_and_recorded(labelle
     assert "![match histogram](match.png)" in job.report_md.read_text()
 
 
+def test_a_new_list_takes_its_references_probes_and_encodes_no_picture(labeller, monkeypatch):
+    """A person's list is calibrated with the probes its reference (the model's bank, cached) was calibrated with:
+    in a process that has encoded no probe, a new list encodes its prompts only, and scores as if it had."""
+    from cliplabel_pipeline.core.labelling import index
+
+    monkeypatch.setattr(index, "_NULL_EMBEDDINGS", {})  # as in a fresh process: the bank's index is on disk
+    listed = labeller.with_bank(BankSpec(labels=("yellow star", "lantern", "teapot"))).index  # in no other test
+    assert index._NULL_EMBEDDINGS == {}
+    np.testing.assert_array_equal(listed.calibration.null_emb, labeller.index.calibration.null_emb)
+    assert len(listed.calibration.null_emb) == 640
+
+
 def test_records_from_before_the_match_score_still_read_and_clean_up_by_confidence(results_root):
     job = JobFolder(results_root, "old")
     (results_root / "old" / "objects").mkdir(parents=True)
