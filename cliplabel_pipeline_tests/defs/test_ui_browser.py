@@ -1,7 +1,9 @@
 """The report as a person sees it in the Dagster UI: the asset page rendered by headless Chromium.
 
 Needs Chromium (Debian's `chromium` package; `.ci/run` installs it) and Playwright (the `dev` extra), which
-drives that Chromium: nothing is downloaded. Set CLIPLABEL_UI_SCREENSHOT=FILE to keep the screenshot.
+drives that Chromium: nothing is downloaded. Set UI_SCREENSHOT=FILE to keep the screenshot (not
+CLIPLABEL_-prefixed: cliplabel warns about CLIPLABEL_ variables it does not know, and other tests check that
+it says nothing).
 """
 
 from __future__ import annotations
@@ -89,8 +91,8 @@ def test_every_report_picture_shows_on_the_assets_page(tmp_path, results_root, r
             shown = page.evaluate("() => Array.from(document.querySelectorAll('[role=dialog] img'))"
                                   ".map(i => [i.naturalWidth, i.getBoundingClientRect().width])")
             page.screenshot(path=str(tmp_path / "report-preview.png"))
-            if os.environ.get("CLIPLABEL_UI_SCREENSHOT"):
-                shutil.copy(tmp_path / "report-preview.png", os.environ["CLIPLABEL_UI_SCREENSHOT"])
+            if os.environ.get("UI_SCREENSHOT"):
+                shutil.copy(tmp_path / "report-preview.png", os.environ["UI_SCREENSHOT"])
             browser.close()
     finally:
         os.killpg(web.pid, signal.SIGTERM)

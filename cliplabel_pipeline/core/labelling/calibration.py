@@ -178,6 +178,7 @@ def _checker(rng: np.random.Generator, h: int, w: int) -> np.ndarray:
 
 FAMILIES: tuple[Callable[[np.random.Generator, int, int], np.ndarray], ...] = (
     _noise, _blurred_noise, _gradient, _flat, _checker)
+PROBE_COUNT = PROBES_PER_FAMILY * len(FAMILIES)  # what a calibration is made from, and what a cache must hold
 
 
 PROBE_SEED = 20261201

@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from cliplabel_pipeline.core.labelling.calibration import (
+    PROBE_COUNT,
     PROBE_RECIPE,
     Calibration,
     calibrate,
@@ -86,11 +87,11 @@ def _read_verified_cache(path: Path, n_concepts: int, width: int | None) -> dict
         null, stats = arrays.get("null_emb"), arrays.get("null_stats")
         if null is None or stats is None:
             return "the match calibration is missing"
-        if null.dtype.kind != "f" or null.ndim != 2 or null.shape[1] != emb.shape[1] or not len(null):
-            return f"null_emb is {null.dtype} of shape {null.shape}, not probes x {emb.shape[1]}"
+        if null.dtype.kind != "f" or null.ndim != 2 or null.shape != (PROBE_COUNT, emb.shape[1]):
+            return f"null_emb is {null.dtype} of shape {null.shape}, not {PROBE_COUNT} probes x {emb.shape[1]}"
         if not np.isfinite(null).all() or not np.allclose(np.linalg.norm(null, axis=1), 1.0, atol=1e-3):
             return "null_emb rows are not finite unit vectors"
-        if stats.shape != (8,) or not np.isfinite(stats).all() or (stats[1::2] <= 0).any():
+        if stats.dtype.kind != "f" or stats.shape != (8,) or not np.isfinite(stats).all() or (stats[1::2] <= 0).any():
             return "null_stats are not eight finite statistics with positive spreads"
         per_concept = arrays.get("null_concept_stats")
         reference = arrays.get("reference_emb")

@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 
 from cliplabel_pipeline.core.encoding.model import load_clip
+from cliplabel_pipeline.core.labelling.calibration import PROBE_COUNT
 from cliplabel_pipeline.core.labelling.concepts import load_bank
 from cliplabel_pipeline.core.labelling.index import (
     build_concept_index,
@@ -38,7 +39,7 @@ def cache(handle, tmp_path):
 
 
 def _good(emb, **changes):
-    arrays = {"text_emb": emb, "logit_scale": np.float64(100.0), "null_emb": _unit(8, emb.shape[1]),
+    arrays = {"text_emb": emb, "logit_scale": np.float64(100.0), "null_emb": _unit(PROBE_COUNT, emb.shape[1]),
               "null_concept_stats": np.ones((2, len(emb))), "null_stats": np.ones(8)}
     return {**arrays, **changes}
 
@@ -69,7 +70,13 @@ DAMAGE = {  # how a cache file goes bad -> write it so (each with a correct chec
     "negative logit scale": lambda p, emb: write_npz(p, **_good(emb, logit_scale=np.float64(-1.0))),
     "logit scale as text": lambda p, emb: write_npz(p, **_good(emb, logit_scale=np.array(["100"]))),
     "no match calibration (an older cache)": lambda p, emb: write_npz(p, text_emb=emb, logit_scale=np.float64(100.0)),
-    "null probes of another width": lambda p, emb: write_npz(p, **_good(emb, null_emb=_unit(8, emb.shape[1] + 1))),
+    "null probes of another width": lambda p, emb: write_npz(
+        p, **_good(emb, null_emb=_unit(PROBE_COUNT, emb.shape[1] + 1))),
+    "one null probe (a list would be calibrated from it)": lambda p, emb: write_npz(
+        p, **_good(emb, null_emb=_unit(1, emb.shape[1]))),
+    "null statistics as text": lambda p, emb: write_npz(p, **_good(emb, null_stats=np.ones(8).astype(str))),
+    "null statistics as booleans": lambda p, emb: write_npz(p, **_good(emb, null_stats=np.ones(8, bool))),
+    "complex null statistics": lambda p, emb: write_npz(p, **_good(emb, null_stats=np.ones(8, complex))),
     "NaN null statistics": lambda p, emb: write_npz(p, **_good(emb, null_stats=np.full(8, np.nan))),
     "a zero spread": lambda p, emb: write_npz(p, **_good(emb, null_stats=np.zeros(8))),
     "no concept statistics (an older cache)": lambda p, emb: write_npz(
