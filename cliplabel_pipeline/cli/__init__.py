@@ -116,7 +116,7 @@ def _db(args, env: Settings) -> Path:
 
 def cmd_cleanup(args, env: Settings) -> int:
     from cliplabel_pipeline.core import upkeep
-    from cliplabel_pipeline.core.organising.cleanup import cleanup_candidates, plan_words
+    from cliplabel_pipeline.core.organising.cleanup import cleanup_candidates, nothing_words, plan_words
 
     job = _job_folder(args, env)
     if args.purge and not args.apply:
@@ -132,6 +132,10 @@ def cmd_cleanup(args, env: Settings) -> int:
               f"{SOURCE_NAME} never goes (masks are read through it), whatever its scores", file=sys.stderr)
         return 0
     done = upkeep.cleanup(job, plan, _db(args, env), env, purge=args.purge)
+    if not done.paths:  # no undo to offer: restore would say there is nothing in quarantine
+        print(f"0 items {'deleted' if args.purge else 'moved'}: {nothing_words(args.min_confidence, args.min_match)}",
+              file=sys.stderr)
+        return 0
     where = "deleted" if args.purge else f"moved to {job.quarantine_dir} (undo: cliplabel restore {args.job_id})"
     print(f"{counted(len(done.paths), 'item')} {where}", file=sys.stderr)
     return 0

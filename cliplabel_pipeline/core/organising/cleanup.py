@@ -86,14 +86,19 @@ def cleanup_candidates(job: JobFolder, min_confidence: float, min_match: float |
     return [f for f in filtered.flagged if f.path in going]
 
 
+def nothing_words(min_confidence: float, min_match: float | None) -> str:
+    """Why a cleanup has nothing to take: "none below confidence 0.25 or match 0.5, none rejected in review"."""
+    below = f"below confidence {min_confidence}" + (f" or match {min_match}" if min_match is not None else "")
+    return f"none {below}, none rejected in review"
+
+
 def plan_words(plan: list[FlaggedItem], min_confidence: float, min_match: float | None) -> str:
     """What a cleanup would remove, by the rules that put each item there: "2 items would go: 1 below confidence
     0.25, 1 rejected in review"; an item put there by several rules counts under each, and the words say so."""
     rules = {"confidence": f"below confidence {min_confidence}", "match": f"below match {min_match}",
              "review": "rejected in review"}
     if not plan:
-        below = rules["confidence"] + (f" or match {min_match}" if min_match is not None else "")
-        return f"no item would go (none {below}, none rejected in review)"
+        return f"no item would go ({nothing_words(min_confidence, min_match)})"
     parts = [f"{n} {words}" for rule, words in rules.items() if (n := sum(rule in f.rules for f in plan))]
     several = sum(len(f.rules) > 1 for f in plan)
     return (f"{counted(len(plan), 'item')} would go: {', '.join(parts)}"

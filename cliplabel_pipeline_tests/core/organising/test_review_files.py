@@ -289,3 +289,7 @@ def test_a_dry_cleanup_says_each_item_goes_by_the_rule_that_flagged_it(own_job, 
     assert run(own_job, "cleanup", "--min-confidence", "0", "--min-match", "0") == 0
     assert capsys.readouterr().err.startswith(
         "dry run: no item would go (none below confidence 0.0 or match 0.0, none rejected in review) (add --apply)")
+    for purge, verb in (([], "moved"), (["--purge"], "deleted")):  # nothing to undo: no restore offered
+        assert run(own_job, "cleanup", "--apply", *purge, "--min-confidence", "0", "--min-match", "0") == 0
+        assert capsys.readouterr().err == (
+            f"0 items {verb}: none below confidence 0.0 or match 0.0, none rejected in review\n")
