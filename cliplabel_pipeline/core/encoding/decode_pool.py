@@ -37,7 +37,7 @@ from cliplabel_pipeline.core.reading.images import (
     EXACT_PIXELS, OBJECT_MARGIN, _decode, crop_source_under_mask, letterbox, load_picture, mask_inside_array,
     resize_and_crop, upright_mask,
 )
-from cliplabel_pipeline.core.reading.picture import ImageSkipped, Picture, decoding
+from cliplabel_pipeline.core.reading.picture import ALPHA, ImageSkipped, Picture, decoding
 from cliplabel_pipeline.core.storage.guarded import NotRegularFile
 from cliplabel_pipeline.core.values import EmbeddedItem
 
@@ -69,10 +69,17 @@ def _unexpected(exc: Exception) -> str:
     return f"could not be read: {type(exc).__name__}: {' '.join(str(exc).split())[:200]}"
 
 
+def is_cut_out(img) -> bool:
+    """Whether a loose file's picture is a cut-out: it carries transparency (an alpha channel, or a palette with
+    a transparent entry), as a segmentation service's ``objects/*.png`` do, where a photo does not."""
+    image = img.image if isinstance(img, Picture) else img
+    return image.mode in ALPHA or (image.mode == "P" and "transparency" in image.info)
+
+
 def crop_of(img, kind: str, image_size: int, crop_size: int) -> np.ndarray:
-    """The CPU path's uint8 crop of an item's picture: letterboxed with a margin for whole objects, else CLIP's
-    geometry."""
-    if kind in LETTERBOXED:
+    """The CPU path's uint8 crop of an item's picture: letterboxed with a margin for whole objects (a loose file
+    that is a cut-out too), else CLIP's geometry."""
+    if kind in LETTERBOXED or (kind == "image" and is_cut_out(img)):
         return letterbox(img, crop_size, OBJECT_MARGIN)
     return resize_and_crop(img, image_size, crop_size)
 

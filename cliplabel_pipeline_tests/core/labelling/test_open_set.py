@@ -130,6 +130,24 @@ def test_a_persons_own_list_keeps_what_it_names_and_flags_what_it_does_not(custo
     assert custom_lists[OUTSIDE_KIND, size].flagged >= 0.95
 
 
+def test_a_cut_out_classified_on_its_own_scores_as_in_its_job(labeller, toy_job):
+    """A loose file with transparency is a cut-out: letterboxed with the margin as in a job, so ``classify`` (and an
+    upload) gives it the job's scores; with its true label on a person's list it is kept, squares included."""
+    root, job_id = toy_job
+    records = {r.path: r for r in label_job(labeller, JobFolder.open(root, job_id)).records}
+    cut_outs = sorted((root / job_id / "objects").iterdir())
+    loose, _ = labeller.classify_paths(cut_outs)
+    for path, rec in zip(cut_outs, loose):
+        job_rec = records[f"objects/{path.name}"]
+        assert (rec.top1, rec.match) == (job_rec.top1, job_rec.match), (path.name, rec, job_rec)
+        [listed], _ = labeller.with_bank(BankSpec(labels=(job_rec.top1, "cat", "dog"))).classify_paths([path])
+        assert listed.top1 == job_rec.top1 and not listed.low_confidence, listed
+    flat = root / "photo.png"  # the same pixels without an alpha channel: a photo, centre-cropped
+    Image.open(cut_outs[2]).convert("RGB").save(flat)
+    [photo], _ = labeller.classify_paths([flat])
+    assert photo.match != loose[2].match
+
+
 def test_the_issues_own_example_through_the_cli(toy_model, results_root, text_cache, capsys):
     """``cliplabel classify <toy shapes> --labels "cat,dog,bird"``: every shape flagged by match."""
     from cliplabel_pipeline.cli import main
