@@ -248,7 +248,7 @@ def preprocessing_alone(handle, manifest, device: str, cores: int, limit: int) -
 
     from cliplabel_pipeline.core.encoding.decode_pool import decode_masks, decode_source
     from cliplabel_pipeline.core.encoding.device_crops import Boxes, build_crops
-    from cliplabel_pipeline.core.reading.images import OBJECT_MARGIN, OBJECT_MAX_ENLARGE
+    from cliplabel_pipeline.core.reading.images import OBJECT_MARGIN
     from cliplabel_pipeline.core.encoding.gpu_input import MASK_CHUNK
 
     job, masks = manifest.job, [i.path for i in manifest.items if i.kind == "mask"][:limit]
@@ -268,7 +268,7 @@ def preprocessing_alone(handle, manifest, device: str, cores: int, limit: int) -
             for boxes, levels in chunks:
                 build_crops(source, Boxes(boxes, boxes[:, 2:] - boxes[:, :2]), levels, True, handle.crop_size,
                             handle.image_size, handle.mean, handle.std, handle.dtype, levels_at_box=True,
-                            margin=OBJECT_MARGIN, max_enlarge=OBJECT_MAX_ENLARGE)
+                            margin=OBJECT_MARGIN)
             _sync(device)
         once()
         t0, rounds = time.perf_counter(), 0

@@ -34,7 +34,7 @@ import psutil
 from PIL import Image
 
 from cliplabel_pipeline.core.reading.images import (
-    EXACT_PIXELS, OBJECT_MARGIN, OBJECT_MAX_ENLARGE, _decode, crop_source_under_mask, letterbox, load_picture, mask_inside_array,
+    EXACT_PIXELS, OBJECT_MARGIN, _decode, crop_source_under_mask, letterbox, load_picture, mask_inside_array,
     resize_and_crop, upright_mask,
 )
 from cliplabel_pipeline.core.reading.picture import ALPHA, ImageSkipped, Picture, decoding
@@ -80,7 +80,7 @@ def crop_of(img, kind: str, image_size: int, crop_size: int) -> np.ndarray:
     """The CPU path's uint8 crop of an item's picture: letterboxed with a margin for whole objects (a loose file
     that is a cut-out too), else CLIP's geometry."""
     if kind in LETTERBOXED or (kind == "image" and is_cut_out(img)):
-        return letterbox(img, crop_size, OBJECT_MARGIN, OBJECT_MAX_ENLARGE)
+        return letterbox(img, crop_size, OBJECT_MARGIN)
     return resize_and_crop(img, image_size, crop_size)
 
 

@@ -50,7 +50,7 @@ def _normalised(placed: torch.Tensor, mean, std, dtype: torch.dtype) -> torch.Te
 
 def build_crops(picture: torch.Tensor, boxes: Boxes, levels: torch.Tensor | None, letterboxed: bool, side: int,
                 short_side: int, mean, std, dtype: torch.dtype, levels_at_box: bool = False,
-                margin: float = 0.0, max_enlarge: float = float("inf")) -> torch.Tensor:
+                margin: float = 0.0) -> torch.Tensor:
     """Model-ready pixels ``[n, 3, side, side]`` of ``dtype`` for ``n`` regions of one ``picture`` ``[H, W, 3]`` uint8:
     letterboxed on grey with ``margin`` (masks and cut-outs) or resized to ``short_side`` and centre-cropped
     (CLIP's own geometry), grey outside each item's mask where ``levels`` (``[n, H, W]`` uint8) are given. Built
@@ -60,7 +60,7 @@ def build_crops(picture: torch.Tensor, boxes: Boxes, levels: torch.Tensor | None
     wh = xyxy[:, 2:] - xyxy[:, :2]
     fw, fh = boxes.size[:, 0], boxes.size[:, 1]
     if letterboxed:
-        new_w, new_h, off_x, off_y = rs.letterbox_geometry(fw, fh, side, margin, max_enlarge)
+        new_w, new_h, off_x, off_y = rs.letterbox_geometry(fw, fh, side, margin)
     else:
         new_w, new_h, off_x, off_y = rs.centre_crop_geometry(fw, fh, short_side, side)
     down_first = rs.vertical_first(wh[:, 0], wh[:, 1], new_w, new_h)

@@ -35,7 +35,7 @@ from cliplabel_pipeline.core.encoding.decode_pool import (
 from cliplabel_pipeline.core.encoding.device_crops import Boxes, build_crops, uint8_crops
 from cliplabel_pipeline.core.encoding.encode import encode_images
 from cliplabel_pipeline.core.encoding.model import ClipHandle
-from cliplabel_pipeline.core.reading.images import OBJECT_MARGIN, OBJECT_MAX_ENLARGE
+from cliplabel_pipeline.core.reading.images import OBJECT_MARGIN
 from cliplabel_pipeline.core.reading.items import JobItems
 from cliplabel_pipeline.core.values import Embedded, EmbeddedItem, SkippedItem
 
@@ -290,8 +290,7 @@ def _build_masks(handle: ClipHandle, job: _Job, chunk: list[tuple[int, MaskCut]]
     boxes = torch.tensor([c.box for _, c in chunk], device=dev)
     pixels = build_crops(job.source.picture, Boxes(boxes, boxes[:, 2:] - boxes[:, :2]),
                          torch.from_numpy(levels).to(dev), True, handle.crop_size, handle.image_size,
-                         handle.mean, handle.std, handle.dtype, levels_at_box=True, margin=OBJECT_MARGIN,
-                         max_enlarge=OBJECT_MAX_ENLARGE)
+                         handle.mean, handle.std, handle.dtype, levels_at_box=True, margin=OBJECT_MARGIN)
     for row, (i, cut) in enumerate(chunk):
         job.rows[i], job.areas[i] = job.crops + row, cut.area
     encoder.add(job, pixels)

@@ -104,13 +104,11 @@ def resample(regions: torch.Tensor, wy: torch.Tensor, wx: torch.Tensor,
     return out
 
 
-def letterbox_geometry(w: torch.Tensor, h: torch.Tensor, side: int, margin: float = 0.0,
-                       max_enlarge: float = float("inf")) -> tuple[torch.Tensor, ...]:
+def letterbox_geometry(w: torch.Tensor, h: torch.Tensor, side: int, margin: float = 0.0) -> tuple[torch.Tensor, ...]:
     """``letterbox``'s sizes and offsets (``reading.images``): longer side and ``margin`` of it on each side to
-    ``side`` (enlarged ``max_enlarge`` times at most), centred. Returns ``(new_w, new_h, left, top)`` as int64
-    tensors."""
+    ``side``, centred. Returns ``(new_w, new_h, left, top)`` as int64 tensors."""
     w64, h64 = w.to(torch.float64), h.to(torch.float64)
-    scale = (side / (torch.maximum(w64, h64) * (1 + 2 * margin))).clamp(max=max_enlarge)
+    scale = side / (torch.maximum(w64, h64) * (1 + 2 * margin))
     new_w = torch.round(w64 * scale).clamp(min=1).to(torch.int64)  # round half to even, as Python's round
     new_h = torch.round(h64 * scale).clamp(min=1).to(torch.int64)
     return new_w, new_h, (side - new_w) // 2, (side - new_h) // 2

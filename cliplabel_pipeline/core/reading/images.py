@@ -63,9 +63,6 @@ DRAFT_MIN_SIDE = 2048  # a JPEG decoded reduced keeps this many pixels on its sh
 _BYTES_PER_PIXEL = {"1": 1, "L": 1, "P": 1, "I;16": 2, "I;16B": 2, "I;16L": 2}  # Pillow stores the rest in 4
 HALF = 128  # a mask's level (or alpha) at or above this is on
 OBJECT_MARGIN = 0.1  # grey a mask or cut-out is letterboxed with, each side, as a share of its longer side
-# a mask or cut-out is enlarged at most this many times: a speck of a few pixels has no shape to show, and blown
-# up to fill the frame it becomes a flat square of its colour (a 1-3 px red fragment was "red square", kept)
-OBJECT_MAX_ENLARGE = 8.0
 _AT_LEAST_HALF = [0] * HALF + [255] * (256 - HALF)
 _NONZERO = [0] + [255] * 255
 Source = str | os.PathLike | BinaryIO
@@ -335,13 +332,12 @@ def resize_and_crop(img: Picture | Image.Image, size: int, crop: int) -> np.ndar
     return np.asarray(pic.resized((crop, crop), (left * sx, top * sy, (left + crop) * sx, (top + crop) * sy)))
 
 
-def letterbox(img: Picture | Image.Image, side: int, margin: float = 0.0,
-              max_enlarge: float = float("inf")) -> np.ndarray:
-    """``img`` scaled (bicubic) so its longer side and ``margin`` of it on each side are ``side``, but never more
-    than ``max_enlarge`` times, centred on a neutral grey square; uint8."""
+def letterbox(img: Picture | Image.Image, side: int, margin: float = 0.0) -> np.ndarray:
+    """``img`` scaled (bicubic) so its longer side and ``margin`` of it on each side are ``side``, centred on a
+    neutral grey square; uint8."""
     pic = Picture.of(img)
     w, h = pic.size
-    scale = min(side / (max(w, h) * (1 + 2 * margin)), max_enlarge)
+    scale = side / (max(w, h) * (1 + 2 * margin))
     new_w, new_h = max(1, round(w * scale)), max(1, round(h * scale))
     canvas = Image.new("RGB", (side, side), NEUTRAL_GREY)
     canvas.paste(pic.resized((new_w, new_h)), ((side - new_w) // 2, (side - new_h) // 2))

@@ -148,21 +148,6 @@ def test_a_cut_out_classified_on_its_own_scores_as_in_its_job(labeller, toy_job)
     assert photo.match != loose[2].match
 
 
-def test_a_speck_is_not_blown_up_into_a_confident_square(labeller, toy_job, tmp_path):
-    """A cut-out of a few pixels is enlarged at most OBJECT_MAX_ENLARGE times: it stays a speck on grey, which the
-    model cannot name, and is flagged; filling the frame it was a flat square ("red square", kept). Objects large
-    enough to show their shape are not affected."""
-    root, job_id = toy_job
-    star = Image.open(root / job_id / "objects" / "obj_00.png")  # the red star
-    paths = []
-    for side in (1, 2, 3, 24):
-        paths.append(tmp_path / f"speck-{side}.png")
-        star.resize((side, side), Image.LANCZOS).save(paths[-1])
-    *specks, whole = labeller.classify_paths(paths)[0]
-    assert all(s.low_confidence for s in specks), specks
-    assert whole.top1 == "red star" and not whole.low_confidence, whole
-
-
 def test_the_issues_own_example_through_the_cli(toy_model, results_root, text_cache, capsys):
     """``cliplabel classify <toy shapes> --labels "cat,dog,bird"``: every shape flagged by match."""
     from cliplabel_pipeline.cli import main

@@ -163,15 +163,6 @@ def test_a_mask_or_cut_out_shows_its_outline_on_a_grey_margin(tmp_path, kind):
     assert (photo == (140, 40, 170)).all()
 
 
-def test_a_speck_is_enlarged_at_most_object_max_enlarge_times():
-    from cliplabel_pipeline.core.encoding.decode_pool import crop_of
-    from cliplabel_pipeline.core.reading.images import OBJECT_MAX_ENLARGE
-
-    crop = crop_of(Image.new("RGB", (2, 3), (220, 30, 30)), "object", 224, 224)
-    red = np.argwhere((crop != NEUTRAL_GREY).any(axis=2))
-    assert (red.max(axis=0) - red.min(axis=0) + 1).tolist() == [3 * OBJECT_MAX_ENLARGE, 2 * OBJECT_MAX_ENLARGE]
-
-
 def test_empty_mask_and_mismatched_mask_are_skipped(tmp_path):
     source = Image.new("RGB", (100, 80))
     Image.new("L", (100, 80), 0).save(tmp_path / "empty.png")
