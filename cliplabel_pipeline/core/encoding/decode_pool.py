@@ -70,8 +70,9 @@ def _unexpected(exc: Exception) -> str:
 
 
 def is_cut_out(img) -> bool:
-    """Whether a loose file's picture is a cut-out: it carries transparency (an alpha channel, or a palette with
-    a transparent entry), as a segmentation service's ``objects/*.png`` do, where a photo does not."""
+    """Whether a loose file's picture is a cut-out: it has an alpha channel (or a palette with a transparent
+    entry), as a segmentation service's ``objects/*.png`` do; a photo has none. Its pixels are not asked: a square
+    cut to its box is opaque from edge to edge and still a cut-out."""
     image = img.image if isinstance(img, Picture) else img
     return image.mode in ALPHA or (image.mode == "P" and "transparency" in image.info)
 
