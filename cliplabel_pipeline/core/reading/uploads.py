@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from PIL import Image, UnidentifiedImageError
 
 from cliplabel_pipeline.core.errors import CliplabelError
-from cliplabel_pipeline.core.reading.images import SUPPORTED_FORMATS, header_size
+from cliplabel_pipeline.core.reading.images import OPENED_FORMATS, SUPPORTED_FORMATS, header_size
 from cliplabel_pipeline.core.reading.picture import one_line
 from cliplabel_pipeline.core.storage.guarded import shown
 
@@ -50,7 +50,7 @@ def check_upload(upload: Upload, limits: UploadLimits) -> str:
     if not upload.data:
         raise UnsupportedUpload(f"{name}: empty file (0 bytes)")
     try:
-        with Image.open(io.BytesIO(upload.data), formats=("JPEG", "PNG", "WEBP")) as img:
+        with Image.open(io.BytesIO(upload.data), formats=OPENED_FORMATS) as img:
             fmt, (w, h) = img.format, img.size
     except Image.DecompressionBombError:  # over Pillow's own limit: the size read from the header, our words
         size = header_size(io.BytesIO(upload.data))
